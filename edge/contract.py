@@ -1,0 +1,194 @@
+"""The I/O contract shared by train/, export/ and edge/ (DESIGN.md, contracts 2-4).
+
+This module is the single place that names the ONNX tensors, the metadata keys and the
+preprocessing recipe. It lives in ``edge/`` because ``edge/`` may import nothing from the other
+packages (it must run on a Jetson without PyTorch), while ``train/`` and ``export/`` may import
+from ``edge/``. It depends on numpy only; OpenCV is imported by the functions that resize.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Mapping, Sequence, Tuple
+
+import numpy as np
+
+# --- tensor names and layout (contract 2) -------------------------------------------------
+INPUT_NAME = "input"            # float32, NCHW, dynamic batch axis
+OUTPUT_NAME = "logits"          # float32, [N, num_classes]
+PROBS_NAME = "probabilities"    # optional second output: softmax(logits)
+INPUT_LAYOUT = "NCHW"
+INPUT_DTYPE = "float32"
+BATCH_AXIS_NAME = "batch"
+
+# --- metadata keys (ONNX metadata_props and the engine sidecar; contracts 2-3) ------------
+META_PREFIX = "edge_students."
+META_FORMAT_VERSION = META_PREFIX + "format_version"
+META_CLASS_NAMES = META_PREFIX + "class_names"          # JSON list of str
+META_INPUT_SIZE = META_PREFIX + "input_size"            # JSON [height, width]
+META_IN_CHANNELS = META_PREFIX + "in_channels"          # JSON int
+META_PREPROCESS = META_PREFIX + "preprocess"            # JSON Preprocess.to_dict()
+META_ARCH = META_PREFIX + "arch"                        # str
+META_ARCH_KWARGS = META_PREFIX + "arch_kwargs"          # JSON dict
+META_METHOD = META_PREFIX + "method"                    # str: ce/posd/oskd/kd/dml
+META_CHECKPOINT_SHA256 = META_PREFIX + "checkpoint_sha256"
+META_OUTPUTS = META_PREFIX + "outputs"                  # JSON list of output names
+META_PRECISION = META_PREFIX + "precision"              # fp32 / fp16 / int8
+META_FULLY_CONVOLUTIONAL = META_PREFIX + "fully_convolutional"  # JSON bool
+METADATA_FORMAT_VERSION = 1
+
+#: metadata values stored as JSON (everything else is a plain string)
+JSON_KEYS = frozenset(
+    {META_CLASS_NAMES, META_INPUT_SIZE, META_IN_CHANNELS, META_PREPROCESS, META_ARCH_KWARGS,
+     META_OUTPUTS, META_FULLY_CONVOLUTIONAL, META_FORMAT_VERSION}
+)
+REQUIRED_KEYS = (META_CLASS_NAMES, META_INPUT_SIZE, META_IN_CHANNELS, META_PREPROCESS, META_ARCH)
+
+RESIZE_POLICIES = ("stretch",)
+CHANNEL_ORDERS = ("RGB", "BGR", "GRAY")
+
+
+def encode_metadata(meta: Mapping[str, Any]) -> Dict[str, str]:
+    """Typed metadata -> the string map stored in ONNX ``metadata_props`` and sidecars."""
+    return {k: (json.dumps(v) if k in JSON_KEYS else str(v)) for k, v in meta.items()}
+
+
+def decode_metadata(props: Mapping[str, str]) -> Dict[str, Any]:
+    """Inverse of :func:`encode_metadata`; raises ``ValueError`` naming a missing key."""
+    out: Dict[str, Any] = {}
+    for k, v in props.items():
+        if not k.startswith(META_PREFIX):
+            continue
+        out[k] = json.loads(v) if k in JSON_KEYS else v
+    missing = [k for k in REQUIRED_KEYS if k not in out]
+    if missing:
+        raise ValueError(
+            f"model metadata lacks {', '.join(missing)}: was it exported with "
+            "`python -m export.onnx model.pt`?"
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the network input: the same recipe in train/ (torch) and edge/ (numpy).
+
+    ``size`` is (height, width). ``channel_order`` is the order the network expects ("RGB" for
+    colour models, "GRAY" for one-channel models); decoders hand over RGB and the recipe converts.
+    ``resize`` is the policy: "stretch" resizes the whole image to ``size`` (no crop, no padding),
+    with OpenCV's INTER_AREA when shrinking and INTER_LINEAR when enlarging.
+    Normalisation: ``(pixel / 255 - mean) / std`` per channel.
+    """
+
+    size: Tuple[int, int]
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    channel_order: str = "RGB"
+    resize: str = "stretch"
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order {self.channel_order!r} not in {CHANNEL_ORDERS}")
+        if self.resize not in RESIZE_POLICIES:
+            raise ValueError(f"resize policy {self.resize!r} not in {RESIZE_POLICIES}")
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ValueError(f"size must be (height, width) of positive ints, got {self.size!r}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(
+                f"mean/std need {self.channels} values for {self.channel_order}, "
+                f"got {len(self.mean)}/{len(self.std)}"
+            )
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.channel_order == "GRAY" else 3
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Preprocess":
+        try:
+            return cls(
+                size=tuple(int(v) for v in d["size"]),  # type: ignore[arg-type]
+                mean=tuple(float(v) for v in d["mean"]),
+                std=tuple(float(v) for v in d["std"]),
+                channel_order=str(d.get("channel_order", "RGB")),
+                resize=str(d.get("resize", "stretch")),
+            )
+        except KeyError as e:
+            raise ValueError(f"preprocess recipe lacks {e.args[0]!r}: {dict(d)}") from None
+
+    # -- numpy implementation (edge/ uses it; train/ uses it to decode and resize) --------
+    def to_uint8(self, image: np.ndarray) -> np.ndarray:
+        """Any decoded RGB image (HxW, HxWx1, HxWx3, HxWx4; uint8) -> HxWxC uint8 at ``size``.
+
+        Input colour images are RGB (or RGBA: alpha is dropped). Grayscale is replicated for
+        colour models; colour is converted to luma (ITU-R 601, as OpenCV) for GRAY models.
+        """
+        import cv2
+
+        img = np.asarray(image)
+        if img.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 image, got {img.dtype}")
+        if img.ndim == 3 and img.shape[2] == 1:
+            img = img[:, :, 0]
+        if img.ndim == 3 and img.shape[2] == 4:
+            img = img[:, :, :3]
+        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
+            raise ValueError(f"unsupported image shape {img.shape}")
+        if self.channel_order == "GRAY":
+            if img.ndim == 3:
+                img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+        else:
+            if img.ndim == 2:
+                img = np.repeat(img[:, :, None], 3, axis=2)
+            if self.channel_order == "BGR":
+                img = img[:, :, ::-1]
+        h, w = self.size
+        if img.shape[:2] != (h, w):
+            shrink = img.shape[0] * img.shape[1] > h * w
+            interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            img = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=interp)
+        if img.ndim == 2:
+            img = img[:, :, None]
+        return np.ascontiguousarray(img)
+
+    def normalize(self, batch_nhwc: np.ndarray) -> np.ndarray:
+        """uint8 NHWC batch -> float32 NCHW network input."""
+        x = np.asarray(batch_nhwc, dtype=np.float32) * np.float32(1.0 / 255.0)
+        mean = np.asarray(self.mean, dtype=np.float32)
+        inv_std = np.float32(1.0) / np.asarray(self.std, dtype=np.float32)
+        x = (x - mean) * inv_std
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """A list of decoded RGB images -> float32 NCHW batch."""
+        return self.normalize(np.stack([self.to_uint8(im) for im in images]))
+
+
+@dataclass
+class ModelInfo:
+    """What edge/ needs to know about a model, read from ONNX metadata or an engine sidecar."""
+
+    class_names: Sequence[str]
+    preprocess: Preprocess
+    arch: str = "unknown"
+    method: str = "unknown"
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any]) -> "ModelInfo":
+        return cls(
+            class_names=list(meta[META_CLASS_NAMES]),
+            preprocess=Preprocess.from_dict(meta[META_PREPROCESS]),
+            arch=str(meta.get(META_ARCH, "unknown")),
+            method=str(meta.get(META_METHOD, "unknown")),
+            extra=dict(meta),
+        )

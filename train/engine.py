@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import math
 import os
 import platform
 import signal
@@ -245,7 +244,7 @@ class Trainer:
             "model_kwargs": self.model_kwargs,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "loss_kwargs": {k: v for k, v in loss_kwargs(self.cfg, self.data).items()},
-            "device": str(self.device), "torch": torch.__version__, "python": platform.python_version(),
+            "device": str(self.device), "torch": str(torch.__version__), "python": platform.python_version(),
             "threads": torch.get_num_threads(),
         }
 
@@ -259,6 +258,8 @@ class Trainer:
         terms = self.loss(logits.float(), y, features=None if feats is None else feats.float(),
                           inputs=x)
         total = sum(terms.values())
+        if not torch.isfinite(total):      # stop before a NaN update reaches the weights
+            raise NonFiniteLoss({k: float(v.detach()) for k, v in terms.items()})
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(total).backward()
@@ -307,10 +308,11 @@ class Trainer:
                          len(batches), st.step, leave=False)
             for step in inner:
                 gen = torch.Generator().manual_seed(_seed(cfg.seed, epoch, step + 2))
-                out = self.train_step(batches[step].to(self.device), gen)
-                if not math.isfinite(float(out["loss"])):
-                    terms = {k: float(v) for k, v in out.items() if k != "correct"}
-                    raise NonFiniteLoss(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {terms}")
+                try:
+                    out = self.train_step(batches[step].to(self.device), gen)
+                except NonFiniteLoss as e:
+                    raise NonFiniteLoss(f"non-finite loss at epoch {epoch + 1}, step {step + 1} "
+                                        f"(terms {e.args[0]}); lower --lr or --lambda") from None
                 bs = len(batches[step])
                 for k, v in out.items():
                     st.sums[k] = st.sums.get(k, 0.0) + (float(v) if k == "correct" else float(v) * bs)

@@ -1,0 +1,139 @@
+"""The training loop: outputs, determinism, exact resume, and clear failures."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from train.cli import main
+from train.config import TrainConfig
+from train.engine import NonFiniteLoss, RunExists, Trainer, epoch_batches
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(dataset="digits", model="cifar_cnn", method="ce", epochs=2, batch_size=64,
+                lr=0.05, out=str(tmp_path / "run"), seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_a_run_writes_its_files(tmp_path, digits):
+    summary = Trainer(_cfg(tmp_path), data=digits).fit()
+    out = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", "metrics.json", "model.pt", "best.pt", "state.pt"):
+        assert (out / name).is_file(), name
+    lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert {"train", "train_acc", "test_acc", "best_test_acc", "best_epoch", "epoch_time_s"} <= set(lines[0])
+    assert summary["best_test_acc"] == max(r["test_acc"] for r in lines)
+    assert json.loads((out / "metrics.json").read_text())["final_test_acc"] == lines[-1]["test_acc"]
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["config"]["lr"] == 0.05 and saved["resolved"]["num_classes"] == 10
+
+
+def test_seeded_cpu_runs_are_deterministic(tmp_path, digits):
+    a = Trainer(_cfg(tmp_path, out=str(tmp_path / "a"), epochs=1), data=digits)
+    a.fit()
+    b = Trainer(_cfg(tmp_path, out=str(tmp_path / "b"), epochs=1), data=digits)
+    b.fit()
+    for (n, p), (_, q) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(p, q), n
+
+
+def test_resume_after_an_interrupt_is_bit_identical(tmp_path, digits):
+    ref = Trainer(_cfg(tmp_path, out=str(tmp_path / "ref")), data=digits)
+    ref.fit()
+
+    def interrupt(trainer, epoch, step):
+        if epoch == 0 and step == 7:
+            raise KeyboardInterrupt
+
+    cut = _cfg(tmp_path, out=str(tmp_path / "cut"))
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cut, data=digits, on_step=interrupt).fit()
+    state = torch.load(tmp_path / "cut" / "state.pt", weights_only=True)
+    assert state["train_state"]["run"]["step"] == 8 and state["train_state"]["run"]["epoch"] == 0
+
+    resumed = Trainer(cut.replace(resume=True), data=digits)
+    resumed.fit()
+    for (n, p), (_, q) in zip(ref.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(p, q), f"{n} differs after resume"
+    ref_lines = (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
+    cut_lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda ln: {k: v for k, v in json.loads(ln).items() if k != "epoch_time_s"}
+    assert [strip(a) for a in ref_lines] == [strip(b) for b in cut_lines]
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, digits):
+    cfg = _cfg(tmp_path, epochs=1)
+    Trainer(cfg, data=digits).fit()
+    with pytest.raises(ValueError, match="differs.*lr"):
+        Trainer(cfg.replace(resume=True, lr=0.1), data=digits).fit()
+
+
+def test_an_existing_run_is_not_overwritten_silently(tmp_path, digits):
+    cfg = _cfg(tmp_path, epochs=1)
+    Trainer(cfg, data=digits).fit()
+    before = (tmp_path / "run" / "model.pt").read_bytes()
+    with pytest.raises(RunExists, match="--resume"):
+        Trainer(cfg, data=digits).fit()
+    assert (tmp_path / "run" / "model.pt").read_bytes() == before
+
+
+def test_non_finite_loss_names_epoch_and_step(tmp_path, digits):
+    # an infinite learning rate: step 1's loss is finite, its update is not, step 2 stops
+    with pytest.raises(NonFiniteLoss, match="epoch 1, step 2"):
+        Trainer(_cfg(tmp_path, lr=float("inf")), data=digits).fit()
+
+
+def test_epoch_batches_cover_the_data_once_and_drop_a_lone_sample():
+    batches = epoch_batches(129, 64, seed=1, epoch=0)
+    assert [len(b) for b in batches] == [64, 64]
+    assert len(torch.cat(batches).unique()) == 128
+    assert torch.equal(torch.cat(epoch_batches(130, 64, 1, 0)).sort().values, torch.arange(130))
+    assert not torch.equal(epoch_batches(130, 64, 1, 0)[0], epoch_batches(130, 64, 1, 1)[0])
+
+
+# ------------------------------------------------------------------ command line
+def test_cli_trains_digits(tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(["--dataset", "digits", "--model", "cifar_cnn", "--epochs", "1", "--lr", "0.05",
+                 "--out", str(out)])
+    assert code == 0
+    assert (out / "model.pt").is_file() and "best test accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "resnet33"], "invalid choice: 'resnet33'"),
+    (["--method", "posd2"], "invalid choice: 'posd2'"),
+    (["--dataset", "mnist2"], "invalid choice: 'mnist2'"),
+])
+def test_cli_unknown_names_list_the_valid_ones(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "choose from" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--data", "/definitely/not/here"], "data folder not found"),
+    (["--dataset", "digits", "--epochs", "0"], "--epochs must be >= 1"),
+    (["--dataset", "digits", "--method", "ce", "--kd", "x.pt"], "conflicts"),
+    (["--dataset", "cifar10"], "not found under"),
+])
+def test_cli_bad_inputs_exit_non_zero_with_a_message(tmp_path, argv, message, capsys):
+    code = main(argv + ["--out", str(tmp_path / "o"), "--data-root", str(tmp_path / "nodata")])
+    assert code != 0
+    assert message in capsys.readouterr().err
+
+
+def test_cli_presets_and_explicit_flags(tmp_path):
+    from train.cli import build_parser, config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["--model", "resnet32", "--posd"]))
+    assert (cfg.preset, cfg.lr, cfg.nesterov, cfg.epochs, cfg.method) == ("wrn", 0.1, True, 200, "posd")
+    cfg = config_from_args(build_parser(preset="crowd").parse_args(["--posd", "--knn", "2", "--lr", "0.01"]))
+    assert (cfg.model, cfg.batch_size, cfg.lr, cfg.epochs, cfg.dataset) == ("crowd_fcn", 32, 0.01, 100, "crowd_synth")
+    assert cfg.out == "runs/crowd_synth_crowd_fcn_posd_k2_s0"

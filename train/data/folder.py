@@ -1,0 +1,120 @@
+"""Image folders (``DIR/train/<class>/*``, ``DIR/test/<class>/*``) decoded once into uint8 tensors.
+
+Decoding uses OpenCV and the resize of :class:`edge.contract.Preprocess`, the very code the edge
+runtime runs, so training and deployment see the same pixels. Undecodable files are skipped with
+one counted warning; grayscale, RGBA and odd sizes are converted to the model's input contract.
+"""
+from __future__ import annotations
+
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from edge.contract import Preprocess
+from train.data import DataError, DataSplits
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def decode_rgb(path: Path) -> Optional[np.ndarray]:
+    """Decode an image file to RGB/RGBA/gray uint8 with OpenCV; None if it cannot be decoded."""
+    import cv2
+
+    data = np.fromfile(str(path), dtype=np.uint8)
+    if data.size == 0:
+        return None
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return None
+    if img.dtype == np.uint16:  # 16-bit PNG/TIFF: keep the high byte
+        img = (img >> 8).astype(np.uint8)
+    if img.dtype != np.uint8:
+        return None
+    if img.ndim == 3 and img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
+    return img
+
+
+def list_classes(split_dir: Path) -> List[str]:
+    if not split_dir.is_dir():
+        raise DataError(f"missing folder {split_dir} (expected <DIR>/train/<class>/* and <DIR>/test/<class>/*)")
+    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{split_dir} has no class folders")
+    return classes
+
+
+def list_images(class_dir: Path) -> List[Path]:
+    return sorted(p for p in class_dir.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def load_split(split_dir: Path, classes: Sequence[str], preprocess: Preprocess,
+               workers: int = 4, desc: str = "") -> Tuple[torch.Tensor, torch.Tensor, int]:
+    """Decode one split: (images uint8 [N,C,H,W], labels [N], number of skipped files)."""
+    files: List[Tuple[Path, int]] = []
+    for label, name in enumerate(classes):
+        class_dir = split_dir / name
+        if not class_dir.is_dir():
+            raise DataError(f"{split_dir} lacks the class folder {name!r} that the train split has")
+        images = list_images(class_dir)
+        if not images:
+            raise DataError(f"class folder {class_dir} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+        files += [(p, label) for p in images]
+    x, y, skipped = decode_files(files, preprocess, workers, desc, where=str(split_dir))
+    empty = [classes[c] for c in range(len(classes)) if not (y == c).any()]
+    if empty:
+        raise DataError(f"{split_dir}: no decodable images in class folder(s) {', '.join(empty)}")
+    return x, y, skipped
+
+
+def decode_files(files: Sequence[Tuple[Path, int]], preprocess: Preprocess, workers: int = 4,
+                 desc: str = "", where: str = "") -> Tuple[torch.Tensor, torch.Tensor, int]:
+    """Decode (path, label) pairs in threads (OpenCV releases the GIL); skip undecodable ones."""
+    def work(item):
+        img = decode_rgb(item[0])
+        return None if img is None else preprocess.to_uint8(img)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        decoded = list(_progress(pool.map(work, files), len(files), desc))
+    keep = [i for i, im in enumerate(decoded) if im is not None]
+    skipped = len(files) - len(keep)
+    if skipped:
+        bad = [str(files[i][0]) for i, im in enumerate(decoded) if im is None][:3]
+        warnings.warn(f"skipped {skipped} undecodable image(s) in {where} (e.g. {', '.join(bad)})")
+    if not keep:
+        raise DataError(f"no decodable images in {where}")
+    x = torch.from_numpy(np.stack([decoded[i] for i in keep])).permute(0, 3, 1, 2).contiguous()
+    y = torch.tensor([files[i][1] for i in keep], dtype=torch.int64)
+    return x, y, skipped
+
+
+def _progress(it, total: int, desc: str):
+    if not desc:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, total=total, desc=desc, unit="img", leave=False, mininterval=1.0, disable=None)
+
+
+def load_folder_splits(root, preprocess: Preprocess, augment: str = "aerial",
+                       name: Optional[str] = None) -> DataSplits:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}")
+    classes = list_classes(root / "train")
+    if not (root / "test").is_dir():
+        raise DataError(f"missing folder {root / 'test'} (expected <DIR>/train/<class>/* and <DIR>/test/<class>/*)")
+    extra = sorted(set(list_classes(root / "test")) - set(classes))
+    if extra:
+        raise DataError(f"{root / 'test'} has class folders the train split lacks: {', '.join(extra)}")
+    train_x, train_y, _ = load_split(root / "train", classes, preprocess, desc=f"decode {root.name}/train")
+    test_x, test_y, _ = load_split(root / "test", classes, preprocess, desc=f"decode {root.name}/test")
+    return DataSplits(name or root.name, train_x, train_y, test_x, test_y, classes, preprocess,
+                      augment, source=str(root))

@@ -47,8 +47,17 @@ class ExportResult:
 # ------------------------------------------------------------------------- loading
 def load_source(path):
     """``(model, checkpoint)``; any unusable file raises :class:`ExportInputError`."""
+    import zipfile
+
     from train.checkpoint import CheckpointError, load_model
 
+    path = Path(path)
+    if path.suffix == ".onnx":
+        raise ExportInputError(f"{path} is an ONNX file; export.onnx takes a checkpoint (model.pt)"
+                               " and `python -m export.trt model.onnx` builds engines from ONNX")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ExportInputError(f"{path} is not a PyTorch checkpoint (torch.save writes a zip "
+                               "archive; this file is not one: truncated or another format?)")
     try:
         return load_model(path)
     except CheckpointError as e:

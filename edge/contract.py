@@ -17,9 +17,12 @@ import numpy as np
 INPUT_NAME = "input"            # float32, NCHW, dynamic batch axis
 OUTPUT_NAME = "logits"          # float32, [N, num_classes]
 PROBS_NAME = "probabilities"    # optional second output: softmax(logits)
+SCORE_MAP_NAME = "score_map"    # dense export of a fully convolutional model: [N, C, h, w]
 INPUT_LAYOUT = "NCHW"
 INPUT_DTYPE = "float32"
 BATCH_AXIS_NAME = "batch"
+HEIGHT_AXIS_NAME = "height"     # dynamic spatial axes of a dense (score_map) export
+WIDTH_AXIS_NAME = "width"
 
 # --- metadata keys (ONNX metadata_props and the engine sidecar; contracts 2-3) ------------
 META_PREFIX = "edge_students."
@@ -35,14 +38,23 @@ META_CHECKPOINT_SHA256 = META_PREFIX + "checkpoint_sha256"
 META_OUTPUTS = META_PREFIX + "outputs"                  # JSON list of output names
 META_PRECISION = META_PREFIX + "precision"              # fp32 / fp16 / int8
 META_FULLY_CONVOLUTIONAL = META_PREFIX + "fully_convolutional"  # JSON bool
+META_DENSE = META_PREFIX + "dense"                      # JSON bool: output is a score map
+META_NUM_CLASSES = META_PREFIX + "num_classes"          # JSON int
+META_SOURCE_ONNX_SHA256 = META_PREFIX + "source_onnx_sha256"  # fp16/int8 ONNX: its fp32 parent
+META_OPSET = META_PREFIX + "opset"                      # JSON int
 METADATA_FORMAT_VERSION = 1
 
 #: metadata values stored as JSON (everything else is a plain string)
 JSON_KEYS = frozenset(
     {META_CLASS_NAMES, META_INPUT_SIZE, META_IN_CHANNELS, META_PREPROCESS, META_ARCH_KWARGS,
-     META_OUTPUTS, META_FULLY_CONVOLUTIONAL, META_FORMAT_VERSION}
+     META_OUTPUTS, META_FULLY_CONVOLUTIONAL, META_FORMAT_VERSION, META_DENSE, META_NUM_CLASSES,
+     META_OPSET}
 )
 REQUIRED_KEYS = (META_CLASS_NAMES, META_INPUT_SIZE, META_IN_CHANNELS, META_PREPROCESS, META_ARCH)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+#: image files the folder readers accept (train/data/folder.py keeps the same list)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 RESIZE_POLICIES = ("stretch",)
 CHANNEL_ORDERS = ("RGB", "BGR", "GRAY")

@@ -1,0 +1,298 @@
+"""Build a TensorRT engine (+ ``model.engine.json``) from a checkpoint or an ONNX file.
+
+    python -m export.trt runs/crowd/model.pt                                # ONNX + engine + sidecar
+    python -m export.trt runs/crowd/model.onnx --precision fp16 --max-batch 8   # Jetson, no torch
+    python -m export.trt runs/crowd/model.pt --precision int8 --calib-data DIR  # Q/DQ INT8
+    python -m export.trt runs/crowd/model.pt --precision int8               # calibrate on train split
+    python -m export.trt runs/crowd/model.int8.onnx --precision int8        # a Q/DQ ONNX as is
+    python -m export.trt runs/crowd/model.onnx --precision fp16 --dla 0     # Xavier / AGX Orin DLA
+
+From a ``.pt`` it first runs ``export.onnx`` (parity gate included). For int8 it writes the Q/DQ
+ONNX ``model.int8.onnx`` (calibrated on ``--calib-size`` images of the training split or
+``--calib-data DIR``) and reports its accuracy against fp32 on CPU. Then it builds
+``model.engine`` for the TensorRT found here (8.5 .. 11; see docs/export.md for what each version
+does), writes the sidecar with the build fingerprint, and checks the engine against ONNX
+Runtime fp32 on the same samples. Exit 0 ok, 1 a parity gate failed, 2 bad input, 3 TensorRT or a
+GPU is missing here: the ONNX files are written and the exact command for the target printed.
+The ``.onnx`` path never imports torch.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from edge import contract as C
+from export import (EXIT_BAD_INPUT, EXIT_GATE, EXIT_NO_TRT, EXIT_OK, ExportInputError,
+                    GateFailed, TensorRTUnavailable)
+from export.parity import (TOLERANCES, Samples, compare_outputs, folder_samples, ort_run,
+                           random_samples, uint8_samples)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export.trt", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="model.pt (checkpoint) or model.onnx (exported, torch-free)")
+    p.add_argument("--precision", choices=C.PRECISIONS, default="fp32", help="engine precision")
+    p.add_argument("--min-batch", type=int, default=1, help="optimisation profile: min batch")
+    p.add_argument("--opt-batch", type=int, default=None,
+                   help="optimisation profile: the batch tuned for (default: --max-batch)")
+    p.add_argument("--max-batch", type=int, default=1, help="optimisation profile: max batch")
+    p.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="engine input H W (default: the model's; for a --dense ONNX the frame)")
+    p.add_argument("--workspace-mb", type=int, default=1024, help="builder workspace pool (MiB)")
+    p.add_argument("--timing-cache", default=None,
+                   help="timing cache file, reused across builds (default: beside the engine)")
+    p.add_argument("--dla", type=int, default=None, metavar="N",
+                   help="build for DLA core N with GPU fallback (Xavier, AGX Orin, Orin NX)")
+    p.add_argument("--calib-data", default=None, metavar="DIR",
+                   help="int8: calibration images (default: the checkpoint's training split)")
+    p.add_argument("--calib-size", type=int, default=512, help="int8: calibration images")
+    p.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"),
+                   default="minmax", help="int8: ONNX Runtime calibration method")
+    p.add_argument("--check-data", default=None, metavar="DIR",
+                   help="images for the parity checks (default: the model's own test split)")
+    p.add_argument("--check-size", type=int, default=64, help="samples in the parity checks")
+    p.add_argument("--probs", action="store_true", help=".pt: also export `probabilities`")
+    p.add_argument("--out", default=None, help="engine path (default: beside the ONNX, .engine)")
+    p.add_argument("--verbose", action="store_true", help="TensorRT verbose log")
+    return p
+
+
+# ------------------------------------------------------------------------- stages
+class Job:
+    """What the stages share: paths, metadata, samples."""
+
+    def __init__(self, args) -> None:
+        self.args = args
+        self.src = Path(args.source)
+        self.ckpt = None                  # the checkpoint dict (.pt input only)
+        self.onnx: Path = self.src
+        self.meta: dict = {}
+        self.samples: Optional[Samples] = None
+        self.test: Optional[Samples] = None   # labelled test split, for the int8 accuracy
+        self.written: List[Path] = []
+
+
+def stage_onnx(job: Job) -> None:
+    a = job.args
+    if job.src.suffix == ".pt":
+        from export.onnx import export_onnx, own_split  # torch only on this path
+
+        res = export_onnx(job.src, None, probs=a.probs, check_data=a.check_data,
+                          check_size=a.check_size)
+        print(f"wrote {res.onnx_path}")
+        for r in res.reports:
+            print(r.format())
+        if not res.passed:
+            raise GateFailed("the ONNX model does not match PyTorch (figures above)")
+        job.onnx, job.meta, job.samples = res.onnx_path, res.metadata, res.samples
+        from train.checkpoint import load_checkpoint
+
+        job.ckpt = load_checkpoint(job.src)
+        x, y, _ = own_split(job.ckpt, "test")
+        if x is not None:
+            job.test = uint8_samples(x, y, C.Preprocess.from_dict(job.ckpt["preprocess"]),
+                                     "the model's test split")
+        job.written.append(job.onnx)
+        return
+    if job.src.suffix != ".onnx":
+        raise ExportInputError(f"{job.src}: expected a .pt checkpoint or an .onnx file")
+    job.meta = read_metadata(job.src)
+    pre = C.Preprocess.from_dict(job.meta[C.META_PREPROCESS])
+    if a.check_data:
+        job.samples = _folder(a.check_data, pre, a.check_size, "--check-data")
+    else:
+        job.samples = random_samples(pre, a.check_size, 0, "an .onnx without --check-data")
+
+
+def read_metadata(path: Path) -> dict:
+    if not path.is_file():
+        raise ExportInputError(f"ONNX file not found: {path}")
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except ImportError:
+        raise ImportError("reading an ONNX needs the onnx package: pip install onnx") from None
+    except Exception as e:  # noqa: BLE001  protobuf raises several types on garbage
+        raise ExportInputError(f"{path} is not a readable ONNX model: {e}") from None
+    try:
+        return C.decode_metadata({p.key: p.value for p in model.metadata_props})
+    except ValueError as e:
+        raise ExportInputError(f"{path}: {e}") from None
+
+
+def _folder(root, pre, n, flag) -> Samples:
+    try:
+        return folder_samples(root, pre, n)
+    except FileNotFoundError as e:
+        raise ExportInputError(f"{flag}: {e}") from None
+
+
+def stage_int8(job: Job) -> None:
+    """Make (or accept) the Q/DQ ONNX and report its accuracy against fp32 on CPU."""
+    from export.quantize import int8_report, is_qdq, quantize_qdq
+
+    a = job.args
+    if is_qdq(job.onnx):
+        print(f"{job.onnx} is already a Q/DQ ONNX: built as is")
+        return
+    pre = C.Preprocess.from_dict(job.meta[C.META_PREPROCESS])
+    if a.calib_data:
+        calib = _folder(a.calib_data, pre, a.calib_size, "--calib-data").x
+        where = f"{len(calib)} images of {a.calib_data}"
+    elif job.ckpt is not None:
+        from export.onnx import own_split
+
+        x, _, why = own_split(job.ckpt, "train")
+        if x is None:
+            raise ExportInputError(f"int8 calibration: {why}; pass --calib-data DIR")
+        idx = np.random.default_rng(0).permutation(len(x))[:a.calib_size]
+        calib = uint8_samples(x[np.sort(idx)], None, pre, "train").x
+        where = f"{len(calib)} images of the training split"
+    else:
+        raise ExportInputError("int8 from an fp32 .onnx needs --calib-data DIR "
+                               "(or pass the .pt, or a Q/DQ .onnx)")
+    fp32 = job.onnx
+    job.onnx = quantize_qdq(fp32, fp32.with_name(fp32.stem + ".int8.onnx"), calib,
+                            method=a.calib_method)
+    job.written.append(job.onnx)
+    print(f"wrote {job.onnx} (Q/DQ INT8, calibrated on {where})")
+    ref = job.test if job.test is not None else job.samples
+    rep = int8_report(fp32, job.onnx, ref.x, ref.y, ref.source)
+    print(rep.format(), file=sys.stdout if rep.passed else sys.stderr)
+
+
+def target_command(job: Job) -> str:
+    a = job.args
+    parts = ["python", "-m", "export.trt", str(job.onnx), "--precision", a.precision,
+             "--min-batch", str(a.min_batch), "--opt-batch", str(a.opt_batch or a.max_batch),
+             "--max-batch", str(a.max_batch)]
+    if a.input_size:
+        parts += ["--input-size", *map(str, a.input_size)]
+    if a.dla is not None:
+        parts += ["--dla", str(a.dla)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def probe_tensorrt():
+    """``(trt module, (gpu name, cc))`` or :class:`TensorRTUnavailable` saying which is missing."""
+    from edge.sidecar import probe_gpu
+    from export.trt_build import import_tensorrt
+
+    try:
+        trt = import_tensorrt()
+    except ImportError as e:
+        raise TensorRTUnavailable(str(e)) from None
+    gpu = probe_gpu()
+    if gpu is None:
+        raise TensorRTUnavailable(f"TensorRT {trt.__version__} is installed but no CUDA GPU "
+                                  "is visible (libcuda / driver missing)")
+    return trt, gpu
+
+
+def stage_engine(job: Job, trt, gpu) -> int:
+    from edge import sidecar as S
+    from export.fingerprint import build_fingerprint, write_engine_sidecar
+    from export.trt_build import (build_engine, enum_names, plan_build, profile_shapes)
+
+    a = job.args
+    plan = plan_build(a.precision, trt.__version__, enum_names(trt.BuilderFlag),
+                      enum_names(trt.NetworkDefinitionCreationFlag))
+    fp32_onnx = job.onnx if a.precision != "int8" else None
+    if plan.onnx_kind == "fp16":
+        code = stage_fp16(job)
+        if code:
+            return code
+    h, w = a.input_size or job.meta[C.META_INPUT_SIZE]
+    try:
+        profile = profile_shapes((job.meta[C.META_IN_CHANNELS], h, w), a.min_batch,
+                                 a.opt_batch or a.max_batch, a.max_batch)
+    except ValueError as e:
+        raise ExportInputError(str(e)) from None
+    base = job.onnx.name.split(".")[0]
+    engine = Path(a.out) if a.out else job.onnx.with_name(base + ".engine")
+    cache = Path(a.timing_cache) if a.timing_cache else engine.with_name(base + ".timing.cache")
+    print(f"building {engine} with TensorRT {trt.__version__} on {gpu[0]} (sm {gpu[1]}): "
+          f"{plan.describe()}")
+    info = build_engine(job.onnx, engine, plan, profile, workspace_mb=a.workspace_mb,
+                        timing_cache=cache, dla_core=a.dla, verbose=a.verbose)
+    if info.get("dla"):
+        print(f"DLA: {info['dla']}")
+    fp = build_fingerprint(precision=a.precision, profile=profile, onnx_path=job.onnx,
+                           dla_core=a.dla if info.get("used_dla") else None,
+                           device=S.probe_device(trt.__version__, gpu))
+    side = write_engine_sidecar(engine, job.onnx, fp, {"command": target_command(job),
+                                                       "plan": plan.describe()})
+    print(f"wrote {engine}, {side} and the timing cache {cache}")
+    return engine_parity(job, engine, fp32_onnx or _fp32_parent(job), profile)
+
+
+def _fp32_parent(job: Job) -> Path:
+    cand = job.onnx.with_name(job.onnx.name.split(".")[0] + ".onnx")
+    return cand if cand.is_file() else job.onnx
+
+
+def stage_fp16(job: Job) -> int:
+    """TensorRT 11: the mixed-precision ONNX, checked on CPU with the fp16 tolerance."""
+    from export.quantize import convert_fp16
+
+    fp32 = job.onnx
+    job.onnx = convert_fp16(fp32, fp32.with_name(fp32.name.split(".")[0] + ".fp16.onnx"))
+    tol, agree = TOLERANCES["fp16"]
+    rep = compare_outputs(ort_run(fp32, job.samples.x), ort_run(job.onnx, job.samples.x),
+                          name="fp16 ONNX vs fp32 ONNX (ONNX Runtime CPU)",
+                          source=job.samples.source, max_abs_tol=tol, min_agreement=agree)
+    print(f"wrote {job.onnx}\n{rep.format()}")
+    return EXIT_OK if rep.passed else EXIT_GATE
+
+
+def engine_parity(job: Job, engine: Path, fp32_onnx: Path, profile) -> int:
+    from export.trt_build import run_engine
+
+    x = job.samples.x
+    if job.args.input_size:   # a dense engine at a frame size: random frames of that size
+        x = random_samples(C.Preprocess.from_dict({**job.meta[C.META_PREPROCESS],
+                                                   "size": job.args.input_size}),
+                           len(x), 0, "frames at --input-size").x
+    out_name = job.meta[C.META_OUTPUTS][0]
+    got = run_engine(engine, x, profile["max"][0])[out_name]
+    tol, agree = TOLERANCES["trt_" + job.args.precision]
+    rep = compare_outputs(ort_run(fp32_onnx, x, out_name), got,
+                          name=f"TensorRT {job.args.precision} engine vs ONNX Runtime fp32",
+                          source=job.samples.source, max_abs_tol=tol, min_agreement=agree)
+    print(rep.format())
+    return EXIT_OK if rep.passed else EXIT_GATE
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    job = Job(args)
+    try:
+        stage_onnx(job)
+        if args.precision == "int8":
+            stage_int8(job)
+        trt, gpu = probe_tensorrt()
+        return stage_engine(job, trt, gpu)
+    except ExportInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except GateFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_GATE
+    except TensorRTUnavailable as e:
+        files = ", ".join(str(p) for p in job.written) or str(job.onnx)
+        print(f"TensorRT is not available here: {e}\n"
+              f"ONNX ready: {files}\n"
+              f"On the target (Jetson / GPU machine with TensorRT), run:\n"
+              f"  {target_command(job)}", file=sys.stderr)
+        return EXIT_NO_TRT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

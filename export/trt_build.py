@@ -1,0 +1,268 @@
+"""The thin TensorRT glue: version dispatch, builder settings, engine build and engine run.
+
+Everything that decides *what* to do is a pure function of the TensorRT version string and the
+names its enums expose (:func:`plan_build`, :func:`network_flag_names_to_set`,
+:func:`profile_shapes`, :func:`dla_allowed`), so it is unit-tested on CPU. The functions that
+touch TensorRT (:func:`build_engine`, :func:`run_engine`) import it inside and follow
+shared/TENSORRT_NOTES.md sections 2.1-2.3 and 5: name-based API only (8.5 .. 11),
+``set_memory_pool_limit``, ``build_serialized_network``, no EXPLICIT_BATCH from 10 on,
+STRONGLY_TYPED for Q/DQ or fp16 ONNX where the FP16/INT8 builder flags are gone (11), flags
+detected with ``hasattr`` rather than version arithmetic, a timing cache reused across builds,
+DLA only where the version and the device have it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edge.contract import INPUT_NAME, PRECISIONS
+
+INSTALL_HINT = (
+    "TensorRT's Python package is not usable here. On a Jetson it comes with JetPack "
+    "(`sudo apt install python3-libnvinfer`, or `sudo apt install nvidia-jetpack`); on a desktop "
+    "GPU `pip install tensorrt` (its wheels fetch the real libraries from NVIDIA's index). "
+    "It needs an NVIDIA GPU and driver.")
+
+
+def import_tensorrt():
+    """``import tensorrt``, or ImportError naming the install (and the underlying cause)."""
+    try:
+        import tensorrt as trt
+    except ImportError as e:           # also: missing libnvinfer/libnvonnxparser (NOTES F4)
+        raise ImportError(f"{INSTALL_HINT} (import tensorrt: {e})") from None
+    return trt
+
+
+def version_tuple(version: str) -> Tuple[int, int, int]:
+    parts = [int(p) for p in str(version).split(".")[:3] if p.isdigit()]
+    if not parts:
+        raise ValueError(f"not a TensorRT version: {version!r}")
+    return tuple((parts + [0, 0, 0])[:3])  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------- plan
+@dataclass(frozen=True)
+class BuildPlan:
+    precision: str                     # fp32 / fp16 / int8 (what the user asked for)
+    onnx_kind: str                     # which ONNX to parse: fp32, fp16 (mixed) or int8 (Q/DQ)
+    builder_flags: Tuple[str, ...]     # BuilderFlag names to set
+    clear_flags: Tuple[str, ...]       # BuilderFlag names to clear
+    network_flags: Tuple[str, ...]     # NetworkDefinitionCreationFlag names
+    notes: Tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        bits = [f"precision {self.precision} from the {self.onnx_kind} ONNX"]
+        if self.builder_flags:
+            bits.append("builder flags " + "+".join(self.builder_flags))
+        if self.clear_flags:
+            bits.append("cleared " + "+".join(self.clear_flags))
+        if self.network_flags:
+            bits.append("network " + "+".join(self.network_flags))
+        return "; ".join(bits + list(self.notes))
+
+
+def plan_build(precision: str, trt_version: str, builder_flags: Collection[str],
+               network_flags: Collection[str]) -> BuildPlan:
+    """What to build for ``precision`` on this TensorRT, given the enum names it has.
+
+    * <= 10: FP16 is the builder flag on the fp32 ONNX; INT8 parses the Q/DQ ONNX with the INT8
+      flag (explicit quantisation still needs it there) plus FP16 for the layers left in float.
+    * 11: the flags are gone; the network is strongly typed (always, on 11) and the precision
+      comes from the ONNX itself: the mixed fp16 ONNX, or the Q/DQ ONNX.
+    * fp32 clears TF32 where it exists, so the fp32 engine is comparable to fp32 ONNX Runtime.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} not in {PRECISIONS}")
+    major = version_tuple(trt_version)[0]
+    net: List[str] = []
+    if major < 10 and "EXPLICIT_BATCH" in network_flags:   # ignored on 10, absent on 11
+        net.append("EXPLICIT_BATCH")
+
+    def strongly_typed() -> Tuple[str, ...]:
+        # on 11 the flag is deprecated and always on; 8.5 does not have it
+        if major < 11 and "STRONGLY_TYPED" in network_flags:
+            return ("STRONGLY_TYPED",)
+        return ()
+
+    clear = ("TF32",) if "TF32" in builder_flags else ()
+    if precision == "fp32":
+        return BuildPlan("fp32", "fp32", (), clear, tuple(net))
+    if precision == "fp16":
+        if "FP16" in builder_flags:
+            return BuildPlan("fp16", "fp32", ("FP16",), (), tuple(net))
+        return BuildPlan("fp16", "fp16", (), (), tuple(net) + strongly_typed(),
+                         ("no FP16 builder flag: mixed-precision ONNX, strongly typed",))
+    if "INT8" in builder_flags:
+        flags = ("INT8", "FP16") if "FP16" in builder_flags else ("INT8",)
+        return BuildPlan("int8", "int8", flags, (), tuple(net), ("explicit Q/DQ quantisation",))
+    return BuildPlan("int8", "int8", (), (), tuple(net) + strongly_typed(),
+                     ("no INT8 builder flag: Q/DQ ONNX, strongly typed",))
+
+
+def enum_names(enum) -> set:
+    """Member names of a pybind11 enum (``trt.BuilderFlag``), robust across versions."""
+    members = getattr(enum, "__members__", None)
+    if members:
+        return set(members)
+    return {n for n in dir(enum) if n.isupper()}
+
+
+def profile_shapes(chw: Sequence[int], min_batch: int, opt_batch: int,
+                   max_batch: int) -> Dict[str, List[int]]:
+    """Optimisation profile for ``input``: {"min"/"opt"/"max": [N, C, H, W]}."""
+    if not (1 <= min_batch <= opt_batch <= max_batch):
+        raise ValueError(f"need 1 <= min-batch <= opt-batch <= max-batch, got "
+                         f"{min_batch}/{opt_batch}/{max_batch}")
+    if len(chw) != 3 or min(chw) < 1:
+        raise ValueError(f"input shape must be (C, H, W) of positive ints, got {tuple(chw)}")
+    c, h, w = (int(v) for v in chw)
+    return {"min": [min_batch, c, h, w], "opt": [opt_batch, c, h, w], "max": [max_batch, c, h, w]}
+
+
+def dla_allowed(trt_version: str, num_dla_cores: int, dla_core: int,
+                precision: str) -> Tuple[bool, str]:
+    """Whether ``--dla dla_core`` can be honoured; the reason when not (NOTES F2, 2.3, 5.2)."""
+    v = version_tuple(trt_version)
+    if v[0] == 11 and v[:2] < (11, 4):
+        return False, f"TensorRT {trt_version} has no DLA support (absent in 11.0-11.3)"
+    if v[:3] == (10, 2, 0):
+        return False, "TensorRT 10.2.0 has a known DLA issue (excluded, as ultralytics does)"
+    if num_dla_cores <= 0:
+        return False, "this device has no DLA cores (e.g. Orin Nano, desktop GPUs)"
+    if not 0 <= dla_core < num_dla_cores:
+        return False, f"DLA core {dla_core} does not exist; this device has {num_dla_cores}"
+    if precision == "fp32":
+        return False, "DLA runs fp16 or int8 only; pass --precision fp16 or int8"
+    return True, f"DLA core {dla_core} with GPU fallback"
+
+
+def network_flag_bits(trt, names: Sequence[str]) -> int:
+    bits = 0
+    for n in names:
+        bits |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, n))
+    return bits
+
+
+# ------------------------------------------------------------------------- build
+def _parse(trt, network, logger, onnx_path: Path) -> None:
+    parser = trt.OnnxParser(network, logger)
+    ok = parser.parse_from_file(str(onnx_path)) if hasattr(parser, "parse_from_file") \
+        else parser.parse(onnx_path.read_bytes())
+    if not ok:
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise RuntimeError(f"TensorRT could not parse {onnx_path}:\n  " + "\n  ".join(errors))
+
+
+def _timing_cache(config, path: Optional[Path]):
+    old = path.read_bytes() if path and path.is_file() else b""
+    cache = config.create_timing_cache(old)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
+
+
+def build_engine(onnx_path, engine_path, plan: BuildPlan, profile: Dict[str, List[int]], *,
+                 workspace_mb: int = 1024, timing_cache: Optional[Path] = None,
+                 dla_core: Optional[int] = None, verbose: bool = False) -> Dict[str, Any]:
+    """Build and write the engine; returns what was done (for the report and the sidecar)."""
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+    try:
+        builder = trt.Builder(logger)
+    except (TypeError, RuntimeError) as e:  # no GPU/driver: pybind factory returns nullptr (F5)
+        raise RuntimeError(f"TensorRT cannot create a builder (no usable GPU?): {e}") from None
+    network = builder.create_network(network_flag_bits(trt, plan.network_flags))
+    _parse(trt, network, logger, Path(onnx_path))
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    opt_profile = builder.create_optimization_profile()
+    opt_profile.set_shape(INPUT_NAME, profile["min"], profile["opt"], profile["max"])
+    config.add_optimization_profile(opt_profile)
+    for name in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    for name in plan.clear_flags:
+        config.clear_flag(getattr(trt.BuilderFlag, name))
+    dla_note = None
+    if dla_core is not None:
+        ok, dla_note = dla_allowed(trt.__version__, int(getattr(builder, "num_DLA_cores", 0)),
+                                   dla_core, plan.precision)
+        if ok:
+            config.default_device_type = trt.DeviceType.DLA
+            config.DLA_core = int(dla_core)
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    cache = _timing_cache(config, timing_cache)
+    plan_bytes = builder.build_serialized_network(network, config)
+    if plan_bytes is None:
+        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} "
+                           "(see the TensorRT log above)")
+    Path(engine_path).write_bytes(bytes(plan_bytes))
+    if timing_cache is not None:
+        Path(timing_cache).write_bytes(bytes(cache.serialize()))
+    return {"tensorrt_version": trt.__version__, "plan": plan.describe(),
+            "dla": dla_note, "used_dla": dla_core is not None and dla_note is not None
+            and dla_note.startswith("DLA core")}
+
+
+# ------------------------------------------------------------------------- run
+def _cudart():
+    try:
+        from cuda.bindings import runtime as cudart   # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart                    # older cuda-python
+        except ImportError:
+            raise ImportError("running an engine here needs cuda-python: "
+                              "pip install cuda-python") from None
+    return cudart
+
+
+def _check(result):
+    err, *rest = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA error {err}")
+    return rest[0] if len(rest) == 1 else rest
+
+
+def run_engine(engine_path, x: np.ndarray, max_batch: int) -> Dict[str, np.ndarray]:
+    """Run a serialised engine on ``x`` (float32 NCHW) in chunks of ``max_batch``; all outputs.
+
+    Name-based API only (``num_io_tensors``, ``set_input_shape``, ``set_tensor_address``,
+    ``execute_async_v3``), which exists from TensorRT 8.5 to 11 (NOTES 2.2). Plain synchronous
+    copies: this is the parity check, not the benchmark.
+    """
+    trt = import_tensorrt()
+    cudart = _cudart()
+    logger = trt.Logger(trt.Logger.WARNING)
+    engine = trt.Runtime(logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
+    if engine is None:
+        raise RuntimeError(f"TensorRT could not deserialise {engine_path} on this device")
+    ctx = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+    stream = _check(cudart.cudaStreamCreate())
+    h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+    results: Dict[str, List[np.ndarray]] = {n: [] for n in outputs}
+    for i in range(0, len(x), max_batch):
+        chunk = np.ascontiguousarray(x[i:i + max_batch], dtype=np.float32)
+        ctx.set_input_shape(INPUT_NAME, chunk.shape)
+        ptrs = [_check(cudart.cudaMalloc(chunk.nbytes))]
+        _check(cudart.cudaMemcpy(ptrs[0], chunk.ctypes.data, chunk.nbytes, h2d))
+        ctx.set_tensor_address(INPUT_NAME, int(ptrs[0]))
+        host = {}
+        for n in outputs:
+            dtype = trt.nptype(engine.get_tensor_dtype(n))
+            host[n] = np.empty(tuple(ctx.get_tensor_shape(n)), dtype=dtype)
+            ptrs.append(_check(cudart.cudaMalloc(host[n].nbytes)))
+            ctx.set_tensor_address(n, int(ptrs[-1]))
+        if not ctx.execute_async_v3(stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed")
+        _check(cudart.cudaStreamSynchronize(stream))
+        for n, p in zip(outputs, ptrs[1:]):
+            _check(cudart.cudaMemcpy(host[n].ctypes.data, p, host[n].nbytes, d2h))
+            results[n].append(host[n].astype(np.float32))
+        for p in ptrs:
+            _check(cudart.cudaFree(p))
+    _check(cudart.cudaStreamDestroy(stream))
+    return {n: np.concatenate(v) for n, v in results.items()}

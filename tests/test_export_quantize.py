@@ -1,0 +1,93 @@
+"""INT8 Q/DQ accuracy bounds (digits always; crowd_synth when its module exists) and fp16 ONNX."""
+import importlib.util
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime.quantization")
+
+from edge import contract as C  # noqa: E402
+from export.onnx import export_onnx, own_split  # noqa: E402
+from export.parity import TOLERANCES, compare_outputs, ort_run, uint8_samples  # noqa: E402
+from export.quantize import convert_fp16, int8_report, is_qdq, quantize_qdq  # noqa: E402
+from train.checkpoint import load_checkpoint  # noqa: E402
+
+
+def quantize_and_report(ckpt_path, tmp_path, calib_size=512):
+    res = export_onnx(ckpt_path, tmp_path / "m.onnx", check_size=16)
+    assert res.passed
+    ck = load_checkpoint(ckpt_path)
+    pre = C.Preprocess.from_dict(ck["preprocess"])
+    xtr, _, why = own_split(ck, "train")
+    xte, yte, _ = own_split(ck, "test")
+    assert xtr is not None, why
+    idx = np.sort(np.random.default_rng(0).permutation(len(xtr))[:calib_size])
+    calib = uint8_samples(xtr[idx], None, pre, "train").x
+    q = quantize_qdq(res.onnx_path, tmp_path / "m.int8.onnx", calib)
+    test = uint8_samples(xte, yte, pre, "test")
+    return res.onnx_path, q, int8_report(res.onnx_path, q, test.x, test.y, "test split")
+
+
+def assert_qdq_for_tensorrt(path):
+    """Symmetric int8 (zero points 0), per-channel weight scales, no int32 bias DQ."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    inits = {t.name: t for t in m.graph.initializer}
+    qs = [n for n in m.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qs and is_qdq(path)
+    for n in qs:
+        zp = numpy_helper.to_array(inits[n.input[2]])
+        assert zp.dtype == np.int8 and not zp.any(), n.name
+        src = inits.get(n.input[0])
+        assert src is None or src.data_type != onnx.TensorProto.INT32, n.name
+    per_channel = [n for n in qs if n.input[0] in inits and numpy_helper.to_array(inits[n.input[1]]).ndim == 1]
+    assert per_channel, "weights must be quantised per output channel"
+    meta = C.decode_metadata({p.key: p.value for p in m.metadata_props})
+    assert meta[C.META_PRECISION] == "int8" and C.META_SOURCE_ONNX_SHA256 in meta
+
+
+def test_int8_digits_cifar_cnn_within_bound(digits_ckpt, tmp_path):
+    fp32, q, rep = quantize_and_report(digits_ckpt, tmp_path)
+    print(rep.format())
+    assert rep.fp32_acc > 0.8, "the fixture model should be trained"
+    assert rep.drop_points <= 1.0 and rep.agreement >= 0.98, rep.format()
+    assert rep.passed
+    assert_qdq_for_tensorrt(q)
+    x = np.zeros((7, 1, 32, 32), np.float32)
+    assert ort_run(q, x).shape == (7, 10)          # dynamic batch survives quantisation
+
+
+@pytest.mark.skipif(importlib.util.find_spec("train.data.crowd_synth") is None,
+                    reason="train.data.crowd_synth is not on this branch yet (another agent "
+                           "writes it); the digits INT8 test covers the bound meanwhile")
+def test_int8_crowd_fcn_within_bound(tmp_path):
+    from train.config import TrainConfig
+    from train.engine import Trainer
+
+    cfg = TrainConfig(dataset="crowd_synth", model="crowd_fcn", synth_size=150, synth_seed=0,
+                      input_size=64, epochs=6, batch_size=32, lr=0.01, data_root=str(tmp_path / "d"),
+                      out=str(tmp_path / "run"), overwrite=True)
+    Trainer(cfg).fit()
+    _, q, rep = quantize_and_report(tmp_path / "run" / "model.pt", tmp_path, calib_size=256)
+    print(rep.format())
+    assert rep.drop_points <= 1.0 and rep.agreement >= 0.98, rep.format()
+    assert_qdq_for_tensorrt(q)
+
+
+def test_fp16_mixed_onnx_keeps_fp32_io_and_parity(digits_ckpt, tmp_path):
+    pytest.importorskip("onnxconverter_common")
+    import onnx
+
+    res = export_onnx(digits_ckpt, tmp_path / "m.onnx", check_size=64)
+    half = convert_fp16(res.onnx_path, tmp_path / "m.fp16.onnx")
+    m = onnx.load(str(half))
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer)
+    tol, agree = TOLERANCES["fp16"]
+    rep = compare_outputs(ort_run(res.onnx_path, res.samples.x), ort_run(half, res.samples.x),
+                          name="fp16", source="digits", max_abs_tol=tol, min_agreement=agree)
+    print(rep.format())
+    assert rep.passed, rep.format()

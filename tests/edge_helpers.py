@@ -1,6 +1,7 @@
 """Test helpers for edge/: tiny crowd_fcn ONNX models with the contract's metadata (uses torch)."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -58,8 +59,10 @@ def export_crowd_onnx(path, size: int = 64, dense: bool = True, channel_order: s
     else:
         net, outs = model, [OUTPUT_NAME]
         axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
-    torch.onnx.export(net, (x,), str(path), input_names=[INPUT_NAME], output_names=outs,
-                      dynamic_axes=axes, opset_version=17, dynamo=False)
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but still the stable path
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(net, (x,), str(path), input_names=[INPUT_NAME], output_names=outs,
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
     meta = {META_FORMAT_VERSION: METADATA_FORMAT_VERSION, META_CLASS_NAMES: list(class_names),
             META_INPUT_SIZE: [size, size], META_IN_CHANNELS: prep.channels,
             META_PREPROCESS: prep.to_dict(), META_ARCH: "crowd_fcn",

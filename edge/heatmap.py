@@ -76,7 +76,8 @@ class HeatStats:
         return {"impl": self.impl, "max": round(self.max, 4), "mean": round(self.mean, 4),
                 "area_over_threshold": round(self.area_over, 4), "threshold": self.threshold,
                 "grid_shape": list(self.grid.shape),
-                "grid": np.round(self.grid, decimals).tolist()}
+                # float64 first: float32 -> Python float would print 0.12300000339746475
+                "grid": np.round(self.grid.astype(np.float64), decimals).tolist()}
 
 
 def stats_from_tiles(probs: np.ndarray, grid: TileGrid, threshold: float) -> HeatStats:

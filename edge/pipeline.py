@@ -141,11 +141,17 @@ class Pipeline:
 
     # --- main thread: infer + publish ---------------------------------------------------------
     def run(self) -> Dict[str, object]:
-        q: "queue.Queue" = queue.Queue(maxsize=self.cfg.queue_size if self.cfg.mode == "classify"
-                                       else min(self.cfg.queue_size, 2))
+        # tiles of a 720p frame are ~40 MB of float32: buffer fewer of them
+        small = min(self.cfg.queue_size, 2) if self.impl == "tiles" else self.cfg.queue_size
+        q: "queue.Queue" = queue.Queue(maxsize=small)
+        out_q: "queue.Queue" = queue.Queue(maxsize=small)
         reader = threading.Thread(target=self._reader, args=(q,), name="edge-reader", daemon=True)
+        # post-processing, JSON and video writing run beside inference, not after it
+        writer = threading.Thread(target=self._publisher, args=(out_q,), name="edge-publish", daemon=True)
+        self._pub_error: Optional[BaseException] = None
         t_start = time.perf_counter()
         reader.start()
+        writer.start()
         pending: List = []
         try:
             while not self.stop.is_set():
@@ -157,7 +163,7 @@ class Pipeline:
                 if isinstance(obj, BaseException):
                     raise obj
                 if obj.x is None:
-                    self._skip(obj)
+                    self._put_always(out_q, ("skip", obj, None, 0.0))
                     continue
                 batch = [obj]
                 while self.cfg.mode == "classify" and len(batch) < self.cfg.batch:
@@ -170,12 +176,47 @@ class Pipeline:
                     else:
                         pending.append(nxt)
                         break
-                self._infer(batch)
+                self._infer(batch, out_q)
         finally:
+            stopped = self.stop.is_set()
+            while writer.is_alive():        # the publisher drains what was inferred, then ends
+                try:
+                    out_q.put(_END, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            writer.join()
             self.stop.set()
             reader.join(timeout=5)
+            if stopped and self.reason == "end of source":
+                self.reason = "stopped"
+        if self._pub_error is not None:
+            raise self._pub_error
         elapsed = time.perf_counter() - t_start
         return self.summary(elapsed)
+
+    def _publisher(self, out_q: "queue.Queue") -> None:
+        while True:
+            obj = out_q.get()
+            if obj is _END:
+                return
+            if self._pub_error is not None:
+                continue                    # keep draining so the main thread never blocks
+            kind, item, out, infer_ms = obj
+            try:
+                if kind == "skip":
+                    self._skip(item)
+                elif kind == "probs":
+                    self._finish(item, infer_ms, probs=out)
+                elif kind == "dense":
+                    pmap = softmax(out, axis=0)[self.cfg.positive]                 # [h, w]
+                    self._finish(item, infer_ms, heat=stats_from_dense(pmap, self.cfg.threshold))
+                else:
+                    probs = softmax(out)[:, self.cfg.positive]                      # [T]
+                    self._finish(item, infer_ms, heat=stats_from_tiles(probs, item.grid, self.cfg.threshold))
+            except Exception as e:  # noqa: BLE001 - re-raised by run() in the main thread
+                self._pub_error = e
+                self.stop.set()
 
     def _get(self, q):
         try:
@@ -189,26 +230,34 @@ class Pipeline:
         self.publish({"source": f.name, "frame": f.index, "timestamp": round(f.timestamp, 6),
                       "skipped": True, "error": f.error or "unreadable"}, item, None)
 
-    def _infer(self, batch: List[Item]) -> None:
+    def _infer(self, batch: List[Item], out_q: "queue.Queue") -> None:
         t0 = time.perf_counter()
         if self.cfg.mode == "classify":
             x = batch[0].x if len(batch) == 1 else np.concatenate([b.x for b in batch])
             probs = softmax(self.backend(x))                             # [B, C]
             infer = (time.perf_counter() - t0) * 1e3 / len(batch)
             for item, p in zip(batch, probs):
-                self._finish(item, infer, probs=p)
+                item.x = None
+                self._put_always(out_q, ("probs", item, p, infer))
             return
         item = batch[0]
         if self.impl == "dense":
-            pmap = softmax(self.backend.score_map(item.x), axis=1)[0, self.cfg.positive]   # [h, w]
-            infer = (time.perf_counter() - t0) * 1e3
-            heat = stats_from_dense(pmap, self.cfg.threshold)
+            out, kind = self.backend.score_map(item.x)[0], "dense"       # [C, h, w] logits
         else:
             n, tb = item.x.shape[0], self.cfg.tile_batch
-            logits = np.concatenate([self.backend(item.x[i:i + tb]) for i in range(0, n, tb)])
-            infer = (time.perf_counter() - t0) * 1e3
-            heat = stats_from_tiles(softmax(logits)[:, self.cfg.positive], item.grid, self.cfg.threshold)
-        self._finish(item, infer, heat=heat)
+            out = np.concatenate([self.backend(item.x[i:i + tb]) for i in range(0, n, tb)])  # [T, C]
+            kind = "tiles"
+        item.x = None                                                    # free the input tensor now
+        self._put_always(out_q, (kind, item, out, (time.perf_counter() - t0) * 1e3))
+
+    def _put_always(self, q: "queue.Queue", obj) -> None:
+        """Hand a result to the publisher even while stopping: inferred frames are not dropped."""
+        while self._pub_error is None:
+            try:
+                q.put(obj, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def _finish(self, item: Item, infer_ms: float, probs=None, heat=None) -> None:
         t0 = time.perf_counter()

@@ -36,8 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default: auto)")
     p.add_argument("--mode", default="classify", choices=MODES, help="one decision per frame, or a crowd heatmap")
     p.add_argument("--output", default=None, help="JSON Lines file, one record per frame ('-' = stdout)")
-    p.add_argument("--fsync", default=True, action=argparse.BooleanOptionalAction,
-                   help="fsync the JSONL after every record (a power cut loses at most one frame)")
+    # a flag pair rather than BooleanOptionalAction: JetPack 5.1 runs Python 3.8
+    p.add_argument("--fsync", dest="fsync", action="store_true", default=True,
+                   help="fsync the JSONL after every record, so a power cut loses at most one (default)")
+    p.add_argument("--no-fsync", dest="fsync", action="store_false",
+                   help="only flush per record (faster on slow storage; survives a crash, not a power cut)")
     p.add_argument("--save-video", default=None, help="write annotated frames to this video file")
     p.add_argument("--save-images", default=None, help="write annotated frames as JPEGs into this folder")
     p.add_argument("--display", action="store_true", help="show annotated frames in a window (q quits)")

@@ -72,12 +72,13 @@ class HeatStats:
     threshold: float
     impl: str
 
-    def to_record(self, decimals: int = 3) -> Dict[str, object]:
-        return {"impl": self.impl, "max": round(self.max, 4), "mean": round(self.mean, 4),
-                "area_over_threshold": round(self.area_over, 4), "threshold": self.threshold,
-                "grid_shape": list(self.grid.shape),
-                # float64 first: float32 -> Python float would print 0.12300000339746475
-                "grid": np.round(self.grid.astype(np.float64), decimals).tolist()}
+    def to_record(self, decimals: int = 3, grid: bool = True) -> Dict[str, object]:
+        rec = {"impl": self.impl, "max": round(self.max, 4), "mean": round(self.mean, 4),
+               "area_over_threshold": round(self.area_over, 4), "threshold": self.threshold,
+               "grid_shape": list(self.grid.shape)}
+        if grid:  # float64 first: float32 -> Python float would print 0.12300000339746475
+            rec["grid"] = np.round(self.grid.astype(np.float64), decimals).tolist()
+        return rec
 
 
 def stats_from_tiles(probs: np.ndarray, grid: TileGrid, threshold: float) -> HeatStats:

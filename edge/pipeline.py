@@ -39,6 +39,7 @@ class PipelineConfig:
     queue_size: int = 4
     max_frames: Optional[int] = None
     keep_images: bool = False            # overlays need the frame after inference
+    record_grid: bool = True             # heatmap: write the whole grid into each record
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -271,7 +272,7 @@ class Pipeline:
             rec["top_class"] = self.class_names[int(np.argmax(probs))]
             score = float(probs[self.cfg.positive])
         else:
-            rec["heat"] = heat.to_record()
+            rec["heat"] = heat.to_record(grid=self.cfg.record_grid)
             score = heat.max
         decision = self.safety.update(score)
         self.flips += int(decision.changed)

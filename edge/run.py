@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dense score map (if the model has one) or tiles at the training scale")
     p.add_argument("--tile", type=int, default=None, help="heatmap tile side in frame pixels (default: model input size)")
     p.add_argument("--stride", type=int, default=None, help="heatmap tile stride in pixels (default: half a tile)")
+    p.add_argument("--no-grid", dest="record_grid", action="store_false",
+                   help="heatmap: keep only max/mean/area in the JSONL, not the grid (~25 kB/frame at 720p dense)")
     p.add_argument("--tile-batch", type=int, default=64, help="tiles per inference call")
     p.add_argument("--batch", type=int, default=1, help="classify: up to this many queued frames per inference")
     p.add_argument("--queue-size", type=int, default=4, help="decoded frames buffered ahead of inference")
@@ -115,7 +117,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = PipelineConfig(mode=args.mode, positive=positive, threshold=args.threshold,
                              heatmap_impl=args.heatmap_impl, tile=args.tile, stride=args.stride,
                              tile_batch=args.tile_batch, batch=args.batch, queue_size=args.queue_size,
-                             max_frames=args.max_frames, keep_images=publisher.needs_images)
+                             max_frames=args.max_frames, keep_images=publisher.needs_images,
+                             record_grid=args.record_grid)
         pipe = Pipeline(backend, frames, cfg, publish=publisher, safety=safety)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError, SourceError, SidecarError) as e:
         print(f"edge.run: error: {e}", file=sys.stderr)

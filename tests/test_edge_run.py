@@ -107,6 +107,11 @@ def test_heatmap_mode_cli_with_overlay_images(model, tmp_path):
     heat = _read(out)[0]["heat"]
     assert heat["impl"] == "tiles" and heat["grid_shape"] == [5, 8]
     assert (tmp_path / "ann" / "000000.jpg").is_file()
+    out2 = tmp_path / "h2.jsonl"
+    assert edge_run.main(["--model", str(model), "--source", str(tmp_path / "frame.png"), "--mode", "heatmap",
+                          "--output", str(out2), "--no-grid"]) == 0
+    heat2 = _read(out2)[0]["heat"]
+    assert "grid" not in heat2 and heat2["impl"] == "dense" and heat2["grid_shape"] == [45, 80]
 
 
 def test_missing_source_and_model_exit_2(model, tmp_path, capsys):

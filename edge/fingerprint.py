@@ -19,6 +19,10 @@ Sidecar schema (format 1)::
       "source_onnx": "crowd.onnx", "rebuild_command": "python -m export.trt crowd.pt ..."
     }
 
+``gpu_name`` and ``compute_capability`` must come from the same place on both sides:
+``cudaGetDeviceProperties`` (cuda-python), as :func:`gpu_identity` reads them, with nvidia-smi only
+as a fallback (it gives the same name on desktop GPUs; on a Jetson only cuda-python answers).
+
 This module needs only the standard library; TensorRT and cuda-python are imported lazily.
 """
 from __future__ import annotations

@@ -75,6 +75,7 @@ class Pipeline:
         self.processed = self.skipped = self.flips = 0
         self.stop = threading.Event()
         self.reason = "end of source"
+        self._pub_error: Optional[BaseException] = None
 
     def _heatmap_impl(self) -> str:
         if self.cfg.mode != "heatmap":
@@ -150,7 +151,7 @@ class Pipeline:
         # post-processing, JSON and video writing run beside inference, not after it
         writer = threading.Thread(target=self._publisher, args=(out_q,), name="edge-publish", daemon=True)
         self._pub_error: Optional[BaseException] = None
-        t_start = time.perf_counter()
+        t_start = self.t_start = time.perf_counter()
         reader.start()
         writer.start()
         pending: List = []
@@ -288,7 +289,9 @@ class Pipeline:
         self.stats.add("publish", (time.perf_counter() - t1) * 1e3)
         self.processed += 1
 
-    def summary(self, elapsed: float) -> Dict[str, object]:
+    def summary(self, elapsed: Optional[float] = None) -> Dict[str, object]:
+        if elapsed is None:  # after an error: time since the start of run()
+            elapsed = time.perf_counter() - getattr(self, "t_start", time.perf_counter())
         describe = getattr(self.backend, "describe", lambda: {})()
         return {"frames": self.processed, "skipped": self.skipped, "elapsed_s": round(elapsed, 3),
                 "fps": round(self.processed / elapsed, 2) if elapsed > 0 else 0.0,

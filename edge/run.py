@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="image, folder, glob, video, /dev/videoN, N, csi://N, rtsp://...")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default: auto)")
     p.add_argument("--mode", default="classify", choices=MODES, help="one decision per frame, or a crowd heatmap")
-    p.add_argument("--output", default=None, help="JSON Lines file, one record per frame ('-' = stdout)")
+    p.add_argument("--output", default=None, help="JSON Lines file, one record per frame, appended ('-' = stdout)")
     # a flag pair rather than BooleanOptionalAction: JetPack 5.1 runs Python 3.8
     p.add_argument("--fsync", dest="fsync", action="store_true", default=True,
                    help="fsync the JSONL after every record, so a power cut loses at most one (default)")
@@ -135,11 +135,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         summary = pipe.run()
     except SourceLost as e:
-        summary, status = pipe.summary(0.0), 3
+        summary, status = pipe.summary(), 3
         summary["stopped_by"] = f"source lost: {e}"
         print(f"edge.run: error: {e}", file=sys.stderr)
     except (SourceError, RuntimeError) as e:
-        summary, status = pipe.summary(0.0), 2
+        summary, status = pipe.summary(), 2
         summary["stopped_by"] = f"error: {e}"
         print(f"edge.run: error: {e}", file=sys.stderr)
     finally:

@@ -129,7 +129,7 @@ class TrtBackend:
         check(rt.cudaMemcpyAsync(self.device[INPUT_NAME], self.host[INPUT_NAME].ptr,
                                  hin.nbytes, h2d, s), "cudaMemcpyAsync H2D")
         check(rt.cudaEventRecord(ev[1], s), "cudaEventRecord")
-        if not self.context.execute_async_v3(s):
+        if not self.context.execute_async_v3(int(s)):   # the raw cudaStream_t handle
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
         check(rt.cudaEventRecord(ev[2], s), "cudaEventRecord")
         shape = tuple(self.context.get_tensor_shape(OUTPUT_NAME))

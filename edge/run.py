@@ -8,6 +8,8 @@
 
 Sources: an image, a folder or glob of images (sorted), a video file, /dev/videoN or a camera
 index, csi://N (Jetson CSI camera through GStreamer), rtsp://..., synthetic://WxH[?frames=N].
+Decision: the crowd probability of the frame (classify) or its maximum over the heatmap (heatmap),
+smoothed (--smooth) with hysteresis (--unsafe-above / --safe-below / --hold); it starts unsafe.
 Exit status: 0 done (end of source, --max-frames, SIGINT/SIGTERM), 2 bad model/source/arguments,
 3 a live source dropped for longer than --reconnect-timeout.
 """

@@ -17,7 +17,8 @@ import numpy as np
 INPUT_NAME = "input"            # float32, NCHW, dynamic batch axis
 OUTPUT_NAME = "logits"          # float32, [N, num_classes]
 PROBS_NAME = "probabilities"    # optional second output: softmax(logits)
-SCORE_MAP_NAME = "score_map"    # dense export of a fully convolutional model: [N, C, h, w]
+SCORE_MAP_NAME = "score_map"    # optional output of fully convolutional models: dense logits
+                                # [N, num_classes, H/stride, W/stride] (dynamic H/W in the ONNX)
 INPUT_LAYOUT = "NCHW"
 INPUT_DTYPE = "float32"
 BATCH_AXIS_NAME = "batch"
@@ -42,13 +43,14 @@ META_DENSE = META_PREFIX + "dense"                      # JSON bool: output is a
 META_NUM_CLASSES = META_PREFIX + "num_classes"          # JSON int
 META_SOURCE_ONNX_SHA256 = META_PREFIX + "source_onnx_sha256"  # fp16/int8 ONNX: its fp32 parent
 META_OPSET = META_PREFIX + "opset"                      # JSON int
+META_SCORE_MAP_STRIDE = META_PREFIX + "score_map_stride"       # JSON int (crowd_fcn: 16)
 METADATA_FORMAT_VERSION = 1
 
 #: metadata values stored as JSON (everything else is a plain string)
 JSON_KEYS = frozenset(
     {META_CLASS_NAMES, META_INPUT_SIZE, META_IN_CHANNELS, META_PREPROCESS, META_ARCH_KWARGS,
      META_OUTPUTS, META_FULLY_CONVOLUTIONAL, META_FORMAT_VERSION, META_DENSE, META_NUM_CLASSES,
-     META_OPSET}
+     META_OPSET, META_SCORE_MAP_STRIDE}
 )
 REQUIRED_KEYS = (META_CLASS_NAMES, META_INPUT_SIZE, META_IN_CHANNELS, META_PREPROCESS, META_ARCH)
 
@@ -204,3 +206,23 @@ class ModelInfo:
             method=str(meta.get(META_METHOD, "unknown")),
             extra=dict(meta),
         )
+
+
+def positive_class_index(class_names: Sequence[str], positive: "str | int | None" = None,
+                         default: str = "crowd") -> int:
+    """Index of the class a decision is about (the Crowd-drone task: "crowd").
+
+    ``positive`` may be a class name or an index (as text or int); without it ``default`` is
+    looked up by name, never assumed to sit at a fixed index.
+    """
+    names = list(class_names)
+    want = default if positive is None else positive
+    if isinstance(want, int) or (isinstance(want, str) and want.isdigit()):
+        idx = int(want)
+        if not 0 <= idx < len(names):
+            raise ValueError(f"positive class index {idx} outside 0..{len(names) - 1} ({names})")
+        return idx
+    if want not in names:
+        raise ValueError(f"positive class {want!r} not in the model's classes {names}; "
+                         "pass --positive-class NAME|INDEX")
+    return names.index(want)

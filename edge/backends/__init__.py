@@ -1,0 +1,39 @@
+"""Inference backends: one small class each, ``backend(batch) -> logits`` (float32 NCHW in).
+
+``open_backend(model, "auto")`` picks TensorRT for a ``.engine`` and ONNX Runtime (TensorRT EP ->
+CUDA EP -> CPU EP, whichever this install offers) for a ``.onnx``; an explicitly requested
+backend that is not available is an error, never a silent downgrade.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+BACKENDS = ("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu")
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def open_backend(model, backend: str = "auto", threads: Optional[int] = None,
+                 cache_dir=None, check_fingerprint: bool = True):
+    """Open ``model`` (.onnx or .engine) with ``backend`` (one of :data:`BACKENDS`)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r} not in {BACKENDS}")
+    path = Path(model)
+    if not path.is_file():
+        raise FileNotFoundError(f"model not found: {path}")
+    is_engine = path.suffix.lower() in ENGINE_SUFFIXES
+    if backend == "auto":
+        backend = "trt" if is_engine else "ort-auto"
+    if backend == "trt":
+        if not is_engine:
+            raise ValueError(f"--backend trt needs a TensorRT engine ({'/'.join(ENGINE_SUFFIXES)}), "
+                             f"got {path}; build one with `python -m export.trt MODEL.pt`")
+        from edge.backends.trt import TrtBackend
+
+        return TrtBackend(path, check_fingerprint=check_fingerprint)
+    if is_engine:
+        raise ValueError(f"--backend {backend} runs ONNX models; {path} is a TensorRT engine "
+                         "(use --backend trt or auto)")
+    from edge.backends.ort import OrtBackend
+
+    return OrtBackend(path, backend=backend, threads=threads, cache_dir=cache_dir)

@@ -1,0 +1,159 @@
+"""TensorRT engine backend: name-based API (TensorRT 8.5 -> 11), cuda-python buffers, one stream.
+
+Written against the documented API (shared/TENSORRT_NOTES.md section 2.2) and NOT run on the
+development machine (no GPU, TensorRT not installable): tests that exercise it carry the ``trt``
+marker. The sidecar fingerprint is checked before the plan is deserialised.
+"""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+
+from edge.backends.cuda_rt import check, cudart
+from edge.contract import INPUT_NAME, META_PRECISION, OUTPUT_NAME, ModelInfo, decode_metadata
+from edge.fingerprint import check_engine, read_sidecar, sidecar_metadata
+
+_NP_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32,
+              "BOOL": np.bool_, "UINT8": np.uint8, "INT64": np.int64}
+
+
+def _import_trt():
+    try:
+        import tensorrt as trt  # noqa: PLC0415
+    except ImportError:
+        raise ImportError("the TensorRT backend needs TensorRT's Python bindings: on a Jetson they "
+                          "come with JetPack (`sudo apt install python3-libnvinfer`); see "
+                          "docs/jetson.md") from None
+    return trt
+
+
+def _np_dtype(trt_dtype) -> np.dtype:
+    name = getattr(trt_dtype, "name", str(trt_dtype)).split(".")[-1].upper()
+    if name not in _NP_DTYPES:
+        raise ValueError(f"unsupported TensorRT I/O dtype {trt_dtype}")
+    return np.dtype(_NP_DTYPES[name])
+
+
+class _Pinned:
+    """A page-locked host buffer viewed as a numpy array (``cudaMallocHost``)."""
+
+    def __init__(self, rt, nbytes: int, dtype) -> None:
+        self.rt = rt
+        self.ptr = check(rt.cudaMallocHost(nbytes), "cudaMallocHost")
+        self.nbytes = nbytes
+        raw = (ctypes.c_byte * nbytes).from_address(int(self.ptr))
+        self.array = np.frombuffer(raw, dtype=dtype)
+
+    def free(self) -> None:
+        if self.ptr is not None:
+            check(self.rt.cudaFreeHost(self.ptr), "cudaFreeHost")
+            self.ptr = None
+
+
+class TrtBackend:
+    """``TrtBackend("crowd.engine")(x) -> logits``; ``last_timing`` holds h2d/compute/d2h ms."""
+
+    kind = "trt"
+    name = "trt"
+
+    def __init__(self, path, check_fingerprint: bool = True, profile_index: int = 0) -> None:
+        self.path = Path(path)
+        # refuse a foreign engine before TensorRT sees it (contract 3)
+        self.sidecar = check_engine(self.path) if check_fingerprint else read_sidecar(self.path)
+        meta = decode_metadata(sidecar_metadata(self.sidecar))
+        self.info = ModelInfo.from_metadata(meta)
+        self.precision = str(self.sidecar["fingerprint"].get("precision") or meta.get(META_PRECISION, "n/a"))
+        trt = self.trt = _import_trt()
+        self.rt = cudart()
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"TensorRT could not deserialise {self.path} although its sidecar "
+                               "matches this device; rebuild it with `python -m export.trt`")
+        self.context = self.engine.create_execution_context()
+        self.provider = f"TensorRT {trt.__version__}"
+        self.has_dense = False
+        self._setup_io(profile_index)
+        self.stream = check(self.rt.cudaStreamCreate(), "cudaStreamCreate")
+        self._events = [check(self.rt.cudaEventCreate(), "cudaEventCreate") for _ in range(4)]
+        self.last_timing: Dict[str, float] = {}
+
+    def _setup_io(self, profile_index: int) -> None:
+        trt, eng = self.trt, self.engine
+        names = [eng.get_tensor_name(i) for i in range(eng.num_io_tensors)]
+        modes = {n: eng.get_tensor_mode(n) for n in names}
+        if modes.get(INPUT_NAME) != trt.TensorIOMode.INPUT or modes.get(OUTPUT_NAME) != trt.TensorIOMode.OUTPUT:
+            raise ValueError(f"{self.path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, "
+                             f"engine has {names}")
+        lo, _opt, hi = (tuple(s) for s in eng.get_tensor_profile_shape(INPUT_NAME, profile_index))
+        self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
+        self.input_shape_chw = tuple(int(d) for d in hi[1:])
+        self.dtypes = {n: _np_dtype(eng.get_tensor_dtype(n)) for n in names}
+        # size every buffer for the largest batch of the profile, once
+        self.context.set_input_shape(INPUT_NAME, hi)
+        self.device: Dict[str, int] = {}
+        self.host: Dict[str, _Pinned] = {}
+        for n in names:
+            shape = tuple(self.context.get_tensor_shape(n))
+            if any(d < 0 for d in shape):
+                raise ValueError(f"tensor {n!r} still has a dynamic shape {shape} at max batch")
+            nbytes = int(np.prod(shape)) * self.dtypes[n].itemsize
+            self.device[n] = check(self.rt.cudaMalloc(nbytes), f"cudaMalloc({n})")
+            self.host[n] = _Pinned(self.rt, nbytes, self.dtypes[n])
+            self.context.set_tensor_address(n, int(self.device[n]))
+        self.outputs = [n for n in names if modes[n] == trt.TensorIOMode.OUTPUT]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = np.asarray(batch)
+        if tuple(x.shape[1:]) != self.input_shape_chw:
+            raise ValueError(f"engine {self.path.name} takes [N, {', '.join(map(str, self.input_shape_chw))}], "
+                             f"got {list(x.shape)}")
+        if x.shape[0] > self.max_batch:  # larger than the profile: run it in chunks
+            return np.concatenate([self(x[i:i + self.max_batch])
+                                   for i in range(0, x.shape[0], self.max_batch)])
+        if x.shape[0] < self.min_batch:
+            raise ValueError(f"batch {x.shape[0]} below the engine profile's minimum {self.min_batch}")
+        return self._run(x)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        rt, s, ev = self.rt, self.stream, self._events
+        h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self.context.set_input_shape(INPUT_NAME, tuple(x.shape))
+        hin = self.host[INPUT_NAME].array[: x.size]
+        np.copyto(hin, x.astype(self.dtypes[INPUT_NAME], copy=False).ravel())
+        check(rt.cudaEventRecord(ev[0], s), "cudaEventRecord")
+        check(rt.cudaMemcpyAsync(self.device[INPUT_NAME], self.host[INPUT_NAME].ptr,
+                                 hin.nbytes, h2d, s), "cudaMemcpyAsync H2D")
+        check(rt.cudaEventRecord(ev[1], s), "cudaEventRecord")
+        if not self.context.execute_async_v3(int(s)):   # the raw cudaStream_t handle
+            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+        check(rt.cudaEventRecord(ev[2], s), "cudaEventRecord")
+        shape = tuple(self.context.get_tensor_shape(OUTPUT_NAME))
+        n = int(np.prod(shape))
+        out = self.host[OUTPUT_NAME]
+        check(rt.cudaMemcpyAsync(out.ptr, self.device[OUTPUT_NAME], n * self.dtypes[OUTPUT_NAME].itemsize,
+                                 d2h, s), "cudaMemcpyAsync D2H")
+        check(rt.cudaEventRecord(ev[3], s), "cudaEventRecord")
+        check(rt.cudaStreamSynchronize(s), "cudaStreamSynchronize")
+        ms = [check(rt.cudaEventElapsedTime(ev[i], ev[i + 1]), "cudaEventElapsedTime") for i in range(3)]
+        self.last_timing = {"h2d_ms": float(ms[0]), "compute_ms": float(ms[1]), "d2h_ms": float(ms[2])}
+        return out.array[:n].reshape(shape).astype(np.float32, copy=True)
+
+    def describe(self) -> Dict[str, object]:
+        fp = self.sidecar.get("fingerprint", {})
+        return {"backend": "trt", "provider": self.provider, "precision": self.precision,
+                "profile": fp.get("profile"), "gpu": fp.get("gpu_name"), "tensorrt": self.trt.__version__}
+
+    def close(self) -> None:
+        for buf in self.host.values():
+            buf.free()
+        for ptr in self.device.values():
+            check(self.rt.cudaFree(ptr), "cudaFree")
+        for e in self._events:
+            check(self.rt.cudaEventDestroy(e), "cudaEventDestroy")
+        check(self.rt.cudaStreamDestroy(self.stream), "cudaStreamDestroy")
+        self.host, self.device, self._events = {}, {}, []

@@ -1,0 +1,173 @@
+"""Publishing: JSON Lines (flushed per record), annotated video/images, an optional window, stats."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+
+
+class JsonlWriter:
+    """One JSON object per line, flushed (and by default fsync'ed) per record, so a power cut
+    loses at most the record being written. ``path`` "-" writes to stdout."""
+
+    def __init__(self, path, fsync: bool = True) -> None:
+        self.path = str(path)
+        self._own = self.path != "-"
+        if self._own:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a", encoding="utf-8") if self._own else sys.stdout
+        self.fsync = fsync and self._own
+        self.records = 0
+
+    def write(self, record: Mapping) -> None:
+        self.file.write(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
+        self.file.flush()
+        if self.fsync:
+            os.fsync(self.file.fileno())
+        self.records += 1
+
+    def close(self) -> None:
+        if self._own and not self.file.closed:
+            self.file.close()
+
+
+class LatencyStats:
+    """Per-stage latency samples in fixed memory (reservoir of ``capacity``), so a run of days
+    keeps a flat footprint while the percentiles stay unbiased."""
+
+    def __init__(self, capacity: int = 20000, seed: int = 0) -> None:
+        self.capacity = capacity
+        self.samples: Dict[str, np.ndarray] = {}
+        self.counts: Dict[str, int] = {}
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, stage: str, ms: float) -> None:
+        buf = self.samples.get(stage)
+        if buf is None:
+            buf = self.samples[stage] = np.empty(self.capacity, np.float64)
+            self.counts[stage] = 0
+        n = self.counts[stage]
+        if n < self.capacity:
+            buf[n] = ms
+        else:
+            j = int(self.rng.integers(0, n + 1))
+            if j < self.capacity:
+                buf[j] = ms
+        self.counts[stage] = n + 1
+
+    def summary(self) -> Dict[str, Dict[str, float]]:
+        out = {}
+        for stage, buf in self.samples.items():
+            v = buf[: min(self.counts[stage], self.capacity)]
+            if v.size:
+                p50, p90, p99 = np.percentile(v, [50, 90, 99])
+                out[stage] = {"mean": round(float(v.mean()), 3), "p50": round(float(p50), 3),
+                              "p90": round(float(p90), 3), "p99": round(float(p99), 3)}
+        return out
+
+
+# --- overlay --------------------------------------------------------------------------------
+def _bgr(img: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 4:
+        return np.ascontiguousarray(img[:, :, :3])
+    return img.copy()
+
+
+def overlay(image: np.ndarray, record: Mapping, heat_grid: Optional[np.ndarray] = None,
+            alpha: float = 0.45) -> np.ndarray:
+    """The frame with the heatmap blended in (if any) and the decision written on it."""
+    import cv2
+
+    out = _bgr(image)
+    h, w = out.shape[:2]
+    if heat_grid is not None and heat_grid.size:
+        heat = cv2.resize(np.clip(heat_grid * 255, 0, 255).astype(np.uint8), (w, h),
+                          interpolation=cv2.INTER_LINEAR)
+        out = cv2.addWeighted(out, 1 - alpha, cv2.applyColorMap(heat, cv2.COLORMAP_JET), alpha, 0)
+    dec = record.get("decision") or {}
+    safe = dec.get("safe_to_overfly")
+    text = "SAFE TO OVERFLY" if safe else "DO NOT OVERFLY" if safe is not None else ""
+    if "probabilities" in record:
+        text += "  " + "  ".join(f"{k}={v:.2f}" for k, v in record["probabilities"].items())
+    if "heat" in record:
+        text += f"  max={record['heat']['max']:.2f} area={record['heat']['area_over_threshold']:.2f}"
+    colour = (0, 200, 0) if safe else (0, 0, 255)
+    scale = max(0.4, w / 1600)
+    cv2.putText(out, text, (8, int(30 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+                4, cv2.LINE_AA)
+    cv2.putText(out, text, (8, int(30 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, colour,
+                1, cv2.LINE_AA)
+    return out
+
+
+class VideoSink:
+    """Annotated frames -> a video file (opened on the first frame, at its size)."""
+
+    def __init__(self, path, fps: float = 30.0, fourcc: str = "mp4v") -> None:
+        self.path, self.fps, self.fourcc = str(path), fps, fourcc
+        self.writer = None
+
+    def write(self, frame_bgr: np.ndarray) -> None:
+        import cv2
+
+        if self.writer is None:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            h, w = frame_bgr.shape[:2]
+            self.writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
+            if not self.writer.isOpened():
+                raise RuntimeError(f"cannot write video {self.path} (codec {self.fourcc})")
+        self.writer.write(frame_bgr)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
+class ImageSink:
+    """Annotated frames -> ``DIR/<frame>.jpg``."""
+
+    def __init__(self, folder) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, frame_bgr: np.ndarray, index: int) -> None:
+        import cv2
+
+        cv2.imwrite(str(self.folder / f"{index:06d}.jpg"), frame_bgr)
+
+    def close(self) -> None:
+        return None
+
+
+class Window:
+    """``--display``: an OpenCV window; fails at start on a headless OpenCV build."""
+
+    def __init__(self, title: str = "edge") -> None:
+        import cv2
+
+        self.title = title
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error as e:
+            raise RuntimeError("--display needs OpenCV with GUI support (opencv-python, not "
+                               f"-headless, or JetPack's python3-opencv): {e}") from None
+
+    def show(self, frame_bgr: np.ndarray) -> bool:
+        """Show a frame; False when the user pressed q or Esc."""
+        import cv2
+
+        cv2.imshow(self.title, frame_bgr)
+        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+
+    def close(self) -> None:
+        import cv2
+
+        cv2.destroyWindow(self.title)

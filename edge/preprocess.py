@@ -1,0 +1,142 @@
+"""Decoding and preprocessing on the device: OpenCV BGR frames -> the network input of the contract.
+
+OpenCV hands over BGR (cameras, videos, ``imdecode``). Training decodes to RGB and applies
+:class:`edge.contract.Preprocess` (``to_uint8`` then ``normalize``). Here the order is changed
+for speed but not the result: the resize runs on the BGR frame and the (cheap) channel swap on
+the small resized image, which is the same arithmetic because the resize is per channel.
+``tests/test_edge_preprocess_parity.py`` proves the tensors are equal to train's.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from edge.contract import Preprocess
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def decode_bgr(path) -> Optional[np.ndarray]:
+    """An image file -> BGR / BGRA / gray uint8 (OpenCV's native order); None if undecodable."""
+    import cv2
+
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return None
+    if img.dtype == np.uint16:  # 16-bit PNG/TIFF: keep the high byte (as train/data/folder.py)
+        img = (img >> 8).astype(np.uint8)
+    if img.dtype != np.uint8 or img.ndim not in (2, 3) or min(img.shape[:2]) < 1:
+        return None
+    return img
+
+
+def as_bgr_or_gray(img: np.ndarray) -> np.ndarray:
+    """HxW, HxWx1, HxWx3 (BGR) or HxWx4 (BGRA) -> HxW gray or HxWx3 BGR (a view when possible)."""
+    if img.ndim == 3 and img.shape[2] == 1:
+        return img[:, :, 0]
+    if img.ndim == 3 and img.shape[2] == 4:
+        return img[:, :, :3]
+    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3):
+        return img
+    raise ValueError(f"unsupported image shape {img.shape}")
+
+
+class FramePreprocessor:
+    """BGR/gray uint8 image (or a crop of one) -> HxWxC uint8 in the model's channel order, and
+    uint8 NHWC batches -> float32 NCHW, exactly as :class:`edge.contract.Preprocess`."""
+
+    def __init__(self, recipe: Preprocess) -> None:
+        self.recipe = recipe
+        self._scale = np.float32(1.0 / 255.0)
+        self._mean = np.asarray(recipe.mean, dtype=np.float32)
+        self._inv_std = np.float32(1.0) / np.asarray(recipe.std, dtype=np.float32)
+
+    @property
+    def size(self):
+        return self.recipe.size
+
+    def to_uint8(self, image: np.ndarray, size: Optional[Sequence[int]] = None) -> np.ndarray:
+        import cv2
+
+        img = as_bgr_or_gray(np.asarray(image))
+        if img.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 image, got {img.dtype}")
+        order = self.recipe.channel_order
+        if order == "GRAY" and img.ndim == 3:
+            # before the resize, as train does (RGB2GRAY on RGB == BGR2GRAY on BGR)
+            img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2GRAY)
+        h, w = self.recipe.size if size is None else size
+        if img.shape[:2] != (h, w):
+            shrink = img.shape[0] * img.shape[1] > h * w
+            interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            img = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=interp)
+        if order == "GRAY":
+            return np.ascontiguousarray(img[:, :, None] if img.ndim == 2 else img)
+        if img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        if order == "RGB":
+            img = img[:, :, ::-1]
+        return np.ascontiguousarray(img)
+
+    def normalize(self, batch_nhwc: np.ndarray) -> np.ndarray:
+        return self.recipe.normalize(batch_nhwc)
+
+    def to_tensor(self, image: np.ndarray, size: Optional[Sequence[int]] = None,
+                  out: Optional[np.ndarray] = None) -> np.ndarray:
+        """One BGR/gray image -> float32 [C, H, W], the arithmetic of ``Preprocess.normalize``
+        (``x * (1/255)``, ``- mean``, ``* (1/std)`` in float32, so the result is bit-identical)
+        but channel by channel in place: about 4x faster on a 720p frame, no temporaries."""
+        hwc = self.to_uint8_bgr_order(image, size)
+        c = self.recipe.channels
+        if out is None:
+            out = np.empty((c,) + hwc.shape[:2], np.float32)
+        src = [hwc[:, :, k] for k in range(hwc.shape[2])]
+        if self.recipe.channel_order == "RGB":
+            src = src[::-1]                                   # BGR planes -> RGB order
+        for k in range(c):
+            o = out[k]
+            np.multiply(src[k], self._scale, out=o, dtype=np.float32)
+            o -= self._mean[k]
+            o *= self._inv_std[k]
+        return out
+
+    def to_uint8_bgr_order(self, image: np.ndarray, size=None) -> np.ndarray:
+        """Like :meth:`to_uint8` but colour stays BGR (the swap is folded into :meth:`to_tensor`)."""
+        import cv2
+
+        img = as_bgr_or_gray(np.asarray(image))
+        if img.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 image, got {img.dtype}")
+        if self.recipe.channel_order == "GRAY" and img.ndim == 3:
+            img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2GRAY)
+        h, w = self.recipe.size if size is None else size
+        if img.shape[:2] != (h, w):
+            shrink = img.shape[0] * img.shape[1] > h * w
+            interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            img = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=interp)
+        if img.ndim == 2:
+            img = img[:, :, None] if self.recipe.channel_order == "GRAY" else np.repeat(img[:, :, None], 3, 2)
+        return img
+
+    def batch(self, images: Sequence[np.ndarray], size=None) -> np.ndarray:
+        """BGR/gray images -> float32 NCHW batch."""
+        h, w = self.recipe.size if size is None else size
+        out = np.empty((len(images), self.recipe.channels, h, w), np.float32)
+        for i, im in enumerate(images):
+            self.to_tensor(im, (h, w), out=out[i])
+        return out
+
+    __call__ = batch
+
+
+def list_image_files(folder) -> list:
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)

@@ -1,0 +1,169 @@
+"""Run a classifier on a stream of frames, from camera to decision.
+
+    python -m edge.run --model crowd.engine --source csi://0 --mode heatmap --output flight.jsonl
+    python -m edge.run --model crowd.onnx --source footage.mp4 --save-video annotated.mp4
+    python -m edge.run --model crowd.onnx --source photos/ --output results.jsonl
+    python -m edge.run --model crowd.onnx --source rtsp://10.0.0.2:8554/cam --mode heatmap \\
+        --reconnect-timeout 30 --output flight.jsonl --summary-json summary.json
+
+Sources: an image, a folder or glob of images (sorted), a video file, /dev/videoN or a camera
+index, csi://N (Jetson CSI camera through GStreamer), rtsp://..., synthetic://WxH[?frames=N].
+Decision: the crowd probability of the frame (classify) or its maximum over the heatmap (heatmap),
+smoothed (--smooth) with hysteresis (--unsafe-above / --safe-below / --hold); it starts unsafe.
+Exit status: 0 done (end of source, --max-frames, SIGINT/SIGTERM), 2 bad model/source/arguments,
+3 a live source dropped for longer than --reconnect-timeout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from typing import List, Optional
+
+from edge.backends import BACKENDS, open_backend
+from edge.contract import positive_class_index
+from edge.fingerprint import SidecarError
+from edge.heatmap import FlightSafety
+from edge.outputs import ImageSink, JsonlWriter, VideoSink, Window
+from edge.pipeline import HEATMAP_IMPLS, MODES, Pipeline, PipelineConfig, annotate
+from edge.sources import SourceError, SourceLost, open_source
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m edge.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="exported .onnx or TensorRT .engine (with its .json sidecar)")
+    p.add_argument("--source", required=True, help="image, folder, glob, video, /dev/videoN, N, csi://N, rtsp://...")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default: auto)")
+    p.add_argument("--mode", default="classify", choices=MODES, help="one decision per frame, or a crowd heatmap")
+    p.add_argument("--output", default=None, help="JSON Lines file, one record per frame, appended ('-' = stdout)")
+    # a flag pair rather than BooleanOptionalAction: JetPack 5.1 runs Python 3.8
+    p.add_argument("--fsync", dest="fsync", action="store_true", default=True,
+                   help="fsync the JSONL after every record, so a power cut loses at most one (default)")
+    p.add_argument("--no-fsync", dest="fsync", action="store_false",
+                   help="only flush per record (faster on slow storage; survives a crash, not a power cut)")
+    p.add_argument("--save-video", default=None, help="write annotated frames to this video file")
+    p.add_argument("--save-images", default=None, help="write annotated frames as JPEGs into this folder")
+    p.add_argument("--display", action="store_true", help="show annotated frames in a window (q quits)")
+    p.add_argument("--summary-json", default=None, help="also write the end-of-run summary to this file")
+    p.add_argument("--positive-class", default=None,
+                   help="class the decision is about, name or index (default: 'crowd' by name)")
+    p.add_argument("--threshold", type=float, default=0.5, help="heatmap: probability above which an area counts as crowd")
+    p.add_argument("--unsafe-above", type=float, default=0.5, help="smoothed crowd score that makes overflying unsafe")
+    p.add_argument("--safe-below", type=float, default=0.35, help="smoothed score below which it may become safe again")
+    p.add_argument("--smooth", type=float, default=0.4, help="EMA weight of the newest frame (1 = no smoothing)")
+    p.add_argument("--hold", type=int, default=5, help="frames below --safe-below before 'safe to overfly'")
+    p.add_argument("--heatmap-impl", default="auto", choices=HEATMAP_IMPLS,
+                   help="dense score map (if the model has one) or tiles at the training scale")
+    p.add_argument("--tile", type=int, default=None, help="heatmap tile side in frame pixels (default: model input size)")
+    p.add_argument("--stride", type=int, default=None, help="heatmap tile stride in pixels (default: half a tile)")
+    p.add_argument("--no-grid", dest="record_grid", action="store_false",
+                   help="heatmap: keep only max/mean/area in the JSONL, not the grid (~25 kB/frame at 720p dense)")
+    p.add_argument("--tile-batch", type=int, default=64, help="tiles per inference call")
+    p.add_argument("--batch", type=int, default=1, help="classify: up to this many queued frames per inference")
+    p.add_argument("--queue-size", type=int, default=4, help="decoded frames buffered ahead of inference")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: cores - 1)")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--loop", action="store_true", help="repeat a file/folder source forever (soak tests)")
+    p.add_argument("--reconnect-timeout", type=float, default=10.0,
+                   help="seconds to keep reconnecting a dropped camera/stream before exiting with status 3")
+    p.add_argument("--csi-size", type=int, nargs=2, default=(1280, 720), metavar=("W", "H"), help="CSI capture size")
+    p.add_argument("--csi-fps", type=int, default=30, help="CSI capture frame rate")
+    p.add_argument("--video-fps", type=float, default=30.0, help="frame rate of --save-video")
+    return p
+
+
+class Publisher:
+    def __init__(self, args) -> None:
+        self.jsonl = JsonlWriter(args.output, fsync=args.fsync) if args.output else None
+        self.video = VideoSink(args.save_video, fps=args.video_fps) if args.save_video else None
+        self.images = ImageSink(args.save_images) if args.save_images else None
+        self.window = Window() if args.display else None
+        self.quit = False
+
+    @property
+    def needs_images(self) -> bool:
+        return any(s is not None for s in (self.video, self.images, self.window))
+
+    def __call__(self, record, item, heat_grid) -> None:
+        if self.jsonl is not None:
+            self.jsonl.write(record)
+        if not self.needs_images:
+            return
+        frame = annotate(record, item, heat_grid)
+        if frame is None:
+            return
+        if self.video is not None:
+            self.video.write(frame)
+        if self.images is not None:
+            self.images.write(frame, item.frame.index)
+        if self.window is not None and not self.window.show(frame):
+            self.quit = True
+        item.frame.image = None   # release the full-resolution frame at once
+
+    def close(self) -> None:
+        for s in (self.jsonl, self.video, self.images, self.window):
+            if s is not None:
+                s.close()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        backend = open_backend(args.model, args.backend, threads=args.threads)
+        positive = positive_class_index(backend.info.class_names, args.positive_class)
+        safety = FlightSafety(args.unsafe_above, args.safe_below, args.smooth, args.hold)
+        frames = open_source(args.source, args.reconnect_timeout, tuple(args.csi_size), args.csi_fps, args.loop)
+        publisher = Publisher(args)
+        cfg = PipelineConfig(mode=args.mode, positive=positive, threshold=args.threshold,
+                             heatmap_impl=args.heatmap_impl, tile=args.tile, stride=args.stride,
+                             tile_batch=args.tile_batch, batch=args.batch, queue_size=args.queue_size,
+                             max_frames=args.max_frames, keep_images=publisher.needs_images,
+                             record_grid=args.record_grid)
+        pipe = Pipeline(backend, frames, cfg, publish=publisher, safety=safety)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError, SourceError, SidecarError) as e:
+        print(f"edge.run: error: {e}", file=sys.stderr)
+        return 2
+    print(f"edge.run: {args.model} on {backend.describe().get('provider')}, mode {args.mode}"
+          + (f" ({pipe.impl})" if args.mode == "heatmap" else ""), file=sys.stderr)
+
+    def on_signal(signum, _frame):
+        pipe.reason = f"signal {signal.Signals(signum).name}"
+        pipe.stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    status = 0
+    try:
+        summary = pipe.run()
+    except SourceLost as e:
+        summary, status = pipe.summary(), 3
+        summary["stopped_by"] = f"source lost: {e}"
+        print(f"edge.run: error: {e}", file=sys.stderr)
+    except (SourceError, RuntimeError) as e:
+        summary, status = pipe.summary(), 2
+        summary["stopped_by"] = f"error: {e}"
+        print(f"edge.run: error: {e}", file=sys.stderr)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        publisher.close()
+    if publisher.quit:
+        summary["stopped_by"] = "window closed"
+    report(summary, args.summary_json)
+    return status
+
+
+def report(summary, path: Optional[str]) -> None:
+    lat = summary.get("latency_ms", {}).get("total", {})
+    print(f"edge.run: {summary['frames']} frames, {summary['skipped']} skipped, "
+          f"{summary['fps']} FPS, latency p50 {lat.get('p50', 'n/a')} ms p90 {lat.get('p90', 'n/a')} ms "
+          f"p99 {lat.get('p99', 'n/a')} ms; stopped by {summary['stopped_by']}", file=sys.stderr)
+    print(json.dumps({"summary": summary}), file=sys.stderr)
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

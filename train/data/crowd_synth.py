@@ -34,7 +34,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 PAPER_TRAIN_PER_CLASS = 7000
 SIZE = 128
 CLASSES = ("crowd", "no_crowd")   # folder names; sorted, so the label of "crowd" is 0
@@ -62,7 +62,7 @@ HAIR_COLOURS = np.array([(20, 16, 14), (60, 40, 25), (110, 80, 50), (180, 160, 1
                          (150, 150, 150)], np.float32)
 
 
-_GRID = np.mgrid[0:R, 0:R].astype(np.float32)  # pixel (y, x) coordinates of the render canvas
+_GRID = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)  # pixel (y, x) coordinates at output size
 
 
 @dataclass
@@ -91,7 +91,7 @@ def _noise(rng: np.random.Generator, cells: int, size: int = R) -> np.ndarray:
     return cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
-def _fbm(rng: np.random.Generator, octaves: Sequence[int] = (4, 8, 16, 48),
+def _fbm(rng: np.random.Generator, octaves: Sequence[int] = (4, 12, 40),
          size: int = R) -> np.ndarray:
     """Fractal noise: octaves of value noise with amplitude falling as 1/frequency."""
     total = np.zeros((size, size), np.float32)
@@ -189,15 +189,15 @@ def _plaza(sc: Scene) -> None:
     angle = rng.uniform(0, math.pi)
     corners = _rect(rng.uniform(0.2, 0.8, 2) * R, rng.uniform(0.5, 1.4) * R,
                     rng.uniform(0.4, 1.2) * R, angle)
-    mask = np.zeros((R, R), np.float32)
-    _poly(mask, corners, 1.0)
-    yy, xx = _GRID
-    tile = rng.uniform(0.6, 1.5) * sc.ppm
+    mask = np.zeros((R, R), np.uint8)
+    _poly(mask, corners, 1)
+    yy, xx = _GRID                                  # output-size grid: joints need no 2x detail
+    tile = rng.uniform(0.6, 1.5) * sc.ppm / SS
     u = (xx * math.cos(angle) + yy * math.sin(angle)) / tile
     v = (-xx * math.sin(angle) + yy * math.cos(angle)) / tile
     joints = ((u % 1) < 0.12) | ((v % 1) < 0.12)
-    paving = _up(_material(rng, rng.choice(["paving", "concrete"]))) * (1 - 0.12 * joints[:, :, None])
-    sc.img[:] = sc.img * (1 - mask[:, :, None]) + paving * mask[:, :, None]
+    paving = _material(rng, rng.choice(["paving", "concrete"])) * (1 - 0.12 * joints[:, :, None])
+    np.copyto(sc.img, _up(paving), where=mask[:, :, None] > 0)
 
 
 def _roads(sc: Scene) -> None:
@@ -211,11 +211,10 @@ def _roads(sc: Scene) -> None:
         direction = np.array([math.cos(theta), math.sin(theta)], np.float32)
         half = rng.uniform(2.5, 5.0) * sc.ppm
         ends = np.stack([point - direction * 2 * R, point + direction * 2 * R])
-        mask = np.zeros((R, R), np.float32)
+        mask = np.zeros((R, R), np.uint8)
         cv2.line(mask, tuple(np.round(ends[0] * 4).astype(int)), tuple(np.round(ends[1] * 4).astype(int)),
-                 1.0, max(1, int(2 * half)), cv2.LINE_8, 2)
-        asphalt = _up(_material(rng, "asphalt"))
-        sc.img[:] = sc.img * (1 - mask[:, :, None]) + asphalt * mask[:, :, None]
+                 1, max(1, int(2 * half)), cv2.LINE_8, 2)
+        np.copyto(sc.img, _up(_material(rng, "asphalt")), where=mask[:, :, None] > 0)
         _lane_marks(sc, point, direction, half)
         sc.roads.append((point, direction, half))
 
@@ -349,40 +348,60 @@ def _muted(rng: np.random.Generator, n: int) -> np.ndarray:
     return 0.5 * _random_colours(rng, n) + 0.5 * rng.uniform(70, 190, (n, 1)).astype(np.float32)
 
 
-def _small_objects(sc: Scene, xy: np.ndarray, kind: str) -> None:
-    """Bushes, rocks, boxes/bins, flowers, tables: small blobs that are not people."""
+# kind -> (size range m, height m (shadow), base colour or None for man-made colours, jitter)
+SMALL_OBJECTS = {
+    "bush": ((0.7, 1.8), 1.0, (45, 70, 35), 0.25),
+    "rock": ((0.3, 1.0), 0.4, (120, 115, 105), 0.2),
+    "box": ((0.3, 0.7), 0.9, None, 0.0),
+    "flower": ((0.15, 0.35), 0.0, None, 0.0),
+    "table": ((0.5, 0.9), 0.8, None, 0.0),
+}
+
+
+def _fixed(xy: np.ndarray) -> List[Tuple[int, int]]:
+    """Points [n, 2] in pixels -> OpenCV fixed-point tuples (shift 2), converted in one go."""
+    return [tuple(p) for p in np.round(np.asarray(xy) * 4).astype(np.int64).tolist()]
+
+
+def _object_palette(rng: np.random.Generator, kind: str, n: int) -> np.ndarray:
+    _, _, base, jitter = SMALL_OBJECTS[kind]
+    if base is not None:
+        return np.clip(np.float32(base) * (1 + rng.normal(0, jitter, (n, 3))), 0, 255)
+    return _random_colours(rng, n) if kind == "flower" else _muted(rng, n)
+
+
+def _small_objects(sc: Scene, groups: Sequence[Tuple[np.ndarray, str]]) -> None:
+    """Bushes, rocks, boxes/bins, flowers, tables: small blobs that are not people.
+
+    All groups share one shadow pass (shading is the costly full-frame step)."""
     import cv2
 
-    rng = sc.rng
-    xy = _on_ground(sc, xy)
-    n = len(xy)
-    if n == 0:
+    rng, items = sc.rng, []
+    shadow = np.zeros((R, R), np.float32)
+    for xy, kind in groups:
+        xy = _on_ground(sc, xy)
+        n = len(xy)
+        if n == 0:
+            continue
+        (lo, hi), height, _, _ = SMALL_OBJECTS[kind]
+        radius = rng.uniform(lo, hi, n) * sc.ppm / 2
+        rad4 = np.maximum(1, (radius * 4).astype(np.int64)).tolist()
+        if height > 0:
+            for c, r in zip(_fixed(xy + _shadow_offset(sc, height)), rad4):
+                cv2.circle(shadow, c, r, 1.0, -1, cv2.LINE_8, 2)
+        items.append((xy, kind, radius, rad4, _object_palette(rng, kind, n)))
+    if not items:
         return
-    size_m, height_m, colours = {
-        "bush": (rng.uniform(0.7, 1.8, n), 1.0, lambda: _jitter_colour(rng, (45, 70, 35), 0.25)),
-        "rock": (rng.uniform(0.3, 1.0, n), 0.4, lambda: _jitter_colour(rng, (120, 115, 105), 0.2)),
-        "box": (rng.uniform(0.3, 0.7, n), 0.9, None),
-        "flower": (rng.uniform(0.15, 0.35, n), 0.0, None),
-        "table": (rng.uniform(0.5, 0.9, n), 0.8, None),
-    }[kind]
-    radius = size_m * sc.ppm / 2
-    if height_m > 0:
-        shadow = np.zeros((R, R), np.float32)
-        for c, r in zip(xy + _shadow_offset(sc, np.full(n, height_m)), radius):
-            cv2.circle(shadow, tuple(np.round(c * 4).astype(int)), max(1, int(r * 4)), 1.0, -1, cv2.LINE_8, 2)
-        _shade(sc, shadow)
-    if colours is not None:
-        palette = np.stack([colours() for _ in range(n)])
-    else:
-        palette = _random_colours(rng, n) if kind == "flower" else _muted(rng, n)
-    square = kind in ("box", "table")
-    for c, r, col in zip(xy, radius, palette):
-        if square:
-            _poly(sc.img, _rect(c, 2 * r, 2 * r * rng.uniform(0.6, 1.0), rng.uniform(0, math.pi)),
-                  tuple(float(v) for v in col))
+    _shade(sc, shadow)
+    for xy, kind, radius, rad4, palette in items:
+        colours = palette.tolist()
+        if kind in ("box", "table"):
+            aspect, angle = rng.uniform(0.6, 1.0, len(xy)), rng.uniform(0, math.pi, len(xy))
+            for c, r, col, a, t in zip(xy, radius, colours, aspect, angle):
+                _poly(sc.img, _rect(c, 2 * r, 2 * r * a, t), col)
         else:
-            cv2.circle(sc.img, tuple(np.round(c * 4).astype(int)), max(1, int(r * 4)),
-                       tuple(float(v) for v in col), -1, cv2.LINE_8, 2)
+            for c, r, col in zip(_fixed(xy), rad4, colours):
+                cv2.circle(sc.img, c, r, col, -1, cv2.LINE_8, 2)
 
 
 def _people(sc: Scene, xy: np.ndarray) -> None:
@@ -398,19 +417,19 @@ def _people(sc: Scene, xy: np.ndarray) -> None:
     heights = rng.uniform(1.5, 1.9, n)
     ends = xy + _shadow_offset(sc, heights)
     shadow = np.zeros((R, R), np.float32)
-    for a, b, w in zip(xy, ends, shoulders):
-        cv2.line(shadow, tuple(np.round(a * 4).astype(int)), tuple(np.round(b * 4).astype(int)),
-                 1.0, max(1, int(round(0.7 * w))), cv2.LINE_8, 2)
+    centres = _fixed(xy)
+    widths = np.maximum(1, np.round(0.7 * shoulders)).astype(np.int64).tolist()
+    for a, b, w in zip(centres, _fixed(ends), widths):
+        cv2.line(shadow, a, b, 1.0, w, cv2.LINE_8, 2)
     _shade(sc, shadow)
-    clothes = _random_colours(rng, n)
-    hair = HAIR_COLOURS[rng.integers(len(HAIR_COLOURS), size=n)] * rng.uniform(0.8, 1.2, (n, 1))
-    facing = rng.uniform(0, 180, n)
-    for c, w, cl, hr, ang in zip(xy, shoulders, clothes, hair, facing):
-        centre = tuple(np.round(c * 4).astype(int))
-        axes = (max(1, int(w * 2)), max(1, int(w * 0.55 * 2)))    # half axes, x4 fixed point
-        cv2.ellipse(sc.img, centre, axes, float(ang), 0, 360, tuple(float(v) for v in cl), -1, cv2.LINE_8, 2)
-        cv2.circle(sc.img, centre, max(1, int(0.11 * sc.ppm * 4)), tuple(float(v) for v in hr), -1,
-                   cv2.LINE_8, 2)
+    clothes = _random_colours(rng, n).tolist()
+    hair = (HAIR_COLOURS[rng.integers(len(HAIR_COLOURS), size=n)] * rng.uniform(0.8, 1.2, (n, 1))).tolist()
+    facing = rng.uniform(0, 180, n).tolist()
+    axes = np.maximum(1, np.stack([shoulders * 2, shoulders * 1.1], 1).astype(np.int64)).tolist()
+    head = max(1, int(0.11 * sc.ppm * 4))                         # radius, x4 fixed point
+    for centre, ax, cl, hr, ang in zip(centres, axes, clothes, hair, facing):
+        cv2.ellipse(sc.img, centre, tuple(ax), ang, 0, 360, cl, -1, cv2.LINE_8, 2)
+        cv2.circle(sc.img, centre, head, hr, -1, cv2.LINE_8, 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,26 +486,27 @@ def _scattered(rng: np.random.Generator, count: int) -> np.ndarray:
 
 def _decoys(sc: Scene) -> None:
     """Dense look-alike clusters for no_crowd: flower beds, bush/rock fields, cafe tables, cars."""
-    rng = sc.rng
+    rng, groups = sc.rng, []
     for _ in range(rng.choice([1, 2, 3], p=[0.45, 0.4, 0.15])):
         kind = rng.choice(["flower", "bush", "rock", "table", "box", "cars"],
                           p=[0.2, 0.2, 0.2, 0.15, 0.15, 0.1])
         if kind == "cars":
-            spots = _cluster(rng, int(rng.integers(4, 14)), rng.uniform(2.4, 3.0) * sc.ppm)
+            spots = _cluster(rng, int(rng.integers(4, 14)), rng.uniform(5.2, 6.0) * sc.ppm)  # no overlaps
             angle = rng.uniform(0, math.pi)
             _vehicles(sc, [(p, angle) for p in spots])
             continue
         # sparser than a crowd: look-alikes share its global statistics, not its packing
         count = int(rng.integers(15, 70))
         spacing = rng.uniform(1.6, 3.0) * sc.ppm * (0.5 if kind == "flower" else 1.0)
-        _small_objects(sc, _cluster(rng, count, spacing), kind)
+        groups.append((_cluster(rng, count, spacing), str(kind)))
+    _small_objects(sc, groups)
 
 
 def _clutter(sc: Scene, count: int) -> None:
     """Scattered small objects of every kind, the same distribution for both classes."""
     kinds = sc.rng.choice(["bush", "rock", "box", "flower"], count, p=[0.35, 0.3, 0.2, 0.15])
-    for kind in ("bush", "rock", "box", "flower"):
-        _small_objects(sc, _scattered(sc.rng, int((kinds == kind).sum())), kind)
+    _small_objects(sc, [(_scattered(sc.rng, int((kinds == kind).sum())), str(kind))
+                        for kind in ("bush", "rock", "box", "flower")])
 
 
 # ---------------------------------------------------------------------------------------------

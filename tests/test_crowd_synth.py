@@ -49,7 +49,7 @@ def test_same_seed_same_bytes_and_index_stable(small, tmp_path):
         for name in cs.CLASSES:
             for i in range(n):  # image i is the same whatever the set size
                 assert _digest(other, split, name, i) == _digest(small, split, name, i)
-    changed = cs.ensure_crowd_synth(20, seed=1, cache_dir=tmp_path, workers=2, progress=False)
+    changed = cs.ensure_crowd_synth(2, seed=1, cache_dir=tmp_path, workers=1, progress=False)
     assert _digest(changed, "train", "crowd", 0) != _digest(other, "train", "crowd", 0)
 
 
@@ -84,6 +84,22 @@ def test_incomplete_folder_is_regenerated(tmp_path):
     assert out == root and cs.is_complete(root)
     assert (root / "train" / "crowd" / "00000.png").read_bytes()[:4] == b"\x89PNG"
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no temporary left behind
+
+
+def test_killed_runs_temporary_is_never_used(tmp_path):
+    root = cs.cache_folder(5, seed=0, cache_dir=tmp_path)
+    dead = tmp_path / f".{root.name}.tmp-999999999-deadbeef"  # no such pid
+    (dead / "train" / "crowd").mkdir(parents=True)
+    (dead / cs.MARKER).write_text("{}")
+    out = cs.ensure_crowd_synth(5, seed=0, cache_dir=tmp_path, workers=1, progress=False)
+    assert cs.is_complete(out) and not dead.exists()
+
+
+def test_folder_of_other_settings_is_not_reused(tmp_path):
+    out = cs.generate_folder(tmp_path / "x", 3, seed=0, workers=1, progress=False)
+    assert cs.is_complete(out, 3, 0) and not cs.is_complete(out, 4, 0) and not cs.is_complete(out, 3, 1)
+    cs.main(["--per-class", "4", "--out", str(out), "--workers", "1"])
+    assert cs.is_complete(out, 4, 0) and len(list((out / "train" / "crowd").glob("*.png"))) == 4
 
 
 def test_cli_writes_folder_and_preview(tmp_path):

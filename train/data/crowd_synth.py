@@ -30,7 +30,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -626,8 +626,9 @@ def _run_tasks(root: Path, seed: int, tasks: Sequence[Tuple[int, int, int, int]]
                 bar.update(done)
 
 
-def is_complete(root: Path) -> bool:
-    """True when ``root`` holds a finished folder of this generator version."""
+def is_complete(root: Path, train_per_class: Optional[int] = None, seed: Optional[int] = None) -> bool:
+    """True when ``root`` holds a finished folder of this generator version (and, when given,
+    of this size and seed): the marker is written only after the last image."""
     marker = Path(root) / MARKER
     if not marker.is_file():
         return False
@@ -635,7 +636,27 @@ def is_complete(root: Path) -> bool:
         info = json.loads(marker.read_text())
     except (OSError, ValueError):
         return False
-    return info.get("generator_version") == GENERATOR_VERSION
+    return (info.get("generator_version") == GENERATOR_VERSION
+            and train_per_class in (None, info.get("train_per_class"))
+            and seed in (None, info.get("seed")))
+
+
+def _remove_stale_temps(root: Path) -> None:
+    """Delete temporary siblings left by killed runs (their writer process no longer exists)."""
+    for tmp in root.parent.glob(f".{root.name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-")[0])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+            alive = pid != os.getpid()
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:  # someone else's live process
+            alive = True
+        if not alive:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def generate_folder(root, train_per_class: int, seed: int = 0, workers: Optional[int] = None,
@@ -645,6 +666,7 @@ def generate_folder(root, train_per_class: int, seed: int = 0, workers: Optional
     if train_per_class < 1:
         raise ValueError(f"train_per_class must be >= 1, got {train_per_class}")
     root.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(root)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         for split in SPLITS:
@@ -657,12 +679,12 @@ def generate_folder(root, train_per_class: int, seed: int = 0, workers: Optional
                 "train_per_class": train_per_class, "test_per_class": test_per_class(train_per_class),
                 "size": SIZE, "seconds": round(time.perf_counter() - start, 2)}
         (tmp / MARKER).write_text(json.dumps(info, indent=1) + "\n")
-        if root.exists() and not is_complete(root):
-            shutil.rmtree(root)  # a half-written or foreign-version folder: never used
+        if root.exists() and not is_complete(root, train_per_class, seed):
+            shutil.rmtree(root)  # half-written, another version or other settings: never used
         try:
             os.rename(tmp, root)
         except OSError:
-            if not is_complete(root):  # lost a race against a writer that did not finish
+            if not is_complete(root, train_per_class, seed):  # not a race another writer won
                 raise
     finally:
         if tmp.exists():
@@ -683,7 +705,7 @@ def ensure_crowd_synth(train_per_class: int = PAPER_TRAIN_PER_CLASS, seed: int =
                        cache_dir=None, workers: Optional[int] = None, progress: bool = True) -> Path:
     """The cached image folder ``ROOT/{train,test}/{crowd,no_crowd}/*.png``, generated once."""
     root = cache_folder(train_per_class, seed, cache_dir)
-    if is_complete(root):
+    if is_complete(root, train_per_class, seed):
         return root
     return generate_folder(root, train_per_class, seed, workers, progress)
 
@@ -725,7 +747,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     args = parser.parse_args(argv)
     if args.out is None:
         root = ensure_crowd_synth(args.per_class, args.seed, workers=args.workers)
-    elif is_complete(args.out):
+    elif is_complete(args.out, args.per_class, args.seed):
         root = args.out
     else:
         root = generate_folder(args.out, args.per_class, args.seed, args.workers)

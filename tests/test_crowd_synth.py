@@ -33,8 +33,8 @@ def test_render_shape_dtype_and_purity():
 
 
 def test_layout_balance_and_paper_ratio(small):
-    assert cs.test_per_class(cs.PAPER_TRAIN_PER_CLASS) == 3000
-    assert cs.test_per_class(40) == 18
+    assert cs.n_test_per_class(cs.PAPER_TRAIN_PER_CLASS) == 3000
+    assert cs.n_test_per_class(40) == 18
     assert small.name == f"v{cs.GENERATOR_VERSION}-s0-n40"
     for split, count in (("train", 40), ("test", 18)):
         assert sorted(p.name for p in (small / split).iterdir()) == ["crowd", "no_crowd"]

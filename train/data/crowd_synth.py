@@ -571,14 +571,14 @@ def render(seed: int, split_id: int, class_id: int, index: int) -> np.ndarray:
 # the image folder: parallel, chunked, atomic, cached
 # ---------------------------------------------------------------------------------------------
 
-def test_per_class(train_per_class: int) -> int:
+def n_test_per_class(train_per_class: int) -> int:
     """The paper's 7:3 train/test split: 7000 train -> 3000 test images per class."""
     return math.ceil(train_per_class * 3 / 7)
 
 
 def _tasks(train_per_class: int, chunk: int = CHUNK) -> List[Tuple[int, int, int, int]]:
     """(split_id, class_id, start, stop) chunks covering every image of the folder."""
-    counts = (train_per_class, test_per_class(train_per_class))
+    counts = (train_per_class, n_test_per_class(train_per_class))
     return [(s, c, start, min(start + chunk, counts[s]))
             for s in range(len(SPLITS)) for c in range(len(CLASSES))
             for start in range(0, counts[s], chunk)]
@@ -676,7 +676,7 @@ def generate_folder(root, train_per_class: int, seed: int = 0, workers: Optional
         start = time.perf_counter()
         _run_tasks(tmp, seed, tasks, min(workers or os.cpu_count() or 1, len(tasks)), progress)
         info = {"generator_version": GENERATOR_VERSION, "seed": seed, "classes": list(CLASSES),
-                "train_per_class": train_per_class, "test_per_class": test_per_class(train_per_class),
+                "train_per_class": train_per_class, "test_per_class": n_test_per_class(train_per_class),
                 "size": SIZE, "seconds": round(time.perf_counter() - start, 2)}
         (tmp / MARKER).write_text(json.dumps(info, indent=1) + "\n")
         if root.exists() and not is_complete(root, train_per_class, seed):

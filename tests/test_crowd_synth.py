@@ -163,6 +163,10 @@ def _fcn_accuracy(splits, epochs: int) -> float:
 
 @pytest.mark.slow
 def test_not_separable_by_global_statistics(tmp_path):
+    """Measured (generator v2, seed 0): here (300/class, 129 test/class) stats logreg 0.56,
+    crowd_fcn 0.74 after 12 epochs. On 1000/class (429 test/class): stats logreg 0.57 (gradient
+    boosting on the same features 0.58-0.61), crowd_fcn 0.93 after 15 epochs with this
+    per-image standardisation, 0.91 after 30 epochs with dataset mean/std as train/ uses."""
     from train.data.builtin import folder_dataset
 
     torch.set_num_threads(1)

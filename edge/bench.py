@@ -23,7 +23,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from edge.backends import BACKENDS, open_backend
-from edge.fingerprint import current_fingerprint
+from edge import sidecar as S
 from edge.outputs import JsonlWriter
 from edge.pipeline import Pipeline, PipelineConfig
 from edge.power import PowerSampler, energy_report
@@ -96,15 +96,16 @@ def bench_pipeline(backend, frames: int, size, power: Optional[PowerSampler]) ->
 def environment(backend) -> Dict[str, object]:
     import cv2
 
-    fp = current_fingerprint()
+    fp = S.probe_device()
     try:
         import onnxruntime as ort  # noqa: PLC0415
         ort_version = ort.__version__
     except ImportError:
         ort_version = "n/a"
-    return {"device": fp.get("gpu_name") or cpu_name(), "compute_capability": fp.get("compute_capability") or "n/a",
-            "l4t": fp.get("l4t") or "n/a", "jetpack": fp.get("jetpack") or "n/a",
-            "tensorrt": fp.get("tensorrt_version") or "n/a", "onnxruntime": ort_version,
+    return {"device": fp.get(S.FP_GPU_NAME) or cpu_name(),
+            "compute_capability": fp.get(S.FP_COMPUTE_CAPABILITY) or "n/a",
+            "l4t": fp.get(S.FP_L4T) or "n/a", "jetpack": fp.get(S.FP_JETPACK) or "n/a",
+            "tensorrt": fp.get(S.FP_TRT_VERSION) or "n/a", "onnxruntime": ort_version,
             "opencv": cv2.__version__, "numpy": np.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "commit": git_commit(), "precision": backend.precision,
             **{k: v for k, v in backend.describe().items() if k in ("backend", "provider", "threads")}}

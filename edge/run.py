@@ -23,7 +23,7 @@ from typing import List, Optional
 
 from edge.backends import BACKENDS, open_backend
 from edge.contract import positive_class_index
-from edge.fingerprint import SidecarError
+from edge.sidecar import SidecarError
 from edge.heatmap import FlightSafety
 from edge.outputs import ImageSink, JsonlWriter, VideoSink, Window
 from edge.pipeline import HEATMAP_IMPLS, MODES, Pipeline, PipelineConfig, annotate

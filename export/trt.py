@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images for the parity checks (default: the model's own test split)")
     p.add_argument("--check-size", type=int, default=64, help="samples in the parity checks")
     p.add_argument("--probs", action="store_true", help=".pt: also export `probabilities`")
-    p.add_argument("--out", default=None, help="engine path (default: beside the ONNX, .engine)")
+    p.add_argument("--out", "--output", dest="out", default=None,
+                   help="engine path (default: beside the ONNX, .engine)")
     p.add_argument("--verbose", action="store_true", help="TensorRT verbose log")
     return p
 
@@ -72,6 +73,7 @@ class Job:
         self.src = Path(args.source)
         self.ckpt = None                  # the checkpoint dict (.pt input only)
         self.onnx: Path = self.src
+        self.rebuild_onnx: Optional[Path] = None   # the ONNX a rebuild starts from (pre-fp16)
         self.meta: dict = {}
         self.samples: Optional[Samples] = None
         self.test: Optional[Samples] = None   # labelled test split, for the int8 accuracy
@@ -168,15 +170,29 @@ def stage_int8(job: Job) -> None:
     print(rep.format(), file=sys.stdout if rep.passed else sys.stderr)
 
 
-def target_command(job: Job) -> str:
+def target_command(job: Job, engine: Optional[Path] = None) -> str:
+    """``python -m export.trt ONNX`` with the flags that decide the engine (precision, profile,
+    input size, DLA, workspace). With ``engine``: the sidecar's rebuild command, paths relative
+    to the engine's folder (where ``edge`` prints it to be run) and ``--out`` the engine."""
+    from edge.sidecar import relative_to_engine
+
     a = job.args
-    parts = ["python", "-m", "export.trt", str(job.onnx), "--precision", a.precision,
+    onnx = job.rebuild_onnx or job.onnx
+    parts = ["python", "-m", "export.trt",
+             relative_to_engine(onnx, engine) if engine is not None else str(onnx),
+             "--precision", a.precision,
              "--min-batch", str(a.min_batch), "--opt-batch", str(a.opt_batch or a.max_batch),
              "--max-batch", str(a.max_batch)]
     if a.input_size:
         parts += ["--input-size", *map(str, a.input_size)]
     if a.dla is not None:
         parts += ["--dla", str(a.dla)]
+    if a.workspace_mb != 1024:
+        parts += ["--workspace-mb", str(a.workspace_mb)]
+    if engine is not None:
+        parts += ["--out", engine.name]
+    elif a.out:
+        parts += ["--out", str(a.out)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -205,6 +221,7 @@ def stage_engine(job: Job, trt, gpu) -> int:
     plan = plan_build(a.precision, trt.__version__, enum_names(trt.BuilderFlag),
                       enum_names(trt.NetworkDefinitionCreationFlag))
     fp32_onnx = job.onnx if a.precision != "int8" else None
+    job.rebuild_onnx = job.onnx      # the fp16 ONNX below is derived: a rebuild starts here
     if plan.onnx_kind == "fp16":
         code = stage_fp16(job)
         if code:
@@ -227,8 +244,8 @@ def stage_engine(job: Job, trt, gpu) -> int:
     fp = build_fingerprint(precision=a.precision, profile=profile, onnx_path=job.onnx,
                            dla_core=a.dla if info.get("used_dla") else None,
                            device=S.probe_device(trt.__version__, gpu))
-    side = write_engine_sidecar(engine, job.onnx, fp, {"command": target_command(job),
-                                                       "plan": plan.describe()})
+    side = write_engine_sidecar(engine, job.onnx, fp, rebuild_command=target_command(job, engine),
+                                build={"plan": plan.describe(), "dla": info.get("dla")})
     print(f"wrote {engine}, {side} and the timing cache {cache}")
     return engine_parity(job, engine, fp32_onnx or _fp32_parent(job), profile)
 

@@ -1,85 +1,229 @@
-"""Engine sidecar fingerprint: compared before TensorRT deserialises anything (contract 3)."""
-from __future__ import annotations
+"""Engine sidecar (edge/sidecar.py, contract 3): export's writer and the runtime's checker agree.
 
+No TensorRT anywhere: the engine files here are plain bytes (we never fake an engine *build*);
+the sidecar logic is pure data, so it is tested end to end on CPU.
+"""
 import json
+import shlex
+from types import SimpleNamespace
 
 import pytest
 
-from edge import fingerprint as fpmod
-from edge.contract import encode_metadata
-from edge.fingerprint import SidecarError, check_engine, compare
+from edge import contract as C
+from edge import sidecar as S
+from edge.sidecar import FingerprintMismatch, SidecarError, check_engine, compare
 
 try:
     from edge_helpers import CROWD_CLASSES, recipe
 except ImportError:
     from tests.edge_helpers import CROWD_CLASSES, recipe
 
-BUILT = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7",
-         "l4t": "36.4.0", "jetpack": "6.1/6.2", "precision": "fp16",
-         "profile": {"min": 1, "opt": 8, "max": 32}, "onnx_sha256": None}
+ORIN = S.probe_device(trt_version="10.3.0", gpu=("Orin", "8.7"), l4t="36.4.0")
+PROFILE = {"min": [1, 3, 64, 64], "opt": [8, 3, 64, 64], "max": [8, 3, 64, 64]}
 
 
-def _engine(tmp_path, fingerprint=BUILT, **extra):
+def crowd_onnx(path, precision="fp16"):
+    """A tiny ONNX with the contract metadata (what export.onnx writes), no torch needed."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], [C.OUTPUT_NAME])], "g",
+                              [helper.make_tensor_value_info(C.INPUT_NAME, 1, ["batch", 3, 64, 64])],
+                              [helper.make_tensor_value_info(C.OUTPUT_NAME, 1, ["batch", 3, 64, 64])])
+    model = helper.make_model(graph)
+    meta = {C.META_CLASS_NAMES: CROWD_CLASSES, C.META_INPUT_SIZE: [64, 64], C.META_IN_CHANNELS: 3,
+            C.META_PREPROCESS: recipe(64).to_dict(), C.META_ARCH: "crowd_fcn",
+            C.META_PRECISION: precision, C.META_OUTPUTS: [C.OUTPUT_NAME]}
+    for k, v in C.encode_metadata(meta).items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+    return path
+
+
+def build_engine_files(tmp_path, device=ORIN, precision="fp16", dla=None):
+    """What `python -m export.trt crowd.onnx ...` leaves behind, with bytes for the plan:
+    the sidecar is written by export's own writer and rebuild command."""
+    from export.fingerprint import build_fingerprint, write_engine_sidecar
+    from export.trt import Job, build_parser, target_command
+
+    onnx_path = crowd_onnx(tmp_path / "crowd.onnx")
     engine = tmp_path / "crowd.engine"
-    engine.write_bytes(b"not a real plan")
-    meta = encode_metadata({"edge_students.class_names": CROWD_CLASSES, "edge_students.input_size": [64, 64],
-                            "edge_students.in_channels": 3, "edge_students.preprocess": recipe(64).to_dict(),
-                            "edge_students.arch": "crowd_fcn"})
-    (tmp_path / "crowd.engine.json").write_text(json.dumps(
-        {"format_version": 1, "metadata": meta, "fingerprint": fingerprint, **extra}))
-    return engine
+    engine.write_bytes(b"bytes standing in for a TensorRT plan")
+    argv = [str(onnx_path), "--precision", precision, "--max-batch", "8"]
+    if dla is not None:
+        argv += ["--dla", str(dla)]
+    job = Job(build_parser().parse_args(argv))
+    fp = build_fingerprint(precision=precision, profile=PROFILE, onnx_path=onnx_path,
+                           dla_core=dla, device=device)
+    write_engine_sidecar(engine, onnx_path, fp, rebuild_command=target_command(job, engine),
+                         build={"plan": "test"})
+    return engine, onnx_path
 
 
-def test_compare_names_each_difference():
-    here = dict(BUILT, tensorrt_version="8.6.2", compute_capability="7.2", gpu_name="Xavier")
-    diffs = compare(BUILT, here)
-    assert len(diffs) == 3
-    assert any("TensorRT version: engine built for 10.3.0, this device has 8.6.2" in d for d in diffs)
-    assert compare(BUILT, dict(BUILT, gpu_name="  orin ")) == []       # case/space-insensitive name
-    unknown = compare(BUILT, dict(BUILT, tensorrt_version=None))
-    assert unknown and "unknown" in unknown[0]
+# ------------------------------------------------------------------------- round trip
+def test_round_trip_identical_device_passes(tmp_path):
+    engine, onnx_path = build_engine_files(tmp_path)
+    doc = check_engine(engine, current=ORIN)                        # (a) passes
+    assert doc["format"] == S.SIDECAR_FORMAT and doc["format_version"] == 1
+    assert set(doc["fingerprint"]) == set(S.FINGERPRINT_KEYS)
+    assert doc["fingerprint"][S.FP_PROFILE] == PROFILE
+    assert doc["fingerprint"][S.FP_ONNX_SHA256] == S.file_sha256(onnx_path)
+    assert doc["source_onnx"] == "crowd.onnx"                      # relative to the engine
+    assert doc["rebuild_command"] == ("python -m export.trt crowd.onnx --precision fp16 "
+                                      "--min-batch 1 --opt-batch 8 --max-batch 8 --out crowd.engine")
+    # the metadata keys are the contract's: the runtime builds its ModelInfo from them
+    meta = S.sidecar_metadata(doc)
+    assert all(k.startswith(C.META_PREFIX) for k in doc["metadata"])
+    info = C.ModelInfo.from_metadata(meta)
+    assert info.class_names == CROWD_CLASSES and info.preprocess == recipe(64)
+    assert meta[C.META_PRECISION] == "fp16"
 
 
-def test_mismatching_sidecar_refused_with_rebuild_command(tmp_path):
-    engine = _engine(tmp_path, source_onnx="crowd.onnx")
-    here = dict(BUILT, tensorrt_version="11.4.0", gpu_name="NVIDIA H100", compute_capability="9.0", l4t=None)
-    with pytest.raises(SidecarError) as e:
-        check_engine(engine, actual=here)
+def test_round_trip_other_device_names_each_difference(tmp_path):
+    engine, _ = build_engine_files(tmp_path)
+    desktop = S.probe_device(trt_version="11.4.0", gpu=("NVIDIA H100 80GB HBM3", "9.0"), l4t="")
+    desktop[S.FP_L4T] = None                                       # (b) not a Jetson
+    with pytest.raises(FingerprintMismatch) as e:
+        check_engine(engine, current=desktop)
     msg = str(e.value)
-    assert "TensorRT version: engine built for 10.3.0, this device has 11.4.0" in msg
-    assert "GPU compute capability: engine built for 8.7, this device has 9.0" in msg
-    assert "L4T" in msg and "python -m export.trt crowd.onnx --output" in msg
-    assert check_engine(engine, actual=BUILT)["fingerprint"] == BUILT
+    assert "TensorRT version: engine built with 10.3.0, here 11.4.0" in msg
+    assert "GPU: engine built with Orin, here NVIDIA H100 80GB HBM3" in msg
+    assert "GPU compute capability: engine built with 8.7, here 9.0" in msg
+    assert "L4T (Jetson Linux) release: engine built with 36.4.0, here unknown (not a Jetson)" in msg
+    assert len(e.value.differences) == 4
+    assert e.value.command in msg and "python -m export.trt crowd.onnx --precision fp16" in msg
+    assert f"cd {tmp_path}" in msg
+    # another Jetson release only: exactly one difference
+    with pytest.raises(FingerprintMismatch) as e:
+        check_engine(engine, current=dict(ORIN, l4t="36.3.0"))
+    assert e.value.differences == ["L4T (Jetson Linux) release: engine built with 36.4.0, "
+                                   "here 36.3.0"]
+    # this CPU machine: unknown TensorRT / GPU are differences, never a pass
+    with pytest.raises(FingerprintMismatch, match="here unknown \\(no CUDA GPU detected\\)"):
+        check_engine(engine, current={k: None for k in S.DEVICE_KEYS})
 
 
-def test_onnx_hash_checked_when_given(tmp_path):
-    onnx = tmp_path / "crowd.onnx"
-    onnx.write_bytes(b"model v2")
-    engine = _engine(tmp_path, dict(BUILT, onnx_sha256="0" * 64), rebuild_command="make engine")
-    with pytest.raises(SidecarError, match="(?s)source ONNX sha256.*make engine"):
-        check_engine(engine, actual=BUILT, onnx_path=onnx)
+def test_round_trip_rebuild_command_keeps_dla_and_reparses(tmp_path):
+    engine, _ = build_engine_files(tmp_path, precision="int8", dla=1)
+    doc = S.read_sidecar(engine)
+    assert doc["fingerprint"][S.FP_DLA_CORE] == 1
+    from export.trt import build_parser
+
+    argv = shlex.split(doc["rebuild_command"])[3:]
+    a = build_parser().parse_args(argv)
+    assert (a.source, a.precision, a.dla, a.min_batch, a.opt_batch, a.max_batch, a.out) == \
+        ("crowd.onnx", "int8", 1, 1, 8, 8, "crowd.engine")
 
 
-def test_missing_or_broken_sidecar(tmp_path):
-    engine = tmp_path / "x.engine"
-    engine.write_bytes(b"")
-    with pytest.raises(SidecarError, match="not found"):
-        check_engine(engine)
-    (tmp_path / "x.engine.json").write_text("{not json")
-    with pytest.raises(SidecarError, match="cannot read"):
-        check_engine(engine)
+def test_round_trip_onnx_changed_since_build(tmp_path):
+    engine, onnx_path = build_engine_files(tmp_path)
+    crowd_onnx(onnx_path, precision="fp32")                         # (c) re-exported: new bytes
+    with pytest.raises(FingerprintMismatch) as e:
+        check_engine(engine, current=ORIN)                          # found via source_onnx
+    assert e.value.differences[0].startswith("source ONNX sha256: engine built from ")
+    assert "python -m export.trt crowd.onnx" in str(e.value)
+    assert check_engine(engine, current=ORIN, onnx_path=None)       # explicitly skipped
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"x")
+    with pytest.raises(FingerprintMismatch, match="other.onnx is now"):
+        check_engine(engine, current=ORIN, onnx_path=other)
+    with pytest.raises(FingerprintMismatch, match="absent.onnx not found"):
+        check_engine(engine, current=ORIN, onnx_path=tmp_path / "absent.onnx")
+    onnx_path.unlink()                                              # engine deployed alone: fine
+    assert check_engine(engine, current=ORIN)
+    with pytest.raises(FingerprintMismatch, match="not beside the engine"):
+        check_engine(engine, current=dict(ORIN, tensorrt_version="8.6.2"))
 
 
-def test_l4t_parsing(tmp_path):
+def test_round_trip_missing_or_corrupt_sidecar(tmp_path):
+    engine, _ = build_engine_files(tmp_path)
+    side = S.sidecar_path(engine)
+    good = side.read_text()
+    for text, needle in [("{not json", "not readable JSON"),
+                         ("[1, 2]", "not an edge-students engine sidecar"),
+                         (json.dumps({"format_version": 1, "fingerprint": {}, "metadata": {}}),
+                          "not an edge-students engine sidecar"),
+                         (good.replace('"format_version": 1', '"format_version": 7'), "newer"),
+                         (json.dumps({**json.loads(good), "fingerprint": None}), "'fingerprint'"),
+                         (json.dumps({**json.loads(good), "metadata": {"x": "1"}}), "lacks")]:
+        side.write_text(text)
+        with pytest.raises(SidecarError, match=needle):               # (d)
+            doc = check_engine(engine, current=ORIN)
+            S.sidecar_metadata(doc)
+    side.unlink()
+    with pytest.raises(SidecarError, match="sidecar not found: .*crowd.engine.json"):
+        check_engine(engine, current=ORIN)
+
+
+def test_writer_validates_schema_and_contract(tmp_path):
+    engine = tmp_path / "m.engine"
+    onnx_path = crowd_onnx(tmp_path / "m.onnx")
+    fp = S.make_fingerprint(device=ORIN, precision="fp32", profile=PROFILE, onnx_path=onnx_path)
+    meta = C.encode_metadata({C.META_CLASS_NAMES: ["a"], C.META_INPUT_SIZE: [8, 8],
+                              C.META_IN_CHANNELS: 3, C.META_ARCH: "x",
+                              C.META_PREPROCESS: recipe(8).to_dict()})
+    kw = dict(source_onnx=onnx_path, rebuild_command="python -m export.trt m.onnx")
+    with pytest.raises(ValueError, match="unknown \\['gpu'\\]"):
+        S.write_sidecar(engine, meta, {**fp, "gpu": "x"}, **kw)
+    with pytest.raises(ValueError, match="missing \\['dla_core'\\]"):
+        S.write_sidecar(engine, meta, {k: v for k, v in fp.items() if k != S.FP_DLA_CORE}, **kw)
+    with pytest.raises(ValueError, match=C.META_CLASS_NAMES):     # contract keys required
+        S.write_sidecar(engine, {"class_names": "[]"}, fp, **kw)
+    with pytest.raises(ValueError, match="rebuild_command"):
+        S.write_sidecar(engine, meta, fp, source_onnx=onnx_path, rebuild_command="")
+    with pytest.raises(ValueError, match="precision"):
+        S.make_fingerprint(device=ORIN, precision="bf16", profile=PROFILE, onnx_path=onnx_path)
+    S.write_sidecar(engine, {**meta, "producer": "not ours"}, fp, **kw)
+    assert set(S.read_sidecar(engine)["metadata"]) == set(meta)   # only contract keys kept
+
+
+# ------------------------------------------------------------------------- compare, probes
+def test_compare_rules():
+    built = dict(ORIN, precision="fp16")
+    assert compare(built, ORIN) == []
+    assert compare(built, dict(ORIN, gpu_name="  orin ")) == []     # case/space-insensitive name
+    assert compare(dict(ORIN, l4t=None), dict(ORIN, l4t=None)) == []   # desktop vs desktop
+    diffs = compare(dict(ORIN, l4t=None), ORIN)                        # desktop engine on a Jetson
+    assert diffs == ["L4T (Jetson Linux) release: engine built with n/a, here 36.4.0"]
+    assert compare(built, dict(ORIN, tensorrt_version=None)) == [
+        "TensorRT version: engine built with 10.3.0, here unknown (tensorrt not importable)"]
+    assert compare({S.FP_PROFILE: PROFILE}, {S.FP_PROFILE: dict(PROFILE, max=[16, 3, 64, 64])},
+                   [S.FP_PROFILE]) == ["optimisation profile: engine built with min 1x3x64x64, "
+                                       "opt 8x3x64x64, max 8x3x64x64, here min 1x3x64x64, "
+                                       "opt 8x3x64x64, max 16x3x64x64"]
+
+
+def test_tegra_release_parsing_and_jetpack(tmp_path):
+    text = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64\n"
+    assert S.parse_tegra_release(text) == "36.4.3"
+    assert S.parse_tegra_release("# R32 (release), REVISION: 7, GCID") == "32.7.0"
+    assert S.parse_tegra_release("Ubuntu 22.04") is None
+    assert S.jetpack_for_l4t("36.4.3") == "6.2" and S.jetpack_for_l4t("35.2.1") == "5.1"
+    assert S.jetpack_for_l4t("38.2.0") == "7.x" and S.jetpack_for_l4t(None) is None
     rel = tmp_path / "nv_tegra_release"
-    rel.write_text("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64\n")
-    assert fpmod.l4t_release(str(rel)) == "36.4.3"
-    assert fpmod.jetpack_for_l4t("36.4.3") == "6.1/6.2" and fpmod.jetpack_for_l4t("35.2.1") == "5.1"
-    assert fpmod.l4t_release(str(tmp_path / "absent")) is None
-    fp = fpmod.current_fingerprint()      # on this machine: no TensorRT, no Jetson -> None, not guesses
-    assert set(fp) >= {"tensorrt_version", "gpu_name", "compute_capability", "l4t", "jetpack"}
+    rel.write_text(text)
+    assert S.read_l4t(str(rel)) == "36.4.3"
+    assert S.read_l4t(str(tmp_path / "absent")) is None
+    here = S.probe_device()      # on this machine: whatever is found, None otherwise, not guesses
+    assert set(here) == {S.FP_TRT_VERSION, S.FP_GPU_NAME, S.FP_COMPUTE_CAPABILITY, S.FP_L4T,
+                         S.FP_JETPACK}
 
 
+def test_one_gpu_probe_on_both_sides(monkeypatch):
+    """Writer (export.trt) and reader (edge.sidecar.check_engine) take GPU identity from
+    edge.sidecar.probe_gpu, so the strict name comparison cannot see two spellings."""
+    import export.trt as export_trt
+
+    calls = []
+    monkeypatch.setattr(S, "probe_gpu", lambda device=0: calls.append(device) or ("Orin", "8.7"))
+    assert S.probe_device(trt_version="10.3.0", l4t="36.4.0") == ORIN
+    fake_trt = SimpleNamespace(__version__="10.3.0")
+    monkeypatch.setattr("export.trt_build.import_tensorrt", lambda: fake_trt)
+    assert export_trt.probe_tensorrt() == (fake_trt, ("Orin", "8.7"))
+    assert len(calls) == 2
+
+
+# ------------------------------------------------------------------------- the runtime
 def test_trt_backend_checks_fingerprint_before_touching_tensorrt(tmp_path, monkeypatch):
     """Our ordering logic only: a mismatch raises before TensorRT is imported or the plan read."""
     from edge.backends import open_backend
@@ -88,22 +232,26 @@ def test_trt_backend_checks_fingerprint_before_touching_tensorrt(tmp_path, monke
     def no_trt():
         raise AssertionError("TensorRT must not be touched before the fingerprint check")
 
+    engine, _ = build_engine_files(tmp_path)
     monkeypatch.setattr(trt_backend, "_import_trt", no_trt)
-    monkeypatch.setattr(trt_backend, "check_engine",
-                        lambda p: check_engine(p, actual=dict(BUILT, tensorrt_version="8.5.2")))
-    with pytest.raises(SidecarError, match="8.5.2"):
-        open_backend(_engine(tmp_path), "auto")
+    monkeypatch.setattr(S, "probe_device", lambda: dict(ORIN, tensorrt_version="8.5.2"))
+    with pytest.raises(FingerprintMismatch, match="(?s)8.5.2.*python -m export.trt crowd.onnx"):
+        open_backend(engine, "auto")
     with pytest.raises(ValueError, match="TensorRT engine"):
-        open_backend(_engine(tmp_path), "ort-cpu")
+        open_backend(engine, "ort-cpu")
+    monkeypatch.setattr(S, "probe_device", lambda: dict(ORIN))     # matches: only now TensorRT
+    with pytest.raises(AssertionError, match="before the fingerprint check"):
+        open_backend(engine, "trt")
 
 
 def test_run_cli_reports_mismatch_exit_2(tmp_path, capsys):
     from edge import run as edge_run
 
-    engine = _engine(tmp_path)   # this machine has no TensorRT: 'unknown' is a difference
+    engine, _ = build_engine_files(tmp_path)   # this machine is no Orin with TensorRT 10.3
     assert edge_run.main(["--model", str(engine), "--source", "synthetic://64x64?frames=1"]) == 2
     err = capsys.readouterr().err
-    assert "does not match this device" in err and "rebuild" in err
+    assert "does not match this device" in err and "rebuild it on this device" in err
+    assert "python -m export.trt crowd.onnx --precision fp16" in err
 
 
 @pytest.mark.trt

@@ -76,22 +76,6 @@ def test_dla_gate(ver, cores, core, prec, ok, needle):
 
 
 # ------------------------------------------------------------------------- Jetson, fingerprint
-def test_tegra_release_parsing_and_jetpack(tmp_path):
-    text = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: x"
-    assert S.parse_tegra_release(text) == "35.4.1"
-    assert S.parse_tegra_release("# R36 (release), REVISION: 4.0, GCID: 1") == "36.4.0"
-    assert S.parse_tegra_release("# R32 (release), REVISION: 7, GCID") == "32.7.0"
-    assert S.parse_tegra_release("Ubuntu 22.04") is None
-    assert S.jetpack_for_l4t("35.4.1") == "5.1.2"
-    assert S.jetpack_for_l4t("36.4.3") == "6.2"
-    assert S.jetpack_for_l4t("38.2.0") == "7.x"
-    assert S.jetpack_for_l4t(None) is None
-    f = tmp_path / "nv_tegra_release"
-    f.write_text(text)
-    assert S.read_l4t(str(f)) == "35.4.1"
-    assert S.read_l4t(str(tmp_path / "absent")) is None
-
-
 ORIN = {"gpu": ("Orin", "8.7"), "trt_version": "10.3.0", "l4t": "36.4.0"}
 
 
@@ -107,22 +91,23 @@ def make_fp(tmp_path, **device):
 def test_fingerprint_contents(tmp_path):
     fp = make_fp(tmp_path)
     assert fp[S.FP_TRT_VERSION] == "10.3.0" and fp[S.FP_GPU_NAME] == "Orin"
-    assert fp[S.FP_COMPUTE_CAPABILITY] == "8.7" and fp[S.FP_JETPACK] == "6.1"
+    assert fp[S.FP_COMPUTE_CAPABILITY] == "8.7" and fp[S.FP_L4T] == "36.4.0"
+    assert fp[S.FP_JETPACK] == "6.1" and fp[S.FP_DLA_CORE] is None
     assert fp[S.FP_PROFILE]["max"] == [8, 3, 64, 64] and len(fp[S.FP_ONNX_SHA256]) == 64
     assert set(fp) == set(S.FINGERPRINT_KEYS)
 
 
 def test_fingerprint_comparison_names_differences(tmp_path):
     built = make_fp(tmp_path)
-    assert S.compare_fingerprints(built, S.probe_device(**ORIN)) == []
+    assert S.compare(built, S.probe_device(**ORIN)) == []
     here = S.probe_device(gpu=("Xavier", "7.2"), trt_version="8.5.2", l4t="35.4.1")
-    diffs = S.compare_fingerprints(built, here)
+    diffs = S.compare(built, here)
     text = "\n".join(diffs)
     assert "TensorRT version: engine built with 10.3.0, here 8.5.2" in text
-    assert "compute capability: engine built with 8.7, here 7.2" in text
-    assert "L4T release" in text and len(diffs) == 4
+    assert "GPU compute capability: engine built with 8.7, here 7.2" in text
+    assert "L4T (Jetson Linux) release" in text and len(diffs) == 4
     msg = S.mismatch_message("m.engine", diffs, "python -m export.trt m.onnx")
-    assert "Rebuild" in msg and "python -m export.trt m.onnx" in msg
+    assert "rebuild it on this device" in msg and "python -m export.trt m.onnx" in msg
 
 
 def test_sidecar_round_trip_and_rebuild_reasons(tmp_path):
@@ -140,16 +125,22 @@ def test_sidecar_round_trip_and_rebuild_reasons(tmp_path):
             C.META_ARCH: "x"}
     for k, v in C.encode_metadata(meta).items():
         model.metadata_props.add(key=k, value=v)
+    model.metadata_props.add(key="other_tool.note", value="dropped")
     onnx_path = tmp_path / "m.onnx"
     onnx.save(model, str(onnx_path))
-    fp = make_fp(tmp_path)
-    engine = tmp_path / "m.engine"
+    fp = make_fp(tmp_path)       # overwrites nothing: m.onnx exists, its hash is taken
+    engine = tmp_path / "out" / "m.engine"
+    engine.parent.mkdir()
     engine.write_bytes(b"plan")
-    side = write_engine_sidecar(engine, onnx_path, fp, {"command": "python -m export.trt m.onnx"})
+    side = write_engine_sidecar(engine, onnx_path, fp,
+                                rebuild_command="python -m export.trt ../m.onnx --out m.engine")
     assert side.name == "m.engine.json"
     doc = S.read_sidecar(engine)
     assert doc["fingerprint"] == json.loads(json.dumps(fp))
-    assert C.decode_metadata(doc["metadata"])[C.META_CLASS_NAMES] == ["a", "b"]
+    assert doc["source_onnx"] == "../m.onnx"                 # relative to the engine's folder
+    assert S.sidecar_metadata(doc)[C.META_CLASS_NAMES] == ["a", "b"]
+    assert "other_tool.note" not in doc["metadata"]
+    assert S.check_engine(engine, current=S.probe_device(**ORIN)) == doc   # sha256 checked too
     assert rebuild_reasons(engine, fp, S.probe_device(**ORIN)) == []
     reasons = rebuild_reasons(engine, {**fp, S.FP_PRECISION: "int8"}, S.probe_device(**ORIN))
     assert reasons == ["precision: engine built with fp16, here int8"]
@@ -158,8 +149,31 @@ def test_sidecar_round_trip_and_rebuild_reasons(tmp_path):
     side.unlink()
     with pytest.raises(S.SidecarError, match="not found"):
         S.read_sidecar(engine)
-    with pytest.raises(ValueError, match="unknown fingerprint keys"):
-        S.write_sidecar(engine, {}, {"gpu": "x"})
+
+
+def test_rebuild_command_from_the_cli_flags(tmp_path):
+    from export.trt import Job, build_parser, target_command
+
+    onnx_path = tmp_path / "model.int8.onnx"
+    a = ["--precision", "int8", "--min-batch", "2", "--max-batch", "16", "--dla", "0",
+         "--input-size", "240", "320", "--workspace-mb", "2048"]
+    job = Job(build_parser().parse_args([str(onnx_path), *a, "--output", str(tmp_path / "e" / "x.engine")]))
+    cmd = target_command(job, tmp_path / "e" / "x.engine")
+    assert cmd == ("python -m export.trt ../model.int8.onnx --precision int8 --min-batch 2 "
+                   "--opt-batch 16 --max-batch 16 --input-size 240 320 --dla 0 "
+                   "--workspace-mb 2048 --out x.engine")
+    assert target_command(job).startswith(f"python -m export.trt {onnx_path} --precision int8")
+    job.rebuild_onnx = tmp_path / "model.onnx"      # TensorRT 11 fp16: rebuild from the fp32 ONNX
+    assert " ../model.onnx " in target_command(job, tmp_path / "e" / "x.engine")
+
+
+def test_tegra_release_parsing(tmp_path):
+    text = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: x"
+    assert S.parse_tegra_release(text) == "35.4.1"
+    assert S.jetpack_for_l4t("35.4.1") == "5.1.2"
+    f = tmp_path / "nv_tegra_release"
+    f.write_text(text)
+    assert S.read_l4t(str(f)) == "35.4.1"
 
 
 def test_edge_sidecar_is_torch_free():
@@ -246,5 +260,5 @@ def test_real_engine_build_and_parity(digits_ckpt, tmp_path):
         doc = S.read_sidecar(tmp_path / f"model.{precision}.engine")
         assert doc["fingerprint"][S.FP_PRECISION] == precision
         assert doc["fingerprint"][S.FP_PROFILE]["max"][0] == 8
-        assert S.compare_fingerprints(doc["fingerprint"], S.probe_device()) == []
+        assert S.check_engine(tmp_path / f"model.{precision}.engine") == doc   # the runtime's check
     assert (tmp_path / "model.timing.cache").is_file()

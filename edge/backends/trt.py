@@ -2,7 +2,8 @@
 
 Written against the documented API (shared/TENSORRT_NOTES.md section 2.2) and NOT run on the
 development machine (no GPU, TensorRT not installable): tests that exercise it carry the ``trt``
-marker. The sidecar fingerprint is checked before the plan is deserialised.
+marker. The sidecar fingerprint is checked (``edge.sidecar.check_engine``) before TensorRT is
+imported or the plan read.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from typing import Dict
 import numpy as np
 
 from edge.backends.cuda_rt import check, cudart
-from edge.contract import INPUT_NAME, META_PRECISION, OUTPUT_NAME, ModelInfo, decode_metadata
-from edge.fingerprint import check_engine, read_sidecar, sidecar_metadata
+from edge.contract import INPUT_NAME, META_PRECISION, OUTPUT_NAME, ModelInfo
+from edge.sidecar import (FP_DLA_CORE, FP_GPU_NAME, FP_PRECISION, FP_PROFILE, KEY_FINGERPRINT,
+                          check_engine, read_sidecar, sidecar_metadata)
 
 _NP_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32,
               "BOOL": np.bool_, "UINT8": np.uint8, "INT64": np.int64}
@@ -63,13 +65,16 @@ class TrtBackend:
         self.path = Path(path)
         # refuse a foreign engine before TensorRT sees it (contract 3)
         self.sidecar = check_engine(self.path) if check_fingerprint else read_sidecar(self.path)
-        meta = decode_metadata(sidecar_metadata(self.sidecar))
+        meta = sidecar_metadata(self.sidecar)
         self.info = ModelInfo.from_metadata(meta)
-        self.precision = str(self.sidecar["fingerprint"].get("precision") or meta.get(META_PRECISION, "n/a"))
+        fp = self.sidecar[KEY_FINGERPRINT]
+        self.precision = str(fp.get(FP_PRECISION) or meta.get(META_PRECISION, "n/a"))
         trt = self.trt = _import_trt()
         self.rt = cudart()
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
+        if fp.get(FP_DLA_CORE) is not None:     # a DLA plan deserialises onto the core it targets
+            self.runtime.DLA_core = int(fp[FP_DLA_CORE])
         self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
             raise RuntimeError(f"TensorRT could not deserialise {self.path} although its sidecar "
@@ -144,9 +149,9 @@ class TrtBackend:
         return out.array[:n].reshape(shape).astype(np.float32, copy=True)
 
     def describe(self) -> Dict[str, object]:
-        fp = self.sidecar.get("fingerprint", {})
+        fp = self.sidecar.get(KEY_FINGERPRINT, {})
         return {"backend": "trt", "provider": self.provider, "precision": self.precision,
-                "profile": fp.get("profile"), "gpu": fp.get("gpu_name"), "tensorrt": self.trt.__version__}
+                "profile": fp.get(FP_PROFILE), "gpu": fp.get(FP_GPU_NAME), "tensorrt": self.trt.__version__}
 
     def close(self) -> None:
         for buf in self.host.values():

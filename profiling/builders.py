@@ -84,6 +84,10 @@ def complexity_table(pairs: Sequence[Pair]) -> Table:
                  notes.COMPLEXITY, raw)
 
 
+def _is_cifar10(pair: Pair) -> bool:
+    return (pair.input_size, pair.in_channels, pair.num_classes) == (32, 3, 10)
+
+
 def _storage_models(pairs: Sequence[Pair]):
     seen, out = set(), []
     for pair in pairs:
@@ -93,7 +97,7 @@ def _storage_models(pairs: Sequence[Pair]):
                 seen.add(key)
                 out.append((name, pair))
     for name, pair in list(out):  # the paper's models again with a 100-class (CIFAR-100) head
-        if name in PAPER_MODELS and pair.num_classes == 10:
+        if name in PAPER_MODELS and _is_cifar10(pair):
             out.append((name, replace(pair, num_classes=100)))
     return out
 
@@ -107,7 +111,7 @@ def storage_table(pairs: Sequence[Pair], onnx: bool = True) -> Table:
         torch.manual_seed(0)
         r = storage_report(build(name, pair), pair.input_size, pair.in_channels,
                            pair.num_classes, onnx=onnx)
-        paper = PAPER_STORAGE.get(name, "—") if pair.num_classes in (10,) else "—"
+        paper = PAPER_STORAGE.get(name, "—") if _is_cifar10(pair) or name == "fashion_cnn" else "—"
         rows.append([name, f"{pair.in_channels}×{pair.input_size}×{pair.input_size}",
                      pair.num_classes, f"{r['params']:,}", size(r["fp32_weight_bytes"]),
                      size(r["state_dict_file"]), size(r["state_dict_file_legacy"]),

@@ -48,6 +48,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="batch for memory and time (default 32)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device for memory/time")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per method (median)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for PyTorch (default 1: reproducible on a shared machine; "
+                   "0 keeps PyTorch's own choice)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export in storage")
     return p.parse_args(argv)
 
@@ -84,6 +87,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[report.Table]:
         raise SystemExit("--device cuda: no CUDA device is available to PyTorch")
     if args.batch_size is not None and args.batch_size < 2:
         raise SystemExit(f"--batch-size must be >= 2 (POSD needs neighbours), got {args.batch_size}")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     which = TABLES if "all" in args.tables else tuple(t for t in TABLES if t in args.tables)
     try:
         tables = build_tables(pairs_from(args), which, device=args.device, repeats=args.repeats,

@@ -25,7 +25,6 @@ import weakref
 from typing import Dict, Iterable, List
 
 import torch
-from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 

@@ -26,10 +26,6 @@ class Table:
         return [r[i] for r in self.rows]
 
 
-def kib(n) -> str:
-    return f"{n / 1024:.1f} KiB" if isinstance(n, (int, float)) else str(n)
-
-
 def size(n) -> str:
     """KiB below 1 MiB, MiB above."""
     if not isinstance(n, (int, float)):

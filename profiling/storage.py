@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import copy
 import io
 import os
 import tempfile
@@ -35,8 +36,8 @@ def _saved_size(obj, legacy: bool = False) -> int:
 
 def _checkpoint_with_momentum(model: nn.Module, input_size: int, in_channels: int,
                               num_classes: int) -> int:
+    model = copy.deepcopy(model).train()  # the caller's model is left as it was
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    model.train()
     x = torch.randn(2, in_channels, input_size, input_size)
     F.cross_entropy(model(x), torch.arange(2) % num_classes).backward()
     opt.step()  # SGD creates its momentum buffers on the first step
@@ -55,7 +56,7 @@ def onnx_size(model: nn.Module, input_size: int, in_channels: int) -> Union[int,
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(model.eval(), x, path, dynamo=False, opset_version=17,
+                torch.onnx.export(copy.deepcopy(model).eval(), x, path, dynamo=False, opset_version=17,
                                   input_names=["input"], output_names=["logits"],
                                   dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
         except (RuntimeError, TypeError, ValueError) as e:  # exporter unavailable or unsupported op

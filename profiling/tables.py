@@ -16,7 +16,6 @@ import argparse
 import platform
 import subprocess
 import sys
-from pathlib import Path
 from typing import List, Optional, Sequence
 
 import torch

@@ -178,7 +178,7 @@ def memory_table(pairs: Sequence[Pair], mem_by_pair: Dict[Pair, Dict[str, dict]]
 
 def time_table(pairs: Sequence[Pair], times_by_pair: Dict[Pair, Dict[str, float]], device: str,
                repeats: int) -> Table:
-    cols = ["Pair", "Batch · device · threads", "CE", "POSD", "KD phase 1 (teacher)",
+    cols = ["Pair", "Batch · dtype · optimiser · device · threads", "CE", "POSD", "KD phase 1 (teacher)",
             "KD phase 2 (student)", "KD both phases", "DML", "POSD / CE", "KD (both) / POSD",
             "DML / POSD"]
     rows, raw = [], []
@@ -187,7 +187,8 @@ def time_table(pairs: Sequence[Pair], times_by_pair: Dict[Pair, Dict[str, float]
         r = ratios(t)
         ms = {k: f"{v * 1e3:.1f} ms" for k, v in t.items()}
         rows.append([f"{pair.teacher} -> {pair.student} @{pair.input_size}",
-                     f"{pair.batch_size} · {device} · {torch.get_num_threads()}", ms["ce"],
+                     f"{pair.batch_size} · fp32 · SGD m=0.9 · {device} · "
+                     f"{torch.get_num_threads()}", ms["ce"],
                      ms["posd"], ms["kd_teacher"], ms["kd_student"],
                      f"{(t['kd_teacher'] + t['kd_student']) * 1e3:.1f} ms", ms["dml"],
                      f"{r['posd_over_ce']:.2f}", f"{r['kd_over_posd']:.2f}",

@@ -203,10 +203,10 @@ def time_table(pairs: Sequence[Pair], times_by_pair: Dict[Pair, Dict[str, float]
 
 
 def run_steps(pair: Pair, device: str, memory: bool, timing: bool, repeats: int):
-    """Memory (one tracked call per method, doubling as the warm-up) and interleaved timing."""
+    """Memory (one tracked call per method), then interleaved timing after one untimed round."""
     steps = [make_step(m, pair, pair.batch_size, device) for m in METHODS]
     mem = {s.method: training_memory(s) for s in steps} if memory else {}
-    times = step_times(steps, repeats, warmup=0 if memory else 1) if timing else {}
+    times = step_times(steps, repeats, warmup=1) if timing else {}
     return mem, times
 
 

@@ -74,8 +74,8 @@ def time(repeats: int) -> str:
     return (
         f"*Measured:* median wall time of {repeats} training steps per method (forward, backward "
         "and SGD update, zero_grad included), the methods called round-robin in one run so that "
-        "machine load hits all alike; the first call of each (the memory measurement) is the "
-        "warm-up, and a step shorter than 50 ms is repeated within a round and averaged. "
+        "machine load hits all alike, after one untimed warm-up round; a step shorter than 50 ms "
+        "is repeated within a round and averaged. "
         "KD both phases = one teacher-training step + one distillation step: the cost per batch of an epoch of each phase. POSD = CE + V_IN (kNN in the batch, k = 2, d = 2). "
         "CPU times depend on the load of the machine; the ratios are the figures to compare."
     )

@@ -76,6 +76,7 @@ def time(repeats: int) -> str:
         "and SGD update, zero_grad included), the methods called round-robin in one run so that "
         "machine load hits all alike, after one untimed warm-up round; a step shorter than 50 ms "
         "is repeated within a round and averaged. "
-        "KD both phases = one teacher-training step + one distillation step: the cost per batch of an epoch of each phase. POSD = CE + V_IN (kNN in the batch, k = 2, d = 2). "
+        "KD both phases = one teacher-training step + one distillation step: the cost per batch "
+        "of an epoch of each phase. POSD = CE + V_IN (kNN in the batch, k = 2, d = 2). "
         "CPU times depend on the load of the machine; the ratios are the figures to compare."
     )

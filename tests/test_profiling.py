@@ -1,0 +1,182 @@
+"""profiling/: the paper's Tables 14-17 reproduced, memory accounting, errors, the CLI."""
+import json
+
+import pytest
+import torch
+
+from profiling import report
+from profiling.builders import complexity_table, storage_table
+from profiling.complexity import count_macs, count_params
+from profiling.memory import LiveTensorTracker, training_memory
+from profiling.specs import Pair, build
+from profiling.steps import make_step, v_in
+from profiling.storage import storage_report
+from profiling.tables import main
+from profiling.timing import ratios, step_times
+
+RESNET = Pair("resnet32", "resnet110")
+WRN = Pair("wrn_16_2", "wrn_40_2")
+KIB, MIB = 1024, 2 ** 20
+
+
+def _g(n):
+    return f"{n / 1e9:.2f}"
+
+
+@pytest.fixture(scope="module")
+def macs():
+    out = {}
+    for name in ("resnet32", "resnet110", "wrn_16_2", "wrn_40_2"):
+        m = build(name, RESNET)
+        out[name] = {mode: count_macs(m, 32, 3, mode).total for mode in ("eval", "train")}
+    return out
+
+
+def test_table14_students(macs):
+    assert _g(macs["resnet32"]["eval"]) == "0.07"
+    assert _g(macs["wrn_16_2"]["eval"]) == "0.10"
+
+
+def test_table14_kd_pairs(macs):
+    # WRN: both counting modes give the paper's 0.43 G
+    for mode in ("eval", "train"):
+        assert _g(macs["wrn_40_2"][mode] + macs["wrn_16_2"][mode]) == "0.43"
+    # ResNet: the paper's 0.33 G is fvcore's count with BN in training mode (5 ops/element);
+    # in eval mode (2 ops/element) it is 0.3245 G -> 0.32 G. Both are reported, named.
+    assert _g(macs["resnet110"]["train"] + macs["resnet32"]["train"]) == "0.33"
+    assert _g(macs["resnet110"]["eval"] + macs["resnet32"]["eval"]) == "0.32"
+
+
+def test_table14_params():
+    p = {n: count_params(build(n, RESNET)) for n in ("resnet32", "resnet110", "wrn_16_2", "wrn_40_2")}
+    assert f"{p['resnet32'] / 1e6:.1f}" == "0.5"
+    assert f"{p['resnet110'] / 1e6:.1f}" == "1.7"
+    assert f"{p['wrn_16_2'] / 1e6:.1f}" == "0.7"
+    assert f"{p['wrn_40_2'] / 1e6:.2f}" == "2.24"  # 10-class head
+    assert f"{count_params(build('wrn_40_2', RESNET, num_classes=100)) / 1e6:.2f}" == "2.26"
+
+
+def test_complexity_table_prints_paper_figures():
+    t = complexity_table((RESNET,))
+    assert t.column("MACs / image (eval) — the paper's FLOPs")[0].startswith("0.07 G")
+    assert t.column("MACs, BN in train mode")[1].startswith("0.33 G")
+    assert "aten::add" in t.column("Not counted (operator × calls)")[0]  # listed, not zero
+    assert "2.26 M" in t.note and "100-class" in t.note
+    fl = t.raw[0]
+    assert fl["flops_eval"] == 2 * fl["macs_eval"]
+    assert fl["training_macs_per_image_step"] == 3 * fl["macs_eval"]
+    kd = t.raw[1]
+    assert kd["training_macs_per_image_step"] == 3 * t.raw[0]["macs_eval"] + (
+        kd["macs_eval"] - t.raw[0]["macs_eval"])
+
+
+@pytest.mark.parametrize("name,size,chans,paper_kib", [("cifar_cnn", 32, 3, 248.0),
+                                                        ("fashion_cnn", 28, 1, 303.9)])
+def test_table16_state_dict_files(name, size, chans, paper_kib):
+    r = storage_report(build(name, Pair(name, name, size, in_channels=chans)), size, chans,
+                       onnx=False)
+    assert abs(r["state_dict_file_legacy"] / KIB - paper_kib) <= 1.0
+    # the current zip format adds a few KiB of alignment and headers: reported, not hidden
+    assert 0 < r["state_dict_file"] - r["state_dict_file_legacy"] < 5 * KIB
+
+
+@pytest.mark.parametrize("name,paper_mib", [("resnet32", 3.6), ("resnet110", 13.4),
+                                            ("wrn_16_2", 5.4), ("wrn_40_2", 17.2)])
+def test_table17_checkpoints_with_momentum(name, paper_mib):
+    r = storage_report(build(name, RESNET), 32, 3, 10, onnx=False)
+    assert abs(r["checkpoint_sgd_file"] / MIB - paper_mib) <= 0.2
+    assert 1.9 < r["checkpoint_sgd_file"] / r["fp32_weight_bytes"] < 2.1  # weights alone: half
+
+
+def test_storage_table_names_definitions():
+    t = storage_table((Pair("cifar_cnn", "cifar_cnn"),), onnx=True)
+    assert "SGD momentum" in t.note and "half" in t.note
+    onnx_bytes = t.raw[0]["onnx_file"]
+    assert isinstance(onnx_bytes, int) and onnx_bytes > 4 * 63106  # weights + graph
+    assert t.raw[0]["fp16_weight_bytes"] == 2 * 63106 and t.raw[0]["int8_weight_bytes"] == 63106
+
+
+def test_tracker_counts_live_bytes():
+    with LiveTensorTracker() as tr:
+        a = torch.ones(1000)          # 4000 B
+        b = torch.ones(1000)          # 8000 live
+        del a
+        c = b.view(10, 100) * 2       # 8000 live again, the view adds nothing
+        del b, c
+    assert tr.peak == 8000 and tr.current == 0
+
+
+@pytest.mark.parametrize("pair,batch", [(Pair("resnet32", "resnet20"), 8),
+                                        (Pair("crowd_fcn", "resnet20", 128, 2), 4)])
+@pytest.mark.parametrize("method", ["ce", "posd", "dml"])
+def test_analytic_matches_measured(pair, batch, method):
+    r = training_memory(make_step(method, pair, batch))
+    assert abs(r["measured_over_analytic"] - 1) < 0.10, r
+    assert r["saved_activations"] > 0 and r["optimizer_state"] == r["gradients"]
+    assert (r["batch_size"], r["dtype"], r["device"]) == (batch, "float32", "cpu")
+
+
+def test_kd_phase2_holds_frozen_teacher():
+    r = training_memory(make_step("kd_student", Pair("cifar_cnn", "resnet20"), 4))
+    teacher = count_params(build("resnet20", Pair("cifar_cnn", "resnet20")))
+    assert r["params"] >= 4 * teacher and r["gradients"] < 4 * teacher  # no teacher gradients
+    assert r["teacher_forward_working_set"] > 0
+
+
+def test_v_in_matches_loop():
+    torch.manual_seed(0)
+    y = torch.randn(6, 3)
+    k, n = 2, 6
+    d = torch.cdist(y, y)
+    total = 0.0
+    for p in range(n):
+        group = d[p].argsort()[: k + 1]
+        for a in group:
+            for b in group:
+                total += -float(((y[a] - y[b]) ** 2).sum())
+    assert abs(float(v_in(y, k=k)) - total / n ** 2) < 1e-4
+
+
+def test_step_times_and_ratios():
+    steps = [make_step(m, Pair("cifar_cnn", "cifar_cnn"), 4)
+             for m in ("ce", "posd", "kd_teacher", "kd_student", "dml")]
+    t = step_times(steps, repeats=1)
+    assert all(v > 0 for v in t.values())
+    assert set(ratios(t)) == {"posd_over_ce", "kd_over_posd", "dml_over_posd"}
+
+
+def test_unknown_model_and_impossible_size():
+    with pytest.raises(ValueError, match="unknown model 'resnet7'.*resnet32"):
+        build("resnet7", RESNET)
+    with pytest.raises(ValueError, match="too small|impossible"):
+        build("cifar_cnn", Pair("cifar_cnn", "cifar_cnn", input_size=8))
+    with pytest.raises(ValueError, match="at least 16"):
+        build("crowd_fcn", Pair("crowd_fcn", "crowd_fcn", input_size=8))
+    with pytest.raises(SystemExit):
+        main(["--student", "resnet7"])
+    with pytest.raises(SystemExit, match="impossible|too small"):
+        main(["--student", "cifar_cnn", "--teacher", "resnet20", "--input-size", "4",
+              "--tables", "complexity"])
+
+
+def test_cli_all_formats(tmp_path, capsys):
+    args = ["--student", "cifar_cnn", "--teacher", "resnet20", "--batch-size", "4",
+            "--repeats", "1", "--no-onnx"]
+    tables = main(args + ["--format", "json", "--out", str(tmp_path), "--plot"])
+    assert [t.key for t in tables] == ["complexity", "storage", "memory", "time"]
+    doc = json.loads((tmp_path / "profiling_tables.json").read_text())
+    assert len(doc["tables"]) == 4 and "torch" in doc["header"]
+    assert (tmp_path / "memory.png").stat().st_size > 0
+    for fmt in ("csv", "latex"):
+        main(args + ["--tables", "complexity", "--format", fmt, "--out", str(tmp_path)])
+    assert (tmp_path / "complexity.csv").read_text().startswith("Method,")
+    assert "\\begin{tabular}" in (tmp_path / "complexity.tex").read_text()
+    capsys.readouterr()
+    main(["--student", "cifar_cnn", "--tables", "complexity"])
+    out = capsys.readouterr().out
+    assert "### Complexity" in out and "*Counted:*" in out
+
+
+def test_render_rejects_unknown_format():
+    with pytest.raises(ValueError, match="unknown format"):
+        report.render([], "xml")

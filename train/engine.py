@@ -91,6 +91,14 @@ def loss_kwargs(cfg: TrainConfig, data: DataSplits) -> Dict[str, Any]:
     return {k: v for k, v in candidates.items() if k in params and v is not None}
 
 
+def effective_loss_kwargs(cfg: TrainConfig, data: DataSplits) -> Dict[str, Any]:
+    """What the method actually runs with: the given values over the builder's defaults."""
+    params = inspect.signature(LOSSES.get(cfg.method)).parameters
+    out = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    out.update(loss_kwargs(cfg, data))
+    return out
+
+
 def build_optimizer(cfg: TrainConfig, params):
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
@@ -243,7 +251,7 @@ class Trainer:
             "preprocess": self.data.preprocess.to_dict(), "augment": self.data.augment,
             "model_kwargs": self.model_kwargs,
             "parameters": sum(p.numel() for p in self.model.parameters()),
-            "loss_kwargs": {k: v for k, v in loss_kwargs(self.cfg, self.data).items()},
+            "loss_kwargs": effective_loss_kwargs(self.cfg, self.data),
             "device": str(self.device), "torch": str(torch.__version__), "python": platform.python_version(),
             "threads": torch.get_num_threads(),
         }

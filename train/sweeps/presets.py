@@ -55,7 +55,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                     about="WRN-20-8, CIFAR-100: as Table 12"),
     # what runs offline on a laptop CPU: the results in docs/results.md
     "offline": dict(table=None, pairs=(("digits", "cifar_cnn"), ("crowd_synth", "crowd_fcn")),
-                    methods=("ce", "posd", "oskd"), knn=KNN4, seeds=5, epochs=30,
+                    methods=("ce", "posd", "oskd"), knn=KNN4, seeds=5, epochs=50,
                     train_args=("--synth-size", "300"),
                     about="offline data (digits, built-in crowd_synth), CE / POSD / OSKD at the paper's kNN"),
 }

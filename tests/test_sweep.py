@@ -180,3 +180,14 @@ def test_parallel_jobs_as_subprocesses(tmp_path):
 def test_unknown_method_is_a_clear_error(tmp_path, capsys):
     assert main(BASE + ["--methods", "ce", "no_such_method", "--out", str(tmp_path)]) == 2
     assert "not registered" in capsys.readouterr().err
+
+
+def test_a_run_finished_by_another_process_meanwhile_is_not_rerun(swept, tmp_path):
+    import shutil
+
+    out = tmp_path / "sweep"
+    shutil.copytree(swept, out)
+    jobs = expand(Grid(pairs=(("digits", "cifar_cnn"),), batch_size=(32,), seeds=(0,), epochs=1,
+                       train_args=("--device", "cpu")))
+    stale = [runner.Planned(jobs[0], jobs[0].out(out), "new")]    # planned before the other finished
+    assert runner.run_all(stale, say=lambda s: None)["skipped"] == 1

@@ -312,8 +312,7 @@ class Trainer:
         ddp.all_reduce_sum(vec, self.dist)
         reduced = {k: vec[i] for i, k in enumerate(keys)}
         reduced["correct"] = vec[len(keys)].round()
-        if flag is not None and float(vec[-1]) > 0:
-            flag.set()
+        self._stop_all = float(vec[-1]) > 0   # the same decision on every rank
         return reduced
 
     def fit(self) -> Dict[str, Any]:
@@ -365,7 +364,8 @@ class Trainer:
                 st.step = step + 1
                 if self.on_step is not None:
                     self.on_step(self, epoch, step)
-                if self._interrupted.is_set():   # Ctrl-C during the step (DDP: on any rank, see _reduce_step)
+                # Ctrl-C during the step; DDP: on any rank, decided jointly in _reduce_step
+                if (self._stop_all if self.dist.enabled else self._interrupted.is_set()):
                     raise KeyboardInterrupt
             self.scheduler.step()
             record = self.end_epoch(epoch, time.perf_counter() - t0)

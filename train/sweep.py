@@ -199,7 +199,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.download:
         _prefetch(todo)
     result = runner.run_all(todo, jobs=args.jobs, gpus=args.gpus or ())
-    print(f"sweep: {result['ok']} finished, {result['failed']} failed, {result['interrupted']} interrupted; "
+    print(f"sweep: {result['ok']} finished, {result['failed']} failed, {result['interrupted']} interrupted, "
+          f"{result['skipped']} taken by another process; "
           f"report: python -m train.sweep --out {args.out} --report")
     if result["interrupted"]:
         return 130

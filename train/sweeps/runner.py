@@ -52,8 +52,8 @@ def resolve_config(job: Job, out: Path) -> TrainConfig:
     return config_from_args(args)
 
 
-def folder_status(out: Path, cfg: TrainConfig) -> Tuple[str, str]:
-    if _lock_holder(out) is not None:
+def folder_status(out: Path, cfg: TrainConfig, check_lock: bool = True) -> Tuple[str, str]:
+    if check_lock and _lock_holder(out) is not None:
         return "running", f"locked by {_lock_holder(out)}"
     if (out / "metrics.json").is_file():
         try:
@@ -148,28 +148,43 @@ def locked(out: Path):
 
 
 # ---------------------------------------------------------------------------------- running
+class AlreadyDone(Exception):
+    """Another sweep process finished this run between planning and locking."""
+
+
+def _still_needed(p: Planned) -> None:
+    """Called with the lock held: a concurrent sweep (another shard, another machine on the same
+    folder) may have finished the run since :func:`plan` looked."""
+    status, _ = folder_status(p.out, resolve_config(p.job, p.out), check_lock=False)
+    if status != p.status and not p.detail.startswith("redo"):
+        raise AlreadyDone(status)
+
+
 def run_inprocess(p: Planned) -> int:
     """One job through ``train.cli.main`` in this process, its output in the run's train.log."""
     from train.cli import main as train_main
 
-    with locked(p.out), open(p.out / LOG, "a") as log, \
-            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        return train_main(train_argv(p))
+    with locked(p.out):
+        _still_needed(p)
+        with open(p.out / LOG, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            return train_main(train_argv(p))
 
 
 def run_subprocess(p: Planned, env: Dict[str, str]) -> int:
-    with locked(p.out), open(p.out / LOG, "a") as log:
-        proc = subprocess.run([sys.executable, "-m", "train", *train_argv(p)], stdout=log,
-                              stderr=subprocess.STDOUT, env=env)
-        return proc.returncode
+    with locked(p.out):
+        _still_needed(p)
+        with open(p.out / LOG, "a") as log:
+            proc = subprocess.run([sys.executable, "-m", "train", *train_argv(p)], stdout=log,
+                                  stderr=subprocess.STDOUT, env=env)
+            return proc.returncode
 
 
 def run_all(todo: Sequence[Planned], jobs: int = 1, gpus: Sequence[str] = (),
             say=print) -> Dict[str, int]:
-    """Run the jobs, ``jobs`` at a time; returns {"ok": n, "failed": n, "interrupted": n}.
+    """Run the jobs, ``jobs`` at a time; returns {"ok", "failed", "interrupted", "skipped": n}.
     A failing run is reported (see its train.log) and the sweep goes on; Ctrl-C stops it (the
     runs in flight save a resumable state)."""
-    counts = {"ok": 0, "failed": 0, "interrupted": 0}
+    counts = {"ok": 0, "failed": 0, "interrupted": 0, "skipped": 0}
     total = len(todo)
     lock = threading.Lock()
     stop = threading.Event()
@@ -203,8 +218,12 @@ def run_all(todo: Sequence[Planned], jobs: int = 1, gpus: Sequence[str] = (),
                 say(f"[{i + 1}/{total}] {p.job.name}: {key} in {time.perf_counter() - t0:.0f}s: {end}")
         except FileExistsError:
             with lock:
-                counts["failed"] += 1
-                say(f"[{i + 1}/{total}] {p.job.name}: skipped, another process took its lock")
+                counts["skipped"] += 1
+                say(f"[{i + 1}/{total}] {p.job.name}: skipped, another process holds its lock")
+        except AlreadyDone as e:
+            with lock:
+                counts["skipped"] += 1
+                say(f"[{i + 1}/{total}] {p.job.name}: skipped, now {e} (another sweep process)")
         finally:
             slots.put(slot)
 

@@ -38,3 +38,13 @@ def test_paper_values():
     assert lookup("cifar100", "wrn_20_8", 128, "posd", 2, None)["mean"] == 80.80          # Table 13
     assert lookup("digits", "cifar_cnn", 64, "ce", None, None) is None
     assert len({r["table"] for r in PAPER}) == 14                # Tables 1-13 + the KD numbers in the text
+
+
+def test_paired_matches_scipy():
+    sp = pytest.importorskip("scipy.stats")
+    a, b = [96.1, 92.4, 96.9, 95.6, 97.2], [95.9, 92.2, 96.8, 95.5, 97.0]
+    ref = sp.ttest_rel(a, b)
+    res = stats.paired(a, b)
+    assert res["p"] == pytest.approx(ref.pvalue, rel=1e-9)
+    lo, hi = ref.confidence_interval(0.95)
+    assert (res["lo"], res["hi"]) == (pytest.approx(lo, rel=1e-9), pytest.approx(hi, rel=1e-9))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from train.paper_results import lookup
-from train.stats import mean_std, welch
+from train.stats import mean_std, paired, welch
 
 #: run bookkeeping, not part of a setting
 IGNORED = {"seed", "out", "resume", "overwrite", "device", "eval_batch_size", "data_root", "download", "preset"}
@@ -175,9 +175,13 @@ def rows(settings: Sequence[Setting]) -> List[Dict[str, Any]]:
         row["best_mean"], row["best_std"] = mean_std(best) if best else (None, None)
         row["last_mean"], row["last_std"] = mean_std(last) if last else (None, None)
         base = baselines.get(s.context)
-        row["vs_ce"] = None
+        row["vs_ce"] = row["paired"] = None
         if base is not None and base is not s:
             row["vs_ce"] = welch(best, [100 * r.best for r in base.finished])
+            mine = {r.config["seed"]: 100 * r.best for r in fin}
+            theirs = {r.config["seed"]: 100 * r.best for r in base.finished}
+            common = sorted(set(mine) & set(theirs))
+            row["paired"] = paired([mine[k] for k in common], [theirs[k] for k in common])
         paper = lookup(row["dataset"], c["model"], c["batch_size"], c["method"], row["knn"], c.get("lam"))
         row["paper"] = paper
         out.append(row)
@@ -213,13 +217,14 @@ def _gap(r: Dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------- tables
 LONG_COLUMNS = ("dataset", "model", "batch", "epochs", "method", "seeds", "best acc % (mean ± std)",
-                "last-epoch acc %", "Δ best vs CE, pp [95% CI]", "p (Welch)", "paper (best)", "ours − paper")
+                "last-epoch acc %", "Δ best vs CE, pp [95% CI]", "p (Welch)", "paired Δ (same seeds) [95% CI]",
+                "p (paired)", "paper (best)", "ours − paper")
 
 
 def long_cells(r: Dict[str, Any]) -> List[str]:
     return [r["dataset"], r["model"], str(r["batch_size"]), str(r["epochs"]), r["method"],
             f"{r['finished']}/{r['runs']}", _pm(r["best_mean"], r["best_std"]),
-            _pm(r["last_mean"], r["last_std"]), _delta(r["vs_ce"]), _p(r["vs_ce"]), _paper(r["paper"]), _gap(r)]
+            _pm(r["last_mean"], r["last_std"]), _delta(r["vs_ce"]), _p(r["vs_ce"]), _delta(r["paired"]), _p(r["paired"]), _paper(r["paper"]), _gap(r)]
 
 
 def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
@@ -292,16 +297,17 @@ def _tex(s: str) -> str:
 def write_csv(path: Path, table_rows: Sequence[Dict[str, Any]]) -> None:
     cols = ["dataset", "model", "batch_size", "epochs", "method", "method_name", "knn", "lam", "finished",
             "runs", "seeds", "best_mean", "best_std", "last_mean", "last_std", "delta_vs_ce", "ci95_lo",
-            "ci95_hi", "p_welch", "paper_mean", "paper_std", "paper_table"]
+            "ci95_hi", "p_welch", "paired_delta", "paired_lo", "paired_hi", "p_paired", "paper_mean", "paper_std", "paper_table"]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
         for r in table_rows:
-            d, p = r["vs_ce"] or {}, r["paper"] or {}
+            d, p, pd = r["vs_ce"] or {}, r["paper"] or {}, r["paired"] or {}
             w.writerow([r["dataset"], r["model"], r["batch_size"], r["epochs"], r["method"], r["method_name"],
                         r["knn"], r["lam"], r["finished"], r["runs"], " ".join(map(str, r["seeds"])),
                         _num(r["best_mean"]), _num(r["best_std"]), _num(r["last_mean"]), _num(r["last_std"]),
                         _num(d.get("diff")), _num(d.get("lo")), _num(d.get("hi")), _num(d.get("p")),
+                        _num(pd.get("diff")), _num(pd.get("lo")), _num(pd.get("hi")), _num(pd.get("p")),
                         p.get("mean", ""), p.get("std", "") if p.get("std") is not None else "", p.get("table", "")])
 
 
@@ -368,8 +374,11 @@ def conclusions(table_rows: Sequence[Dict[str, Any]]) -> List[str]:
         verdict = ("better than CE" if d["diff"] > 0 else "worse than CE") + \
             (", significant at 5%" if d["p"] < 0.05 else ", not significant at 5% (the CI contains 0)"
              if d["lo"] <= 0 <= d["hi"] else "")
+        pr = r["paired"]
+        pair = "" if pr is None else (f" Paired by seed: {pr['diff']:+.2f} pp [{pr['lo']:+.2f}, {pr['hi']:+.2f}], "
+                                      f"p = {pr['p']:.3f}.")
         lines.append(f"- {r['method']} on {r['dataset']} ({r['model']}, batch {r['batch_size']}, {r['epochs']} "
-                     f"epochs): {d['diff']:+.2f} pp [{d['lo']:+.2f}, {d['hi']:+.2f}], p = {d['p']:.3f}: {verdict}.")
+                     f"epochs): {d['diff']:+.2f} pp [{d['lo']:+.2f}, {d['hi']:+.2f}], p = {d['p']:.3f}: {verdict}.{pair}")
     if total:
         lines.insert(0, f"Of {total} distillation settings with a CE baseline, {better} have a higher mean best "
                         f"accuracy than CE; {signif} of them significantly (Welch, p < 0.05).")
@@ -384,7 +393,9 @@ def render_markdown(table_rows, settings, problems, curves, out_dir: Path, comma
           "Accuracy: for each run the best test accuracy over its epochs (the paper's protocol) and the "
           "last epoch's; mean ± sample std over the finished seeds. Δ vs CE: difference of the mean best "
           "accuracy to the CE run of the same data, model and recipe, with Welch's 95% confidence "
-          "interval and two-sided p-value.", ""]
+          "interval and two-sided p-value. Paired Δ: the mean of the per-seed differences (a seed fixes "
+          "the initial weights, batch order and augmentation, so same-seed runs differ only by the "
+          "method), with a paired-t 95% interval.", ""]
     if commands:
         md += ["## Commands", "", "```"] + list(commands) + ["```", ""]
     md += ["## Results (paper layout: best test accuracy %, best per column in bold)", ""]

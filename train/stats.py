@@ -89,3 +89,19 @@ def _betacf(a: float, b: float, x: float) -> float:
         if abs(d * c - 1.0) < 1e-15:
             break
     return h
+
+
+def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Optional[Dict[str, float]]:
+    """Paired t-test of a[i] - b[i] (the same seed: in this toolkit the seed fixes the initial
+    weights, the batch order and the augmentation, so runs of two methods with one seed differ
+    only by the method). None with fewer than 2 pairs."""
+    if len(a) != len(b):
+        raise ValueError(f"paired samples need equal lengths, got {len(a)} and {len(b)}")
+    if len(a) < 2:
+        return None
+    m, s = mean_std([x - y for x, y in zip(a, b)])
+    se, df = s / math.sqrt(len(a)), float(len(a) - 1)
+    if se == 0.0:
+        return {"diff": m, "lo": m, "hi": m, "p": 0.0 if m else 1.0, "df": df}
+    q = _t_ppf((1 + level) / 2, df)
+    return {"diff": m, "lo": m - q * se, "hi": m + q * se, "p": _t_sf2(abs(m / se), df), "df": df}

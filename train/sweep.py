@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--report", action="store_true", help="aggregate OUT into tables and curves; trains nothing")
     g.add_argument("--report-dir", default=None, metavar="DIR", help="where the report goes (default OUT/report)")
     g.add_argument("--title", default="Results", help="report title")
+    g.add_argument("--note", default="", help="a paragraph under the title (provenance, caveats)")
     return p
 
 
@@ -136,7 +137,7 @@ def report(args: argparse.Namespace) -> int:
         return 2
     commands = _commands(out)
     res = write_report(out, Path(args.report_dir or out / "report"), commands=commands, title=args.title,
-                       regenerate=regenerate_commands())
+                       regenerate=regenerate_commands(), note=args.note)
     print(f"{res['runs']} run folders, {res['finished']} finished, {res['settings']} settings -> "
           f"{res['markdown']}, {res['csv']}, {res['latex']}, {len(res['curves'])} curve PNGs")
     for path, why in res["problems"]:

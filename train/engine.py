@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train import distributed as ddp
 from train.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
 from train.config import RESUMABLE_CHANGES, TrainConfig
 from train.data import DataSplits, build_dataset
@@ -170,6 +171,10 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.device = pick_device(cfg.device)
+        self.dist = ddp.init_from_env(self.device)     # torchrun: RANK / WORLD_SIZE / LOCAL_RANK
+        self.device = ddp.local_device(self.device, self.dist)
+        if cfg.knn_scope not in ("local", "global"):
+            raise ValueError(f"--knn-scope must be local or global, got {cfg.knn_scope!r}")
         if cfg.amp and self.device.type != "cuda":
             raise ValueError("--amp needs a CUDA device")
         self.on_step = on_step
@@ -181,6 +186,12 @@ class Trainer:
                                  **self.model_kwargs).to(self.device)
         self.loss = build_loss(cfg.method, **loss_kwargs(cfg, self.data)).to(self.device)
         self.tap = FeatureTap(self.model, self.loss.feature_layer) if self.loss.needs_features else None
+        # global scope: neighbours from the batch gathered across ranks (a no-op in one process)
+        self.gather = self.dist.enabled and cfg.knn_scope == "global"
+        if self.gather and getattr(self.loss, "needs_inputs", False):
+            raise ValueError(f"--knn-scope global gathers logits/features for batch-relational losses "
+                             f"(posd, oskd); {cfg.method} reads the inputs: use --knn-scope local")
+        self.train_model = ddp.wrap(self.model, self.device, self.dist)   # self.model stays unwrapped
         params = [p for p in chain(self.model.parameters(), self.loss.parameters()) if p.requires_grad]
         self.optimizer, self.scheduler = build_optimizer(cfg, params)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp else None
@@ -210,6 +221,8 @@ class Trainer:
             train_state=train_state)
 
     def save_state(self) -> None:
+        if not self.dist.is_main:
+            return
         save_checkpoint(self.checkpoint(self.summary(), with_train_state=True), self.out / "state.pt")
 
     def restore(self) -> None:
@@ -236,12 +249,14 @@ class Trainer:
         if existing and not (self.cfg.resume or self.cfg.overwrite):
             raise RunExists(f"{self.out} already holds a run ({', '.join(existing)}); pass --resume "
                             "to continue it, --overwrite to replace it, or choose another --out")
-        self.out.mkdir(parents=True, exist_ok=True)
-        if self.cfg.overwrite and not self.cfg.resume:
-            for n in ("state.pt", "metrics.jsonl", "metrics.json", "model.pt", "best.pt"):
-                (self.out / n).unlink(missing_ok=True)
-        record = {"config": self.cfg.to_dict(), "resolved": self.resolved_info()}
-        _write_json(self.out / "config.json", record)
+        if self.dist.is_main:               # every file is written by rank 0 only
+            self.out.mkdir(parents=True, exist_ok=True)
+            if self.cfg.overwrite and not self.cfg.resume:
+                for n in ("state.pt", "metrics.jsonl", "metrics.json", "model.pt", "best.pt"):
+                    (self.out / n).unlink(missing_ok=True)
+            record = {"config": self.cfg.to_dict(), "resolved": self.resolved_info()}
+            _write_json(self.out / "config.json", record)
+        ddp.barrier(self.dist)
 
     def resolved_info(self) -> Dict[str, Any]:
         return {
@@ -253,33 +268,68 @@ class Trainer:
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "loss_kwargs": effective_loss_kwargs(self.cfg, self.data),
             "device": str(self.device), "torch": str(torch.__version__), "python": platform.python_version(),
-            "threads": torch.get_num_threads(),
+            "threads": torch.get_num_threads(), "world_size": self.dist.world,
         }
 
     # -- the loop ------------------------------------------------------------------------
     def train_step(self, idx: torch.Tensor, gen: torch.Generator) -> Dict[str, torch.Tensor]:
+        # DDP: augment the whole global batch (same generator on every rank), keep this rank's slice
+        sizes = ddp.split_sizes(len(idx), self.dist.world)
         x = self.normalize(self.augment(self.train_x[idx], gen))   # [B, C, H, W] float32
-        y = self.train_y[idx]
+        x = x.tensor_split(self.dist.world)[self.dist.rank]         # [B_local, C, H, W]
+        y = self.train_y[idx].tensor_split(self.dist.world)[self.dist.rank]
         with torch.autocast(self.device.type, enabled=self.scaler is not None):
-            logits = self.model(x)
+            logits = self.train_model(x)
             feats = self.tap.read(logits) if self.tap is not None else None
-        terms = self.loss(logits.float(), y, features=None if feats is None else feats.float(),
-                          inputs=x)
+        logits, feats = logits.float(), None if feats is None else feats.float()
+        if self.gather:                      # the loss sees the global batch, in rank order
+            logits = ddp.gather_keep_local_grad(logits, sizes, self.dist)
+            feats = None if feats is None else ddp.gather_keep_local_grad(feats, sizes, self.dist)
+            y = ddp.gather_keep_local_grad(y, sizes, self.dist)
+        terms = self.loss(logits, y, features=feats, inputs=x)
         total = sum(terms.values())
-        if not torch.isfinite(total):      # stop before a NaN update reaches the weights
+        if not self._all_finite(total):      # stop before a NaN update reaches the weights
             raise NonFiniteLoss({k: float(v.detach()) for k, v in terms.items()})
+        scale = ddp.grad_scale(len(x), len(idx), self.dist, self.gather)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
-            self.scaler.scale(total).backward()
+            self.scaler.scale(total * scale).backward()
+            ddp.average_grads(self.loss.parameters(), self.dist)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            total.backward()
+            (total * scale).backward()
+            ddp.average_grads(self.loss.parameters(), self.dist)
             self.optimizer.step()
         out = {k: v.detach() for k, v in terms.items()}
         out["loss"] = total.detach()
         out["correct"] = (logits.detach().argmax(1) == y).sum()
-        return out
+        return self._reduce_step(out, len(y), len(idx))
+
+    def _all_finite(self, total: torch.Tensor) -> bool:
+        """Finite on every rank (under DDP all ranks must agree, or the others would hang)."""
+        bad = (~torch.isfinite(total.detach())).float().reshape(1)
+        if self.dist.enabled:
+            ddp.all_reduce_sum(bad, self.dist)
+        return float(bad) == 0.0
+
+    def _reduce_step(self, out: Dict[str, torch.Tensor], n_seen: int, n_global: int) -> Dict[str, torch.Tensor]:
+        """DDP: make the logged step values those of the global batch on every rank (so every
+        rank holds the same history), and share a Ctrl-C seen by any rank so all stop together."""
+        if not self.dist.enabled:
+            return out
+        keys = sorted(k for k in out if k != "correct")
+        flag = getattr(self, "_interrupted", None)
+        # global scope: every rank already holds the global values; local: slice-weighted means
+        w_terms, w_correct = (1 / self.dist.world, 1 / self.dist.world) if self.gather else (n_seen / n_global, 1.0)
+        stop = float(flag is not None and flag.is_set())
+        vec = torch.stack([out[k].float() * w_terms for k in keys]
+                          + [out["correct"].float() * w_correct, torch.tensor(stop, device=self.device)])
+        ddp.all_reduce_sum(vec, self.dist)
+        reduced = {k: vec[i] for i, k in enumerate(keys)}
+        reduced["correct"] = vec[len(keys)].round()
+        self._stop_all = float(vec[-1]) > 0   # the same decision on every rank
+        return reduced
 
     def fit(self) -> Dict[str, Any]:
         cfg = self.cfg
@@ -287,7 +337,7 @@ class Trainer:
         if cfg.resume:
             self.restore()
         if self.state.epoch >= cfg.epochs:
-            print(f"{self.out}: all {cfg.epochs} epochs already done")
+            self._say(f"{self.out}: all {cfg.epochs} epochs already done")
             return self.finish()
         start = time.perf_counter()
         self._start_elapsed = self.state.elapsed
@@ -297,6 +347,7 @@ class Trainer:
         except KeyboardInterrupt:
             self.state.elapsed = self._start_elapsed + time.perf_counter() - start
             self.save_state()
+            ddp.shutdown(self.dist)
             print(f"\ninterrupted at epoch {self.state.epoch + 1}, step {self.state.step}; state saved "
                   f"to {self.out / 'state.pt'}. Continue with the same command plus --resume",
                   file=sys.stderr)
@@ -310,6 +361,8 @@ class Trainer:
         for epoch in outer:
             t0 = time.perf_counter()
             batches = epoch_batches(n, cfg.batch_size, cfg.seed, epoch)
+            if self.dist.enabled and len(batches) > 1 and len(batches[-1]) < 2 * self.dist.world:
+                batches.pop()            # DDP: every rank needs >= 2 samples of the last batch
             self.model.train()
             self.loss.train()
             inner = _bar(range(st.step, len(batches)), self.progress, f"epoch {epoch + 1}",
@@ -328,14 +381,19 @@ class Trainer:
                 st.step = step + 1
                 if self.on_step is not None:
                     self.on_step(self, epoch, step)
-                if self._interrupted.is_set():   # Ctrl-C arrived during the step: stop here
+                # Ctrl-C during the step; DDP: on any rank, decided jointly in _reduce_step
+                if (self._stop_all if self.dist.enabled else self._interrupted.is_set()):
                     raise KeyboardInterrupt
             self.scheduler.step()
             record = self.end_epoch(epoch, time.perf_counter() - t0)
             st.elapsed = self._start_elapsed + time.perf_counter() - start
             self.save_state()
             _bar_post(outer, record)
-            print(_epoch_line(record, cfg.epochs), flush=True)
+            self._say(_epoch_line(record, cfg.epochs))
+
+    def _say(self, line: str) -> None:
+        if self.dist.is_main:
+            print(line, flush=True)
 
     def end_epoch(self, epoch: int, seconds: float) -> Dict[str, Any]:
         st = self.state
@@ -345,7 +403,8 @@ class Trainer:
         test = self.evaluate()
         if test["acc"] > st.best_acc:
             st.best_acc, st.best_epoch = test["acc"], epoch + 1
-            save_checkpoint(self.checkpoint(self.summary(extra=test)), self.out / "best.pt")
+            if self.dist.is_main:
+                save_checkpoint(self.checkpoint(self.summary(extra=test)), self.out / "best.pt")
         record = {
             "epoch": epoch + 1, "train": train_terms, "train_acc": correct / seen,
             "test_acc": test["acc"], "test_loss": test["loss"], "best_test_acc": st.best_acc,
@@ -353,8 +412,9 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
         }
         st.history.append(record)
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.dist.is_main:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
         st.epoch, st.step, st.sums = epoch + 1, 0, {}
         return record
 
@@ -363,8 +423,10 @@ class Trainer:
         model = model or self.model
         model.eval()
         correct, total_loss, n = 0, 0.0, 0
-        for xb, yb in zip(self.data.test_x.split(self.cfg.eval_batch_size),
-                          self.data.test_y.split(self.cfg.eval_batch_size)):
+        # DDP: each rank evaluates its contiguous shard of the test set; the sums are all-reduced
+        test_x = self.data.test_x.tensor_split(self.dist.world)[self.dist.rank]
+        test_y = self.data.test_y.tensor_split(self.dist.world)[self.dist.rank]
+        for xb, yb in zip(test_x.split(self.cfg.eval_batch_size), test_y.split(self.cfg.eval_batch_size)):
             x = self.normalize(xb.to(self.device))
             y = yb.to(self.device)
             with torch.autocast(self.device.type, enabled=self.scaler is not None):
@@ -372,6 +434,10 @@ class Trainer:
             total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             n += len(y)
+        if self.dist.enabled:
+            sums = ddp.all_reduce_sum(torch.tensor([correct, total_loss, n], dtype=torch.float64,
+                                                   device=self.device), self.dist)
+            correct, total_loss, n = int(round(float(sums[0]))), float(sums[1]), int(round(float(sums[2])))
         return {"acc": correct / n, "loss": total_loss / n}
 
     def summary(self, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -390,10 +456,13 @@ class Trainer:
 
     def finish(self) -> Dict[str, Any]:
         summary = self.summary()
-        save_checkpoint(self.checkpoint(summary), self.out / "model.pt")
-        _write_json(self.out / "metrics.json", summary)
+        if self.dist.is_main:
+            save_checkpoint(self.checkpoint(summary), self.out / "model.pt")
+            _write_json(self.out / "metrics.json", summary)
         if self.tap is not None:
             self.tap.remove()
+        ddp.barrier(self.dist)           # no rank leaves before rank 0 has written the results
+        ddp.shutdown(self.dist)
         return summary
 
 

@@ -1,0 +1,451 @@
+"""Aggregate sweep folders into the paper's tables and curves (``python -m train.sweep --report``).
+
+Per setting (every configuration value except the seed and run bookkeeping): mean ± sample std
+of the best test accuracy of each finished run (the paper's protocol: "max test accuracy", 5
+runs) and of the last epoch's, the number of finished seeds, the difference to the CE baseline of
+the same context with a Welch 95% confidence interval and p-value, and the paper's value where
+one exists. Writes ``results.md``, ``results.csv``, ``results.tex`` and ``curves/*.png`` (mean
+test accuracy per epoch with a ±1 std band, like the paper's Figs. 7-13). Folders that cannot be
+read are listed, never fatal. Nothing here trains or imports torch.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from train.paper_results import lookup
+from train.stats import mean_std, paired, welch
+
+#: run bookkeeping, not part of a setting
+IGNORED = {"seed", "out", "resume", "overwrite", "device", "eval_batch_size", "data_root", "download", "preset"}
+#: what defines the method inside a context (the CE baseline shares everything else)
+METHOD_FIELDS = ("method", "knn", "lam", "kernel_d", "feature_layer", "qmi", "teacher", "temperature",
+                 "kd_alpha", "peer_model")
+KNN_METHODS = ("posd", "oskd")
+RUN_FILES = ("config.json", "metrics.jsonl", "metrics.json", "state.pt")
+
+
+@dataclass
+class Run:
+    path: Path
+    config: Dict[str, Any]
+    finished: bool
+    best: Optional[float] = None
+    final: Optional[float] = None
+    curve: List[float] = field(default_factory=list)   # test accuracy per epoch
+    note: str = ""
+
+
+@dataclass
+class Setting:
+    context: Tuple                 # everything but the method fields
+    method_key: Tuple
+    runs: List[Run] = field(default_factory=list)
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        return self.runs[0].config
+
+    @property
+    def finished(self) -> List[Run]:
+        return [r for r in self.runs if r.finished]
+
+
+# ---------------------------------------------------------------------------------- reading
+def collect(root: Path, skip: Sequence[Path] = ()) -> Tuple[List[Run], List[Tuple[Path, str]]]:
+    """Every run folder under ``root``; returns (readable runs, [(folder, problem)])."""
+    skip = [Path(s).resolve() for s in skip]
+    folders = sorted({p.parent for name in RUN_FILES for p in Path(root).rglob(name)})
+    runs, problems = [], []
+    for folder in folders:
+        if any(folder.resolve().is_relative_to(s) for s in skip):
+            continue
+        try:
+            runs.append(read_run(folder))
+        except ValueError as e:
+            problems.append((folder, str(e)))
+    return runs, problems
+
+
+def read_run(folder: Path) -> Run:
+    """One run folder; ValueError says why it cannot be used."""
+    try:
+        config = json.loads((folder / "config.json").read_text())["config"]
+    except FileNotFoundError:
+        raise ValueError("no config.json") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"unreadable config.json ({e.__class__.__name__})") from None
+    curve, note = _read_curve(folder / "metrics.jsonl")
+    summary_path = folder / "metrics.json"
+    if not summary_path.is_file():
+        return Run(folder, config, False, curve=curve, note=note or f"{len(curve)}/{config['epochs']} epochs")
+    try:
+        s = json.loads(summary_path.read_text())
+        done, best, final = int(s["epochs_done"]), float(s["best_test_acc"]), float(s["final_test_acc"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"unreadable metrics.json ({e.__class__.__name__}: {e})") from None
+    finished = done >= int(config["epochs"])
+    return Run(folder, config, finished, best, final, curve[:done], note)
+
+
+def _read_curve(path: Path) -> Tuple[List[float], str]:
+    """Test accuracy per epoch from metrics.jsonl. A resumed run may repeat an epoch (killed
+    between the log line and the state save): the last line of an epoch wins. A half-written
+    last line is ignored; a bad line elsewhere makes the folder unusable."""
+    if not path.is_file():
+        return [], ""
+    by_epoch: Dict[int, float] = {}
+    lines = path.read_text().splitlines()
+    note = ""
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+            by_epoch[int(rec["epoch"])] = float(rec["test_acc"])
+        except (ValueError, KeyError, TypeError):
+            if i == len(lines) - 1:
+                note = "half-written last line of metrics.jsonl ignored"
+                continue
+            raise ValueError(f"metrics.jsonl line {i + 1} is unreadable") from None
+    return [by_epoch[e] for e in sorted(by_epoch)], note
+
+
+# ---------------------------------------------------------------------------------- grouping
+def _freeze(v: Any) -> Any:
+    return tuple(_freeze(x) for x in v) if isinstance(v, list) else \
+        tuple(sorted((k, _freeze(x)) for k, x in v.items())) if isinstance(v, dict) else v
+
+
+def setting_keys(config: Dict[str, Any]) -> Tuple[Tuple, Tuple]:
+    method = config["method"]
+    relevant = set(METHOD_FIELDS) if method in KNN_METHODS else {"method", "teacher", "temperature",
+                                                                  "kd_alpha", "peer_model"}
+    mkey = tuple((k, _freeze(config.get(k))) for k in METHOD_FIELDS if k in relevant)
+    ckey = tuple(sorted((k, _freeze(v)) for k, v in config.items()
+                        if k not in IGNORED and k not in METHOD_FIELDS))
+    return ckey, mkey
+
+
+def group(runs: Sequence[Run]) -> List[Setting]:
+    settings: Dict[Tuple, Setting] = OrderedDict()
+    for r in runs:
+        ckey, mkey = setting_keys(r.config)
+        settings.setdefault((ckey, mkey), Setting(ckey, mkey)).runs.append(r)
+    return sorted(settings.values(), key=lambda s: (s.context, _method_order(s.config)))
+
+
+def _method_order(c: Dict[str, Any]) -> Tuple:
+    order = {"ce": 0, "posd": 1, "oskd": 2, "kd": 3, "dml": 4}
+    return (order.get(c["method"], 9), c["method"], c.get("knn") or 0, -(c.get("lam") or 0))
+
+
+def method_label(c: Dict[str, Any], show_lam: bool = False) -> str:
+    m = c["method"]
+    if m == "ce":
+        return "W/o distillation (CE)"
+    if m in KNN_METHODS:
+        label = f"{m.upper()}-{c['knn']}NN"
+        if c.get("qmi"):
+            label += " (QMI)"
+        if show_lam or c.get("lam") is not None:
+            label += f" λ={c['lam']:g}" if c.get("lam") is not None else " λ=default"
+        return label
+    return m.upper()
+
+
+# ---------------------------------------------------------------------------------- rows
+def rows(settings: Sequence[Setting]) -> List[Dict[str, Any]]:
+    baselines = {s.context: s for s in settings if s.config["method"] == "ce"}
+    out = []
+    for s in settings:
+        c, fin = s.config, s.finished
+        best = [100 * r.best for r in fin]
+        last = [100 * r.final for r in fin]
+        row: Dict[str, Any] = {
+            "dataset": _data_name(c), "model": c["model"], "batch_size": c["batch_size"],
+            "epochs": c["epochs"], "method": method_label(c), "method_name": c["method"],
+            "knn": c.get("knn") if c["method"] in KNN_METHODS else None,
+            "lam": c.get("lam"), "finished": len(fin), "runs": len(s.runs),
+            "seeds": sorted(int(r.config["seed"]) for r in fin), "setting": s,
+        }
+        row["best_mean"], row["best_std"] = mean_std(best) if best else (None, None)
+        row["last_mean"], row["last_std"] = mean_std(last) if last else (None, None)
+        base = baselines.get(s.context)
+        row["vs_ce"] = row["paired"] = None
+        if base is not None and base is not s:
+            row["vs_ce"] = welch(best, [100 * r.best for r in base.finished])
+            mine = {r.config["seed"]: 100 * r.best for r in fin}
+            theirs = {r.config["seed"]: 100 * r.best for r in base.finished}
+            common = sorted(set(mine) & set(theirs))
+            row["paired"] = paired([mine[k] for k in common], [theirs[k] for k in common])
+        paper = lookup(row["dataset"], c["model"], c["batch_size"], c["method"], row["knn"], c.get("lam"))
+        row["paper"] = paper
+        out.append(row)
+    return out
+
+
+def _data_name(c: Dict[str, Any]) -> str:
+    return Path(c["data"]).name if c.get("data") else c["dataset"]
+
+
+def _pm(m: Optional[float], s: Optional[float], digits: int = 2) -> str:
+    return "–" if m is None else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def _delta(d: Optional[Dict[str, float]]) -> str:
+    return "–" if d is None else f"{d['diff']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]"
+
+
+def _p(d: Optional[Dict[str, float]]) -> str:
+    return "–" if d is None else f"{d['p']:.3f}"
+
+
+def _paper(p: Optional[Dict[str, Any]]) -> str:
+    if p is None:
+        return "–"
+    val = f"{p['mean']:.2f}" + (f" ± {p['std']:.2f}" if p.get("std") is not None else "")
+    return f"{val} ({p['table']})"
+
+
+def _gap(r: Dict[str, Any]) -> str:
+    return "–" if r["paper"] is None or r["best_mean"] is None else f"{r['best_mean'] - r['paper']['mean']:+.2f}"
+
+
+# ---------------------------------------------------------------------------------- tables
+LONG_COLUMNS = ("dataset", "model", "batch", "epochs", "method", "seeds", "best acc % (mean ± std)",
+                "last-epoch acc %", "Δ best vs CE, pp [95% CI]", "p (Welch)", "paired Δ (same seeds) [95% CI]",
+                "p (paired)", "paper (best)", "ours − paper")
+
+
+def long_cells(r: Dict[str, Any]) -> List[str]:
+    return [r["dataset"], r["model"], str(r["batch_size"]), str(r["epochs"]), r["method"],
+            f"{r['finished']}/{r['runs']}", _pm(r["best_mean"], r["best_std"]),
+            _pm(r["last_mean"], r["last_std"]), _delta(r["vs_ce"]), _p(r["vs_ce"]), _delta(r["paired"]), _p(r["paired"]), _paper(r["paper"]), _gap(r)]
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def pivots(table_rows: Sequence[Dict[str, Any]]) -> "OrderedDict[str, Dict[str, Any]]":
+    """The paper's layout: per (model, batch, epochs) a table, methods down, datasets across."""
+    out: "OrderedDict[str, Dict[str, Any]]" = OrderedDict()
+    for r in table_rows:
+        title = f"{r['model']}, batch {r['batch_size']}, {r['epochs']} epochs"
+        t = out.setdefault(title, {"datasets": [], "methods": [], "cells": {}})
+        if r["dataset"] not in t["datasets"]:
+            t["datasets"].append(r["dataset"])
+        if r["method"] not in t["methods"]:
+            t["methods"].append(r["method"])
+        t["cells"][(r["method"], r["dataset"])] = r
+    return out
+
+
+def _best_per_column(t: Dict[str, Any]) -> Dict[str, str]:
+    best = {}
+    for d in t["datasets"]:
+        cands = [(r["best_mean"], m) for (m, dd), r in t["cells"].items() if dd == d and r["best_mean"] is not None]
+        if cands:
+            best[d] = max(cands)[1]
+    return best
+
+
+def pivot_markdown(t: Dict[str, Any]) -> str:
+    bold = _best_per_column(t)
+    body = []
+    for m in t["methods"]:
+        cells = []
+        for d in t["datasets"]:
+            r = t["cells"].get((m, d))
+            text = "–" if r is None else _pm(r["best_mean"], r["best_std"]) + f" (n={r['finished']})"
+            cells.append(f"**{text}**" if bold.get(d) == m else text)
+        body.append([m] + cells)
+    return markdown_table(["Method"] + t["datasets"], body)
+
+
+def latex(pv: "OrderedDict[str, Dict[str, Any]]") -> str:
+    parts = ["% generated by python -m train.sweep --report; needs \\usepackage{booktabs}"]
+    for title, t in pv.items():
+        bold = _best_per_column(t)
+        parts += ["\\begin{table}[t]", "\\centering", "\\begin{tabular}{l" + "c" * len(t["datasets"]) + "}",
+                  "\\toprule", "Method & " + " & ".join(_tex(d) for d in t["datasets"]) + " \\\\", "\\midrule"]
+        for m in t["methods"]:
+            cells = []
+            for d in t["datasets"]:
+                r = t["cells"].get((m, d))
+                text = "--" if r is None or r["best_mean"] is None else \
+                    f"${r['best_mean']:.2f}\\% \\pm {r['best_std']:.2f}\\%$"
+                cells.append(f"{{\\boldmath {text}}}" if bold.get(d) == m and r is not None else text)
+            parts.append(_tex(m) + " & " + " & ".join(cells) + " \\\\")
+        parts += ["\\bottomrule", "\\end{tabular}",
+                  f"\\caption{{Test accuracy (mean $\\pm$ std of the best epoch over runs), {_tex(title)}}}",
+                  "\\end{table}", ""]
+    return "\n".join(parts)
+
+
+def _tex(s: str) -> str:
+    s = s.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
+    return s.replace("λ", "$\\lambda$").replace("–", "--").replace("±", "$\\pm$")
+
+
+def write_csv(path: Path, table_rows: Sequence[Dict[str, Any]]) -> None:
+    cols = ["dataset", "model", "batch_size", "epochs", "method", "method_name", "knn", "lam", "finished",
+            "runs", "seeds", "best_mean", "best_std", "last_mean", "last_std", "delta_vs_ce", "ci95_lo",
+            "ci95_hi", "p_welch", "paired_delta", "paired_lo", "paired_hi", "p_paired", "paper_mean", "paper_std", "paper_table"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in table_rows:
+            d, p, pd = r["vs_ce"] or {}, r["paper"] or {}, r["paired"] or {}
+            w.writerow([r["dataset"], r["model"], r["batch_size"], r["epochs"], r["method"], r["method_name"],
+                        r["knn"], r["lam"], r["finished"], r["runs"], " ".join(map(str, r["seeds"])),
+                        _num(r["best_mean"]), _num(r["best_std"]), _num(r["last_mean"]), _num(r["last_std"]),
+                        _num(d.get("diff")), _num(d.get("lo")), _num(d.get("hi")), _num(d.get("p")),
+                        _num(pd.get("diff")), _num(pd.get("lo")), _num(pd.get("hi")), _num(pd.get("p")),
+                        p.get("mean", ""), p.get("std", "") if p.get("std") is not None else "", p.get("table", "")])
+
+
+def _num(v: Optional[float]) -> str:
+    return "" if v is None else f"{v:.4f}"
+
+
+# ---------------------------------------------------------------------------------- curves
+def plot_curves(settings: Sequence[Setting], out_dir: Path) -> List[Path]:
+    """One PNG per context: mean test accuracy per epoch of each method, ±1 std band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_context: Dict[Tuple, List[Setting]] = defaultdict(list)
+    for s in settings:
+        if any(r.curve for r in s.finished):
+            by_context[s.context].append(s)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ctx, group_ in by_context.items():
+        c = group_[0].config
+        title = f"{_data_name(c)}, {c['model']}, batch {c['batch_size']}"
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for s in group_:
+            curves = [r.curve for r in s.finished if r.curve]
+            n = min(len(cv) for cv in curves)
+            stats = [mean_std([100 * cv[e] for cv in curves]) for e in range(n)]
+            xs = list(range(1, n + 1))
+            mu = [m for m, _ in stats]
+            sd = [v for _, v in stats]
+            line, = ax.plot(xs, mu, label=f"{method_label(s.config)} (n={len(curves)})", lw=1.4)
+            ax.fill_between(xs, [m - v for m, v in zip(mu, sd)], [m + v for m, v in zip(mu, sd)],
+                            color=line.get_color(), alpha=0.15, lw=0)
+        ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"{title}: mean ± 1 std over seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / (_slug(f"{_data_name(c)}-{c['model']}-b{c['batch_size']}-e{c['epochs']}") + ".png")
+        if path in paths:
+            path = path.with_name(f"{path.stem}-{len(paths)}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s)
+
+
+# ---------------------------------------------------------------------------------- document
+def conclusions(table_rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """One sentence per distillation setting against its CE baseline, from the numbers above."""
+    lines = []
+    above = below = welch_sig = paired_sig = 0
+    for r in table_rows:
+        d, pr = r["vs_ce"], r["paired"]
+        if r["method_name"] == "ce" or d is None:
+            continue
+        if abs(d["diff"]) < 0.005:
+            where = "the same mean as CE"
+        else:
+            where = "above CE" if d["diff"] > 0 else "below CE"
+            above, below = above + (d["diff"] > 0), below + (d["diff"] < 0)
+        welch_sig += d["p"] < 0.05
+        text = (f"- {r['method']} on {r['dataset']} ({r['model']}, batch {r['batch_size']}, {r['epochs']} epochs): "
+                f"{d['diff']:+.2f} pp, {where}; Welch 95% CI [{d['lo']:+.2f}, {d['hi']:+.2f}], p = {d['p']:.3f}"
+                f"{_sig(d['p'])}")
+        if pr is not None:
+            paired_sig += pr["p"] < 0.05
+            text += f"; paired by seed [{pr['lo']:+.2f}, {pr['hi']:+.2f}], p = {pr['p']:.3f}{_sig(pr['p'])}"
+        lines.append(text + ".")
+    if lines:
+        lines.insert(0, f"{len(lines)} distillation settings against their CE baseline: {above} above, {below} below, "
+                        f"{len(lines) - above - below} equal (mean best accuracy). Significant at 5%: {welch_sig} by "
+                        f"Welch's test, {paired_sig} by the paired test (each test on its own, no correction for "
+                        f"the {len(lines)} comparisons).")
+        lines.insert(1, "")
+    return lines
+
+
+def _sig(p: float) -> str:
+    return " (significant at 5%)" if p < 0.05 else " (not significant)"
+
+
+def render_markdown(table_rows, settings, problems, curves, out_dir: Path, commands: Sequence[str],
+                    title: str, regenerate: Sequence[str], note: str = "") -> str:
+    unfinished = [(r.path, r.note) for s in settings for r in s.runs if not r.finished]
+    md = [f"# {title}", "",
+          "Generated by `python -m train.sweep --report` from the run folders; do not edit by hand.",
+          "Accuracy: for each run the best test accuracy over its epochs (the paper's protocol) and the "
+          "last epoch's; mean ± sample std over the finished seeds. Δ vs CE: difference of the mean best "
+          "accuracy to the CE run of the same data, model and recipe, with Welch's 95% confidence "
+          "interval and two-sided p-value. Paired Δ: the mean of the per-seed differences (a seed fixes "
+          "the initial weights, batch order and augmentation, so same-seed runs differ only by the "
+          "method), with a paired-t 95% interval.", ""]
+    if note:
+        md += [note, ""]
+    if commands:
+        md += ["## Commands", "", "```"] + list(commands) + ["```", ""]
+    md += ["## Results (paper layout: best test accuracy %, best per column in bold)", ""]
+    for name, t in pivots(table_rows).items():
+        md += [f"### {name}", "", pivot_markdown(t), ""]
+    md += ["## All settings", "", markdown_table(LONG_COLUMNS, [long_cells(r) for r in table_rows]), ""]
+    said = conclusions(table_rows)
+    if said:
+        md += ["## What the numbers say", ""] + said + [""]
+    if curves:
+        md += ["## Test accuracy per epoch (mean ± 1 std over seeds)", ""]
+        md += [f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in curves] + [""]
+    if any(r["paper"] for r in table_rows):
+        md += ["Paper values: POSD paper, the table named beside each; `crowd_synth` is a synthetic "
+               "stand-in, so its paper column (Table 6) is the real Crowd-drone set's.", ""]
+    if unfinished or problems:
+        md += ["## Not included", ""]
+        md += [f"- `{p}`: unfinished ({note})" for p, note in unfinished]
+        md += [f"- `{p}`: skipped, {why}" for p, why in problems]
+        md += [""]
+    if regenerate:
+        md += ["## Regenerating the paper's tables (GPU)", "", "```"] + list(regenerate) + ["```", ""]
+    return "\n".join(md)
+
+
+def write_report(root: Path, out_dir: Path, commands: Sequence[str] = (), title: str = "Results",
+                 regenerate: Sequence[str] = (), note: str = "") -> Dict[str, Any]:
+    """Aggregate ``root`` into ``out_dir``; returns paths and counts (and the problems found)."""
+    out_dir = Path(out_dir)
+    runs, problems = collect(root, skip=[out_dir])
+    settings = group(runs)
+    table_rows = rows(settings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curves = plot_curves(settings, out_dir / "curves")
+    md = render_markdown(table_rows, settings, problems, curves, out_dir, commands, title, regenerate, note)
+    (out_dir / "results.md").write_text(md)
+    write_csv(out_dir / "results.csv", table_rows)
+    (out_dir / "results.tex").write_text(latex(pivots(table_rows)))
+    return {"markdown": out_dir / "results.md", "csv": out_dir / "results.csv", "latex": out_dir / "results.tex",
+            "curves": curves, "settings": len(settings), "runs": len(runs),
+            "finished": sum(len(s.finished) for s in settings), "problems": problems, "rows": table_rows}

@@ -10,7 +10,6 @@ import hashlib
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
@@ -35,7 +34,7 @@ def build_checkpoint(model: nn.Module, *, arch: str, arch_kwargs: Mapping[str, A
     ckpt = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "torch_version": str(torch.__version__),  # TorchVersion is not weights_only-loadable
+        "torch_version": str(torch.__version__),
         "arch": arch,
         "arch_kwargs": dict(arch_kwargs),
         "num_classes": len(class_names),
@@ -56,7 +55,9 @@ def build_checkpoint(model: nn.Module, *, arch: str, arch_kwargs: Mapping[str, A
 def unwrap(model: nn.Module) -> nn.Module:
     """The bare model inside DataParallel/DistributedDataParallel/compile wrappers."""
     while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "_orig_mod", None)
         if not isinstance(inner, nn.Module):
             return model
         model = inner
@@ -88,12 +89,15 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        reason = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln),
+                      str(e).splitlines()[0] if str(e) else "")
         raise CheckpointError(
             f"{path} needs unpickling of arbitrary Python objects, which edge-students refuses "
-            f"(torch.load with weights_only=True failed: {str(e).splitlines()[0]})"
+            f"(torch.load with weights_only=True failed: {reason})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {e}") from None
+    except Exception as e:  # noqa: BLE001 - garbage bytes raise anything from the unpickler
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not an edge-students checkpoint (no format tag {FORMAT!r}); "

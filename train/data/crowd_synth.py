@@ -618,9 +618,13 @@ def _run_tasks(root: Path, seed: int, tasks: Sequence[Tuple[int, int, int, int]]
             for job in jobs:
                 bar.update(_write_chunk(job))
             return
-        # fork where there is one: workers then inherit the imported modules instead of
-        # re-importing torch through train.data (seconds per worker under spawn)
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # Not plain fork: a process that already ran OpenCV/OpenMP thread pools (the training
+        # CLI, the test suite) can hand a forked child a lock held by a thread that no longer
+        # exists, and the child hangs. A fork server is a fresh single-threaded process that
+        # imports this module once and forks the workers from itself.
+        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+        if ctx.get_start_method() == "forkserver":
+            ctx.set_forkserver_preload([__name__])
         with ctx.Pool(workers, initializer=_init_worker) as pool:
             for done in pool.imap_unordered(_write_chunk, jobs):
                 bar.update(done)

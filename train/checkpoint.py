@@ -35,7 +35,7 @@ def build_checkpoint(model: nn.Module, *, arch: str, arch_kwargs: Mapping[str, A
     ckpt = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),  # TorchVersion is not weights_only-loadable
         "arch": arch,
         "arch_kwargs": dict(arch_kwargs),
         "num_classes": len(class_names),

@@ -73,15 +73,25 @@ def power_kernel_from_sq(sq_dist: torch.Tensor, d: float) -> torch.Tensor:
     return -torch.where(positive, safe.pow(d / 2.0), torch.zeros_like(sq_dist))
 
 
-def _group_potential_d2(groups: torch.Tensor) -> torch.Tensor:
-    """``sum_p sum_{a,b in G_p} K(y_a, y_b)`` for d = 2, without pairwise distances.
+def _group_potential_d2(features: torch.Tensor, group_idx: torch.Tensor,
+                        scale: float = 1.0) -> torch.Tensor:
+    """``sum_p sum_{a,b in G_p} K(y_a, y_b)`` for d = 2, without pairwise distances or a gather.
 
-    ``sum_{a,b in G} ||y_a - y_b||^2 = 2|G| sum_a ||y_a||^2 - 2 ||sum_a y_a||^2
-    = 2|G| sum_a ||y_a - mean_G||^2``; the centred form is the same identity with no cancellation
-    in float32. ``groups``: [N, G, D].
+    Per group, ``sum_{a,b in G} ||y_a - y_b||^2 = 2|G| sum_a ||y_a||^2 - 2 ||sum_a y_a||^2``.
+    Summed over the groups with the membership matrix ``A`` (``A[p, j] = 1`` iff ``j`` in ``G_p``),
+    ``c = A^T 1`` (how many groups hold ``j``) and ``sum_a y_a = A Y``, this is
+    ``2 tr(Y^T L Y)`` with ``L = |G| diag(c) - A^T A``. ``L`` carries no gradient, so the
+    differentiable part is one matmul and a dot product: this keeps POSD's step-time overhead
+    over CE within a few percent on small nets (benchmarks/bench_posd_overhead.py).
+    ``features``: [N, D], ``group_idx``: [N, G]; ``scale`` is folded into ``L`` (one op fewer).
     """
-    centred = groups - groups.mean(dim=1, keepdim=True)   # [N, G, D]
-    return -2.0 * groups.shape[1] * centred.pow(2).sum()
+    n, g = group_idx.shape
+    with torch.no_grad():
+        member = torch.zeros(n, n, dtype=features.dtype, device=features.device)
+        member.scatter_(1, group_idx, 1.0)                                  # [N, N]  A
+        laplacian = torch.diag(g * member.sum(0)) - member.t() @ member     # [N, N]  L
+        laplacian.mul_(-2.0 * scale)
+    return torch.dot(features.reshape(-1), (laplacian @ features).reshape(-1))
 
 
 def _group_potential_pairwise(groups: torch.Tensor, d: float) -> torch.Tensor:
@@ -120,12 +130,10 @@ def posd_loss(features: torch.Tensor, k: int, d: float = 2.0, qmi: bool = False)
         raise ValueError("posd_loss needs a non-empty batch")
     k = min(k, n - 1)
     group_idx = latent_groups(y, k)                          # [N, k+1]
-    groups = y[group_idx]                                    # [N, k+1, D]
     if d == 2.0:
-        inner = _group_potential_d2(groups)
+        v_in = _group_potential_d2(y, group_idx, scale=1.0 / n ** 2)              # eq. (8)
     else:
-        inner = _group_potential_pairwise(groups, d)
-    v_in = inner / n ** 2                                    # eq. (8)
+        v_in = _group_potential_pairwise(y[group_idx], d) / n ** 2                # eq. (8), groups [N, k+1, D]
     if not qmi:
         return v_in
     kp = k + 1                                               # group size; P(c_p) = k_p / N

@@ -37,32 +37,30 @@ DEFAULT_LAM = 1e-4
 OUTPUT_LAYERS = ("probs", "logits")   # computed from the logits inside the loss
 
 
-def _masked_neighbour_mean(phi: torch.Tensor, dist: torch.Tensor, allowed: torch.Tensor,
-                           k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _neighbour_means(phi: torch.Tensor, dist: torch.Tensor, allowed: torch.Tensor,
+                     k: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Mean of each row's ``k`` nearest allowed outputs (a target) and whether it has any.
 
-    ``phi``: [N, C], ``dist``: [N, N] (no gradient), ``allowed``: [N, N] bool.
-    Returns ``mu`` [N, C] and ``has`` [N] bool.
+    Both neighbour sets (same class, other class) are handled in one pass along a leading axis of
+    size 2: half the small ops, which is most of OSKD's cost at batch 64 on a CPU.
+    ``phi``: [N, C], ``dist``: [N, N] (no gradient), ``allowed``: [2, N, N] bool.
+    Returns ``mu`` [2, N, C] and ``has`` [2, N] bool.
     """
-    masked = dist.masked_fill(~allowed, float("inf"))            # [N, N]
-    nearest = masked.topk(k, dim=1, largest=False)               # values/indices [N, k]
-    valid = torch.isfinite(nearest.values).to(phi.dtype)         # [N, k]  fewer than k allowed
-    count = valid.sum(1)                                         # [N]
-    target = teaching_target(phi)[nearest.indices]               # [N, k, C]
-    mu = (valid.unsqueeze(-1) * target).sum(1) / count.clamp_min(1).unsqueeze(1)  # [N, C]
-    return mu, count > 0
-
-
-def _mean_sq_dist(phi: torch.Tensor, mu: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
-    """``mean_{i: has_i} ||phi_i - mu_i||^2``; 0 (still in the graph) when no row qualifies."""
-    per_sample = (phi - mu).pow(2).sum(1)                        # [N]
-    weights = has.to(phi.dtype)                                  # [N]
-    return (weights * per_sample).sum() / weights.sum().clamp_min(1)
+    masked = dist.expand_as(allowed).masked_fill(~allowed, float("inf"))   # [2, N, N]
+    nearest = masked.topk(k, dim=2, largest=False)                         # [2, N, k]
+    valid = torch.isfinite(nearest.values).to(phi.dtype)                   # [2, N, k]  < k allowed
+    count = valid.sum(2, keepdim=True)                                     # [2, N, 1]
+    target = teaching_target(phi)[nearest.indices]                         # [2, N, k, C]
+    mu = (valid.unsqueeze(-1) * target).sum(2) / count.clamp_min(1)       # [2, N, C]
+    return mu, count.squeeze(2) > 0
 
 
 def oskd_loss(outputs: torch.Tensor, targets: torch.Tensor, k: int
               ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(J1, J2)`` of the poster for outputs [N, C] and class labels [N]; ``J_oskd = J1 + 1 - J2``."""
+    """``(J1, J2)`` of the poster for outputs [N, C] and class labels [N]; ``J_oskd = J1 + 1 - J2``.
+
+    A mean over no qualifying sample is 0 (still in the autograd graph).
+    """
     k = check_positive_int("k", k)
     phi = outputs.flatten(1)                                     # [N, C]
     n = phi.shape[0]
@@ -70,12 +68,16 @@ def oskd_loss(outputs: torch.Tensor, targets: torch.Tensor, k: int
         raise ValueError(f"targets must have shape [{n}], got {list(targets.shape)}")
     k = min(k, max(n - 1, 1))
     with torch.no_grad():
-        dist = torch.cdist(phi.detach(), phi.detach()).pow(2)    # [N, N]  selection only
+        dist = torch.cdist(phi.detach(), phi.detach())           # [N, N]  ranking only: no square
         same = targets.unsqueeze(0) == targets.unsqueeze(1)     # [N, N]
-        not_self = ~torch.eye(n, dtype=torch.bool, device=phi.device)
-    mu_r, has_r = _masked_neighbour_mean(phi, dist, same & not_self, k)
-    mu_v, has_v = _masked_neighbour_mean(phi, dist, ~same, k)
-    return _mean_sq_dist(phi, mu_r, has_r), _mean_sq_dist(phi, mu_v, has_v)
+        same.fill_diagonal_(False)                               # a sample is not its own neighbour
+        other = targets.unsqueeze(0) != targets.unsqueeze(1)    # [N, N]
+        allowed = torch.stack([same, other])                     # [2, N, N]  R^i, V^i
+    mu, has = _neighbour_means(phi, dist, allowed, k)            # [2, N, C], [2, N]
+    per_sample = (phi - mu).pow(2).sum(2)                        # [2, N]
+    weights = has.to(phi.dtype)                                  # [2, N]
+    j = (weights * per_sample).sum(1) / weights.sum(1).clamp_min(1)   # [2]
+    return j[0], j[1]
 
 
 class OSKDLoss(nn.Module):

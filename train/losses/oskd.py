@@ -16,7 +16,9 @@ J2 = 0. Neighbours are ranked by squared Euclidean distance between the (detache
 ``"logits"`` are computed here from the logits, so the loop taps nothing (``needs_features`` is
 False); any other name is a layer tapped by :mod:`train.features`.
 
-Default ``lam = 1e-4`` -- see ``DEFAULT_LAM`` below for why.
+Default ``lam = 1e-4``: the poster gives none; a quick digits sweep found no value in 1e-4 .. 1
+better than another (all within seed noise of CE, 3 hurts), so we keep the POSD paper's weight --
+details at ``DEFAULT_LAM`` below.
 """
 from __future__ import annotations
 
@@ -29,10 +31,16 @@ from torch import nn
 from train.losses import register_loss
 from train.losses._util import check_positive_int, teaching_target
 
-# The poster gives no lambda. 1e-4 is the POSD paper's value for the same family of lightweight
-# nets, so the two methods are compared at equal weight by default. On probabilities the OSKD
-# terms are O(1) (||p - q||^2 <= 2), so a larger weight (1e-2 .. 1) is a reasonable thing to sweep;
-# see the commit that set this value for the quick digits experiment behind it.
+# The poster gives no lambda. Quick sweep (benchmarks/sweep_oskd_lambda.py): sklearn digits at
+# 32x32 (the 70/30 split of train.data's "digits"), cifar_cnn(in_channels=1), k=2, SGD lr 0.01,
+# momentum 0.9, batch 64, 12 epochs, best test accuracy, mean +- std over 6 seeds (CPU, torch 2.14):
+#   CE 96.98 +- 0.56   lam=1e-4 97.10 +- 0.35   lam=0.3 96.76 +- 0.53   lam=1 96.79 +- 0.40
+# (a 3-seed pre-sweep: lam=1e-2 96.79, 0.1 96.42, 1 96.73, 3 95.99 vs CE 96.54).
+# No lam <= 1 differs from CE beyond the seed noise on a data set this small and easy, and lam=3
+# hurts, so the experiment does not single out a better value. We keep 1e-4, the POSD paper's
+# weight for the same lightweight nets, so POSD and OSKD are compared at equal weight by default.
+# At 1e-4 on probabilities (where the OSKD terms are O(1): ||p - q||^2 <= 2) the term is a weak
+# regulariser; on CIFAR-scale data sweep 1e-4 .. 1 (--lam) before drawing conclusions.
 DEFAULT_LAM = 1e-4
 OUTPUT_LAYERS = ("probs", "logits")   # computed from the logits inside the loss
 

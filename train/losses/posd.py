@@ -73,24 +73,26 @@ def power_kernel_from_sq(sq_dist: torch.Tensor, d: float) -> torch.Tensor:
     return -torch.where(positive, safe.pow(d / 2.0), torch.zeros_like(sq_dist))
 
 
-def _group_potential_d2(features: torch.Tensor, group_idx: torch.Tensor,
+def _group_potential_d2(features: torch.Tensor, neighbours: torch.Tensor,
                         scale: float = 1.0) -> torch.Tensor:
-    """``sum_p sum_{a,b in G_p} K(y_a, y_b)`` for d = 2, without pairwise distances or a gather.
+    """``scale * sum_p sum_{a,b in G_p} K(y_a, y_b)`` for d = 2, without pairwise distances.
 
     Per group, ``sum_{a,b in G} ||y_a - y_b||^2 = 2|G| sum_a ||y_a||^2 - 2 ||sum_a y_a||^2``.
     Summed over the groups with the membership matrix ``A`` (``A[p, j] = 1`` iff ``j`` in ``G_p``),
     ``c = A^T 1`` (how many groups hold ``j``) and ``sum_a y_a = A Y``, this is
     ``2 tr(Y^T L Y)`` with ``L = |G| diag(c) - A^T A``. ``L`` carries no gradient, so the
-    differentiable part is one matmul and a dot product: this keeps POSD's step-time overhead
-    over CE within a few percent on small nets (benchmarks/bench_posd_overhead.py).
-    ``features``: [N, D], ``group_idx``: [N, G]; ``scale`` is folded into ``L`` (one op fewer).
+    differentiable part is one matmul and a dot product, and ``scale`` and the kernel's sign are
+    folded into ``L``: at batch 64 a small net's step is a few ms on a CPU, where every extra small
+    op shows in POSD's overhead over CE (benchmarks/bench_posd_overhead.py).
+    ``features``: [N, D], ``neighbours``: [N, k] (from :func:`neighbour_idx`).
     """
-    n, g = group_idx.shape
+    n, g = neighbours.shape[0], neighbours.shape[1] + 1
     with torch.no_grad():
-        member = torch.zeros(n, n, dtype=features.dtype, device=features.device)
-        member.scatter_(1, group_idx, 1.0)                                  # [N, N]  A
-        laplacian = torch.diag(g * member.sum(0)) - member.t() @ member     # [N, N]  L
-        laplacian.mul_(-2.0 * scale)
+        member = torch.eye(n, dtype=features.dtype, device=features.device)   # p is in G_p
+        member.scatter_(1, neighbours, 1.0)                                   # [N, N]  A
+        s = -2.0 * scale                                                      # K = -||.||^2
+        laplacian = torch.addmm(torch.diag(member.sum(0) * (g * s)), member.t(), member,
+                                alpha=-s)                                     # [N, N]  s * L
     return torch.dot(features.reshape(-1), (laplacian @ features).reshape(-1))
 
 
@@ -129,9 +131,11 @@ def posd_loss(features: torch.Tensor, k: int, d: float = 2.0, qmi: bool = False)
     if n == 0:
         raise ValueError("posd_loss needs a non-empty batch")
     k = min(k, n - 1)
+    if d == 2.0 and not qmi:
+        return _group_potential_d2(y, neighbour_idx(y, k), scale=1.0 / n ** 2)    # eq. (8)
     group_idx = latent_groups(y, k)                          # [N, k+1]
     if d == 2.0:
-        v_in = _group_potential_d2(y, group_idx, scale=1.0 / n ** 2)              # eq. (8)
+        v_in = _group_potential_d2(y, group_idx[:, 1:], scale=1.0 / n ** 2)       # eq. (8)
     else:
         v_in = _group_potential_pairwise(y[group_idx], d) / n ** 2                # eq. (8), groups [N, k+1, D]
     if not qmi:

@@ -35,3 +35,7 @@ def list_losses() -> List[str]:
 
 
 from train.losses import ce  # noqa: E402,F401  (registers)
+from train.losses import posd  # noqa: E402,F401
+from train.losses import oskd  # noqa: E402,F401
+from train.losses import kd  # noqa: E402,F401
+from train.losses import dml  # noqa: E402,F401

@@ -1,0 +1,96 @@
+"""Step-time overhead of the self-distillation losses over plain CE (target: POSD <= 1.05x).
+
+Times one full training step (forward with the feature tap, loss, backward, SGD step) at batch 64
+on random data, for ``cifar_cnn`` (32x32) and ``crowd_fcn`` (128x128). Methods are interleaved
+within every repeat so that load from other processes hits them alike; the figure is the median.
+
+    OMP_NUM_THREADS=2 python -m benchmarks.bench_posd_overhead
+    OMP_NUM_THREADS=2 python -m benchmarks.bench_posd_overhead --repeats 300 --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from train.features import FeatureTap
+from train.losses import build_loss
+from train.models import build_model
+
+METHODS = {"ce": {}, "posd": {"k": 2}, "oskd": {"k": 2}}
+NETS = {"cifar_cnn": 32, "crowd_fcn": 128}
+
+
+def make_step(net: str, size: int, method: str, batch: int, device: str) -> Callable[[], None]:
+    torch.manual_seed(0)
+    model = build_model(net, num_classes=10, input_size=size).to(device).train()
+    loss = build_loss(method, **METHODS[method]).to(device).train()
+    tap = FeatureTap(model, loss.feature_layer) if loss.needs_features else None
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        logits = model(x)
+        terms = loss(logits, y, features=tap.read(logits) if tap else None)
+        sum(terms.values()).backward()
+        opt.step()
+
+    return step
+
+
+def time_interleaved(steps: Dict[str, Callable[[], None]], repeats: int, warmup: int,
+                     device: str) -> Dict[str, List[float]]:
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: Dict[str, List[float]] = {m: [] for m in steps}
+    for _ in range(repeats):
+        for method, step in steps.items():
+            sync()
+            t0 = time.perf_counter()
+            step()
+            sync()
+            times[method].append(time.perf_counter() - t0)
+    return times
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "n/a"
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
+    ap.add_argument("--repeats", type=int, default=200, help="timed steps per method")
+    ap.add_argument("--warmup", type=int, default=20, help="untimed steps per method first")
+    ap.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    ap.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS),
+                    help="models to time (default: all)")
+    args = ap.parse_args(argv)
+    print(f"device={args.device} threads={torch.get_num_threads()} fp32 batch={args.batch_size} "
+          f"torch={torch.__version__} commit={commit()} repeats={args.repeats}")
+    print(f"{'model':<10} {'method':<6} {'median ms':>10} {'p90 ms':>8} {'ratio vs ce':>12}")
+    for net in args.nets:
+        size = NETS[net]
+        steps = {m: make_step(net, size, m, args.batch_size, args.device) for m in METHODS}
+        times = time_interleaved(steps, args.repeats, args.warmup, args.device)
+        base = statistics.median(times["ce"])
+        for method, ts in times.items():
+            med, p90 = statistics.median(ts), statistics.quantiles(ts, n=10)[-1]
+            print(f"{net:<10} {method:<6} {med * 1e3:>10.3f} {p90 * 1e3:>8.3f} {med / base:>12.3f}")
+
+
+if __name__ == "__main__":
+    main()

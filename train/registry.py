@@ -28,7 +28,9 @@ class Registry(Generic[T]):
         return self._entries[name]
 
     def names(self) -> List[str]:
-        return sorted(self._entries)
+        """Public names (CLI choices). Names starting with "_" are private entries that tests
+        register; ``get`` finds them, listings do not show them."""
+        return sorted(n for n in self._entries if not n.startswith("_"))
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries

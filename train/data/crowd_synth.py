@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
 import os
 import shutil
 import time
@@ -605,29 +604,77 @@ def _init_worker() -> None:
 
 def _run_tasks(root: Path, seed: int, tasks: Sequence[Tuple[int, int, int, int]], workers: int,
                progress: bool) -> None:
-    """Render every chunk, in a process pool when more than one worker is asked for."""
+    """Render every chunk, in ``workers`` fresh worker processes when more than one is asked for."""
     from tqdm.auto import tqdm
 
     total = sum(t[3] - t[2] for t in tasks)
     bar = tqdm(total=total, desc=f"crowd_synth -> {root.name}", unit="img", disable=not progress,
                mininterval=1.0)
-    jobs = [(root, seed, t) for t in tasks]
     with bar:
         if workers <= 1:
             _init_worker()
-            for job in jobs:
-                bar.update(_write_chunk(job))
+            for t in tasks:
+                bar.update(_write_chunk((root, seed, t)))
             return
-        # Not plain fork: a process that already ran OpenCV/OpenMP thread pools (the training
-        # CLI, the test suite) can hand a forked child a lock held by a thread that no longer
-        # exists, and the child hangs. A fork server is a fresh single-threaded process that
-        # imports this module once and forks the workers from itself.
-        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-        if ctx.get_start_method() == "forkserver":
-            ctx.set_forkserver_preload([__name__])
-        with ctx.Pool(workers, initializer=_init_worker) as pool:
-            for done in pool.imap_unordered(_write_chunk, jobs):
-                bar.update(done)
+        _run_worker_processes(root, seed, tasks, workers, bar.update)
+
+
+def _run_worker_processes(root: Path, seed: int, tasks, workers: int, report) -> None:
+    """Fresh interpreter processes, each rendering every ``workers``-th chunk.
+
+    Not a multiprocessing pool: under fork, a child of a process that already ran OpenCV or
+    OpenMP thread pools (the training CLI, a test session) can inherit a lock held by a thread
+    that does not exist in the child and hang; under spawn/forkserver the children re-import the
+    caller's main script, which hangs a user's script that lacks the ``__main__`` guard. A plain
+    subprocess has neither problem. Each worker prints one line per finished chunk."""
+    import subprocess
+    import sys
+    import threading
+
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-c", "from train.data.crowd_synth import _worker_main; _worker_main()"]
+    procs = []
+    for w in range(workers):
+        job = json.dumps({"root": str(root), "seed": seed, "tasks": [list(t) for t in tasks[w::workers]]})
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        proc.stdin.write(job)
+        proc.stdin.close()
+        procs.append(proc)
+    lock = threading.Lock()
+
+    def follow(proc) -> None:
+        for line in proc.stdout:
+            with lock:
+                report(int(line))
+
+    readers = [threading.Thread(target=follow, args=(p,), daemon=True) for p in procs]
+    for t in readers:
+        t.start()
+    try:
+        for t in readers:
+            t.join()
+        failed = [(p.wait(), p.stderr.read()) for p in procs]
+    except BaseException:  # Ctrl-C: do not leave renderers writing into the temporary folder
+        for p in procs:
+            p.kill()
+        raise
+    bad = [(code, err) for code, err in failed if code != 0]
+    if bad:
+        raise RuntimeError(f"crowd_synth worker failed (exit {bad[0][0]}): {bad[0][1].strip()[-2000:]}")
+
+
+def _worker_main() -> None:
+    """Entry point of one worker process: a JSON job on stdin, one count per chunk on stdout."""
+    import sys
+
+    job = json.loads(sys.stdin.read())
+    _init_worker()
+    root = Path(job["root"])
+    for t in job["tasks"]:
+        print(_write_chunk((root, int(job["seed"]), tuple(t))), flush=True)
 
 
 def is_complete(root: Path, train_per_class: Optional[int] = None, seed: Optional[int] = None) -> bool:

@@ -13,9 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edge.contract import Preprocess
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+from edge.contract import IMAGE_EXTENSIONS, Preprocess
 
 
 def decode_bgr(path) -> Optional[np.ndarray]:
@@ -35,6 +33,19 @@ def decode_bgr(path) -> Optional[np.ndarray]:
         img = (img >> 8).astype(np.uint8)
     if img.dtype != np.uint8 or img.ndim not in (2, 3) or min(img.shape[:2]) < 1:
         return None
+    return img
+
+
+def decode_rgb(path) -> Optional[np.ndarray]:
+    """An image file -> RGB / RGBA / gray uint8, the order training and export use; None if
+    undecodable. One decoder for every part of the toolkit, so all see the same pixels."""
+    import cv2
+
+    img = decode_bgr(path)
+    if img is not None and img.ndim == 3 and img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    elif img is not None and img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
     return img
 
 

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from edge.contract import IMAGE_EXTENSIONS, Preprocess
+from edge.preprocess import decode_rgb
 
 #: (max |delta logits|, min top-1 agreement) per precision, against fp32 ONNX Runtime
 TOLERANCES = {
@@ -100,20 +101,6 @@ def list_image_files(root) -> List[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _decode(path: Path) -> Optional[np.ndarray]:
-    import cv2
-
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None or img.dtype != np.uint8:
-        return None
-    if img.ndim == 3 and img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
-    return img
-
-
 def folder_samples(root, pre: Preprocess, limit: int, seed: int = 0) -> Samples:
     """Up to ``limit`` images from a folder (a seeded random subset), preprocessed per contract.
 
@@ -128,7 +115,7 @@ def folder_samples(root, pre: Preprocess, limit: int, seed: int = 0) -> Samples:
         files = [files[i] for i in sorted(rng.choice(len(files), limit, replace=False))]
     imgs, kept = [], []
     for f in files:
-        im = _decode(f)
+        im = decode_rgb(f)
         if im is not None:
             imgs.append(pre.to_uint8(im))
             kept.append(f)

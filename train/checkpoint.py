@@ -6,7 +6,6 @@ does is refused. Writes are atomic: a temporary file in the same folder, then a 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import tempfile
@@ -15,6 +14,8 @@ from typing import Any, Dict, Mapping, Optional
 
 import torch
 from torch import nn
+
+from edge.sidecar import file_sha256  # noqa: F401  (re-exported: checkpoint hashes)
 
 FORMAT = "edge-students/checkpoint"
 FORMAT_VERSION = 1
@@ -129,11 +130,3 @@ def load_model(path, map_location="cpu"):
     """``(model, checkpoint)`` from a checkpoint path."""
     ckpt = load_checkpoint(path, map_location)
     return model_from_checkpoint(ckpt), ckpt
-
-
-def file_sha256(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -14,31 +14,9 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from edge.contract import Preprocess
+from edge.contract import IMAGE_EXTENSIONS, Preprocess
+from edge.preprocess import decode_rgb  # noqa: F401  (one decoder for train, export and edge)
 from train.data import DataError, DataSplits
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-def decode_rgb(path: Path) -> Optional[np.ndarray]:
-    """Decode an image file to RGB/RGBA/gray uint8 with OpenCV; None if it cannot be decoded."""
-    import cv2
-
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0:
-        return None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        return None
-    if img.dtype == np.uint16:  # 16-bit PNG/TIFF: keep the high byte
-        img = (img >> 8).astype(np.uint8)
-    if img.dtype != np.uint8:
-        return None
-    if img.ndim == 3 and img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
-    return img
 
 
 def list_classes(split_dir: Path) -> List[str]:

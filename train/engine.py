@@ -510,7 +510,7 @@ def _bar_post(bar, record: Dict[str, Any]) -> None:
 
 
 def _epoch_line(r: Dict[str, Any], epochs: int) -> str:
-    terms = " ".join(f"{k}={v:.4f}" for k, v in r["train"].items())
+    terms = " ".join(f"{k}={v:.4g}" for k, v in r["train"].items())   # posd terms are ~1e-4
     return (f"epoch {r['epoch']}/{epochs}  {terms}  train_acc={r['train_acc']:.4f}  "
             f"test_acc={r['test_acc']:.4f}  best={r['best_test_acc']:.4f}@{r['best_epoch']}  "
             f"{r['epoch_time_s']:.1f}s")

@@ -75,25 +75,9 @@ class FramePreprocessor:
         return self.recipe.size
 
     def to_uint8(self, image: np.ndarray, size: Optional[Sequence[int]] = None) -> np.ndarray:
-        import cv2
-
-        img = as_bgr_or_gray(np.asarray(image))
-        if img.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 image, got {img.dtype}")
-        order = self.recipe.channel_order
-        if order == "GRAY" and img.ndim == 3:
-            # before the resize, as train does (RGB2GRAY on RGB == BGR2GRAY on BGR)
-            img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2GRAY)
-        h, w = self.recipe.size if size is None else size
-        if img.shape[:2] != (h, w):
-            shrink = img.shape[0] * img.shape[1] > h * w
-            interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-            img = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=interp)
-        if order == "GRAY":
-            return np.ascontiguousarray(img[:, :, None] if img.ndim == 2 else img)
-        if img.ndim == 2:
-            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        if order == "RGB":
+        """BGR/gray uint8 image -> HxWxC uint8 in the model's channel order (RGB, BGR or GRAY)."""
+        img = self.to_uint8_bgr_order(image, size)
+        if self.recipe.channel_order == "RGB":
             img = img[:, :, ::-1]
         return np.ascontiguousarray(img)
 

@@ -137,3 +137,34 @@ def test_cli_presets_and_explicit_flags(tmp_path):
     cfg = config_from_args(build_parser(preset="crowd").parse_args(["--posd", "--knn", "2", "--lr", "0.01"]))
     assert (cfg.model, cfg.batch_size, cfg.lr, cfg.epochs, cfg.dataset) == ("crowd_fcn", 32, 0.01, 100, "crowd_synth")
     assert cfg.out == "runs/crowd_synth_crowd_fcn_posd_k2_s0"
+
+
+def test_ctrl_c_in_a_real_process_saves_a_resumable_state(tmp_path):
+    """SIGINT to `python -m train`: the step in flight finishes, state.pt is written, exit 130;
+    the same command plus --resume then finishes the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "sig"
+    cmd = [sys.executable, "-m", "train", "--dataset", "digits", "--model", "cifar_cnn",
+           "--epochs", "40", "--lr", "0.05", "--out", str(out), "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                           os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    state = torch.load(out / "state.pt", weights_only=True)["train_state"]["run"]
+    assert 1 <= state["epoch"] < 40
+    done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 40

@@ -2,9 +2,10 @@
 
 OpenCV hands over BGR (cameras, videos, ``imdecode``). Training decodes to RGB and applies
 :class:`edge.contract.Preprocess` (``to_uint8`` then ``normalize``). Here the order is changed
-for speed but not the result: the resize runs on the BGR frame and the (cheap) channel swap on
-the small resized image, which is the same arithmetic because the resize is per channel.
-``tests/test_edge_preprocess_parity.py`` proves the tensors are equal to train's.
+for speed: the resize runs on the BGR frame and the (cheap) channel swap on the small resized
+image, which is the same arithmetic because the resize is per channel, so the uint8 pixels are
+bit-identical to train's; the normalisation is one fused pass (equal to within 1e-6).
+``tests/test_edge_preprocess.py`` proves both against train's own torch code.
 """
 from __future__ import annotations
 
@@ -66,9 +67,10 @@ class FramePreprocessor:
 
     def __init__(self, recipe: Preprocess) -> None:
         self.recipe = recipe
-        self._scale = np.float32(1.0 / 255.0)
-        self._mean = np.asarray(recipe.mean, dtype=np.float32)
-        self._inv_std = np.float32(1.0) / np.asarray(recipe.std, dtype=np.float32)
+        # (x/255 - mean)/std as one fused x*alpha + beta per channel (OpenCV, one pass)
+        inv_std = 1.0 / np.asarray(recipe.std, dtype=np.float64)
+        self._alpha = inv_std / 255.0
+        self._beta = -np.asarray(recipe.mean, dtype=np.float64) * inv_std
 
     @property
     def size(self):
@@ -86,21 +88,26 @@ class FramePreprocessor:
 
     def to_tensor(self, image: np.ndarray, size: Optional[Sequence[int]] = None,
                   out: Optional[np.ndarray] = None) -> np.ndarray:
-        """One BGR/gray image -> float32 [C, H, W], the arithmetic of ``Preprocess.normalize``
-        (``x * (1/255)``, ``- mean``, ``* (1/std)`` in float32, so the result is bit-identical)
-        but channel by channel in place: about 4x faster on a 720p frame, no temporaries."""
+        """One BGR/gray image -> float32 [C, H, W]: ``Preprocess.normalize`` as one fused
+        ``x * alpha + beta`` pass per channel (``cv2.addWeighted``), written in place.
+
+        About 2.5x faster than numpy's three passes on a 720p frame (3.5 -> 1.4 ms here), which
+        is what lets decoding and preprocessing keep up with inference in heatmap mode. The
+        fused arithmetic rounds once instead of three times: the result equals the contract's
+        to within 1e-6 (max |delta| 7e-7 on a random 720p frame; the uint8 pixels before it are
+        bit-identical). The tests hold both to that bound."""
+        import cv2
+
         hwc = self.to_uint8_bgr_order(image, size)
         c = self.recipe.channels
         if out is None:
             out = np.empty((c,) + hwc.shape[:2], np.float32)
-        src = [hwc[:, :, k] for k in range(hwc.shape[2])]
+        planes = list(cv2.split(hwc)) if hwc.shape[2] > 1 else [hwc[:, :, 0]]
         if self.recipe.channel_order == "RGB":
-            src = src[::-1]                                   # BGR planes -> RGB order
+            planes = planes[::-1]                             # BGR planes -> RGB order
         for k in range(c):
-            o = out[k]
-            np.multiply(src[k], self._scale, out=o, dtype=np.float32)
-            o -= self._mean[k]
-            o *= self._inv_std[k]
+            cv2.addWeighted(planes[k], float(self._alpha[k]), planes[k], 0.0, float(self._beta[k]),
+                            dst=out[k], dtype=cv2.CV_32F)
         return out
 
     def to_uint8_bgr_order(self, image: np.ndarray, size=None) -> np.ndarray:

@@ -324,13 +324,22 @@ def write_sidecar(engine_path, metadata_props: Mapping[str, str], fingerprint: M
            KEY_REBUILD_COMMAND: str(rebuild_command),
            KEY_BUILD: {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                        **dict(build or {})}}
-    path = sidecar_path(engine_path)
+    return atomic_write(sidecar_path(engine_path),
+                        lambda f: f.write((json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()))
+
+
+def atomic_write(path, write, sync: bool = False) -> Path:
+    """Write a file through ``write(binary_file)`` into a temporary sibling, then rename it over
+    ``path``: a crash leaves the old file or the new one, never half of one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2, sort_keys=True)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -6,16 +6,14 @@ does is refused. Writes are atomic: a temporary file in the same folder, then a 
 """
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 import torch
 from torch import nn
 
-from edge.sidecar import file_sha256  # noqa: F401  (re-exported: checkpoint hashes)
+from edge.sidecar import atomic_write, file_sha256  # noqa: F401  (file_sha256 re-exported)
 
 FORMAT = "edge-students/checkpoint"
 FORMAT_VERSION = 1
@@ -66,20 +64,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def save_checkpoint(ckpt: Mapping[str, Any], path) -> Path:
     """Atomically write ``ckpt`` to ``path`` (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(ckpt), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(dict(ckpt), f), sync=True)
 
 
 def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:

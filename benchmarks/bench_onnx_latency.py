@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,24 +23,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.parity import ort_session  # noqa: E402
+from edge.bench import cpu_name, git_commit
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "n/a"
 
 
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "n/a"
 
 
 def bench(path, batch: int, iters: int, warmup: int, threads: int):
@@ -100,7 +85,7 @@ def main(argv=None) -> int:
                 r = bench(path, b, args.iters, args.warmup, args.threads)
                 rows.append({"precision": precision, "batch": b, **r})
     head = (f"device: {cpu_name()} (ONNX Runtime CPU, threads {args.threads or 'default'}), "
-            f"commit {commit()}, model {first.name}")
+            f"commit {git_commit()}, model {first.name}")
     print(head)
     print(f"{'precision':>9} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'img/s':>9}")
     for r in rows:

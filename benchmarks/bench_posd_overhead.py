@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -20,6 +19,7 @@ import torch
 from train.features import FeatureTap
 from train.losses import build_loss
 from train.models import build_model
+from edge.bench import git_commit
 
 METHODS = {"ce": {}, "posd": {"k": 2}, "oskd": {"k": 2}}
 NETS = {"cifar_cnn": 32, "crowd_fcn": 128}
@@ -61,13 +61,6 @@ def time_interleaved(steps: Dict[str, Callable[[], None]], repeats: int, warmup:
     return times
 
 
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "n/a"
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -80,7 +73,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                     help="models to time (default: all)")
     args = ap.parse_args(argv)
     print(f"device={args.device} threads={torch.get_num_threads()} fp32 batch={args.batch_size} "
-          f"torch={torch.__version__} commit={commit()} repeats={args.repeats}")
+          f"torch={torch.__version__} commit={git_commit()} repeats={args.repeats}")
     print(f"{'model':<10} {'method':<6} {'median ms':>10} {'p90 ms':>8} {'ratio vs ce':>12}")
     for net in args.nets:
         size = NETS[net]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import os
 import platform
 import signal
 import sys
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train import distributed as ddp
+from edge.sidecar import atomic_write
 from train.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
 from train.config import RESUMABLE_CHANGES, TrainConfig
 from train.data import DataSplits, build_dataset
@@ -491,9 +491,7 @@ def _deferred_sigint():
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
 
 
 def _bar(it, enabled: Optional[bool], desc: str, total: int, initial: int, leave: bool = True):

@@ -2,14 +2,18 @@
 
 Times one full training step (forward with the feature tap, loss, backward, SGD step) at batch 64
 on random data, for ``cifar_cnn`` (32x32) and ``crowd_fcn`` (128x128). Methods are interleaved
-within every repeat so that load from other processes hits them alike; the figure is the median.
+within every repeat, in a fresh random order each time, so that load from other processes and
+cache effects hit them alike. The ratio is the median over repeats of ``t_method / t_ce`` within
+the same repeat (paired), with a bootstrap 95% interval; the ratio of medians is printed too.
 
     OMP_NUM_THREADS=2 python -m benchmarks.bench_posd_overhead
-    OMP_NUM_THREADS=2 python -m benchmarks.bench_posd_overhead --repeats 300 --device cuda
+    OMP_NUM_THREADS=1 python -m benchmarks.bench_posd_overhead --nets cifar_cnn
+    python -m benchmarks.bench_posd_overhead --repeats 300 --device cuda
 """
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 from typing import Callable, Dict, List, Optional
@@ -44,45 +48,67 @@ def make_step(net: str, size: int, method: str, batch: int, device: str) -> Call
     return step
 
 
-def time_interleaved(steps: Dict[str, Callable[[], None]], repeats: int, warmup: int,
+def time_interleaved(steps: Dict[str, List[Callable[[], None]]], repeats: int, warmup: int,
                      device: str) -> Dict[str, List[float]]:
+    """Per method, one time per repeat: the mean over that method's instances (separately built
+    model + optimiser, so that a lucky or unlucky memory layout of one instance does not decide
+    the ratio; the ratio moves by about +-0.02 between processes either way)."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    jobs = [(method, step) for method, inst in steps.items() for step in inst]
     for _ in range(warmup):
-        for step in steps.values():
+        for _, step in jobs:
             step()
     times: Dict[str, List[float]] = {m: [] for m in steps}
+    rng = random.Random(0)
     for _ in range(repeats):
-        for method, step in steps.items():
+        rng.shuffle(jobs)
+        acc = dict.fromkeys(steps, 0.0)
+        for method, step in jobs:
             sync()
             t0 = time.perf_counter()
             step()
             sync()
-            times[method].append(time.perf_counter() - t0)
+            acc[method] += time.perf_counter() - t0
+        for method, total in acc.items():
+            times[method].append(total / len(steps[method]))
     return times
 
 
+def paired_ratio(ts: List[float], base: List[float], boot: int = 1000) -> tuple:
+    """Median of the per-repeat ratios ``ts[i] / base[i]`` and its bootstrap 95% interval."""
+    ratios = [a / b for a, b in zip(ts, base)]
+    rng = random.Random(1)
+    meds = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(boot))
+    return statistics.median(ratios), meds[int(0.025 * boot)], meds[int(0.975 * boot) - 1]
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
-    ap.add_argument("--repeats", type=int, default=200, help="timed steps per method")
+    ap.add_argument("--repeats", type=int, default=200, help="timed rounds (each steps every instance)")
     ap.add_argument("--warmup", type=int, default=20, help="untimed steps per method first")
+    ap.add_argument("--instances", type=int, default=1,
+                    help="independently built models per method, timed in turn (default 1)")
     ap.add_argument("--device", default="cpu", help="torch device (default cpu)")
     ap.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS),
                     help="models to time (default: all)")
     args = ap.parse_args(argv)
     print(f"device={args.device} threads={torch.get_num_threads()} fp32 batch={args.batch_size} "
-          f"torch={torch.__version__} commit={git_commit()} repeats={args.repeats}")
-    print(f"{'model':<10} {'method':<6} {'median ms':>10} {'p90 ms':>8} {'ratio vs ce':>12}")
+          f"torch={torch.__version__} commit={git_commit()} repeats={args.repeats} "
+          f"instances={args.instances}")
+    print(f"{'model':<10} {'method':<6} {'median ms':>10} {'p90 ms':>8} {'paired ratio [95% CI]':>24} "
+          f"{'ratio of medians':>17}")
     for net in args.nets:
         size = NETS[net]
-        steps = {m: make_step(net, size, m, args.batch_size, args.device) for m in METHODS}
+        steps = {m: [make_step(net, size, m, args.batch_size, args.device)
+                     for _ in range(args.instances)] for m in METHODS}
         times = time_interleaved(steps, args.repeats, args.warmup, args.device)
         base = statistics.median(times["ce"])
         for method, ts in times.items():
             med, p90 = statistics.median(ts), statistics.quantiles(ts, n=10)[-1]
-            print(f"{net:<10} {method:<6} {med * 1e3:>10.3f} {p90 * 1e3:>8.3f} {med / base:>12.3f}")
+            r, lo, hi = paired_ratio(ts, times["ce"])
+            print(f"{net:<10} {method:<6} {med * 1e3:>10.3f} {p90 * 1e3:>8.3f} "
+                  f"{r:>9.3f} [{lo:.3f}, {hi:.3f}] {med / base:>17.3f}")
 
 
 if __name__ == "__main__":

@@ -328,3 +328,28 @@ def test_golden_values(teacher_path):
         assert computed[case].keys() == terms.keys(), case
         for key, value in terms.items():
             assert computed[case][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (case, key)
+
+
+def test_posd_fused_d2_matches_plain_autograd_and_gradcheck():
+    """The default path (d=2, V_IN) is one hand-written autograd node; it must equal the plain
+    autograd composition of neighbour_idx + _group_potential_d2 and pass torch's gradcheck."""
+    from train.losses.posd import _VInD2, _group_potential_d2, neighbour_idx
+    y = torch.randn(12, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    for k, scale in [(1, 1.0), (3, -0.25), (11, 2.0)]:
+        ya, yb = y.clone().requires_grad_(), y.clone().requires_grad_()
+        fused = _VInD2.apply(ya, k, scale)
+        plain = _group_potential_d2(yb, neighbour_idx(yb, k), scale)
+        torch.testing.assert_close(fused, plain, **TOL)
+        fused.backward()
+        plain.backward()
+        torch.testing.assert_close(ya.grad, yb.grad, **TOL)
+        assert torch.autograd.gradcheck(lambda t: _VInD2.apply(t, k, scale), (y.clone().requires_grad_(),))
+
+
+def test_posd_under_autocast_is_computed_in_float32():
+    y = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+    ref = posd_loss(y, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        v = posd_loss(y, 2)
+    assert v.dtype == torch.float32
+    torch.testing.assert_close(v, ref)

@@ -73,6 +73,58 @@ def power_kernel_from_sq(sq_dist: torch.Tensor, d: float) -> torch.Tensor:
     return -torch.where(positive, safe.pow(d / 2.0), torch.zeros_like(sq_dist))
 
 
+def _laplacian_d2(neighbours: torch.Tensor, n: int, dtype: torch.dtype, device: torch.device,
+                  scale: float) -> torch.Tensor:
+    """``scale * -2 * L`` with ``L = |G| diag(c) - A^T A`` for groups ``{p} + neighbours[p]``: [N, N].
+
+    ``A[p, j] = 1`` iff ``j`` in ``G_p`` and ``c = A^T 1`` (how many groups hold ``j``); ``L`` is
+    symmetric and carries no gradient. See :func:`_group_potential_d2`.
+    """
+    g = neighbours.shape[1] + 1
+    member = torch.eye(n, dtype=dtype, device=device)              # p is in G_p
+    member.scatter_(1, neighbours, 1.0)                            # [N, N]  A
+    s = -2.0 * scale                                               # K = -||.||^2
+    return torch.addmm(torch.diag(member.sum(0) * (g * s)), member.t(), member, alpha=-s)
+
+
+class _VInD2(torch.autograd.Function):
+    """``scale * V`` of eq. (8) for d = 2 as ONE autograd node, neighbours found inside.
+
+    The same maths as :func:`neighbour_idx` + :func:`_group_potential_d2`, written for as few
+    kernels as possible: at batch 64 a small net's CPU step is ~10 ms, and after its convolutions
+    every *distinct* small op runs cache-cold at ~25 us, so POSD's overhead over CE is roughly its
+    op count (benchmarks/bench_posd_overhead.py). One Gram matrix gives both the ranking score
+    ``S[p, j] = |y_j|^2 - 2 y_p.y_j = ||y_p - y_j||^2 - |y_p|^2`` and ``|y_j|^2`` (its diagonal).
+    ``p`` itself has the row's smallest score (``-|y_p|^2``), so the ``k + 1`` smallest of row
+    ``p`` are ``G_p`` with ``p`` included and no diagonal masking is needed; one ``scatter_`` into
+    the reused score buffer is then the membership ``A``. (Only when ``k + 1`` other samples lie
+    within rounding distance of ``p`` can one of them displace ``p``; those points are equal to
+    rounding, so the group's value and gradient are unchanged. Exact duplicates are the same
+    case.) ``c = diag(A^T A)`` because ``A`` is 0/1, and one ``addmm`` gives
+    ``2H = 2s (|G| diag(c) - A^T A) Y``: the Laplacian being symmetric, ``2H`` is the gradient
+    (saved, so the backward is one multiply) and ``<Y, 2H> / 2`` the value (a 1x1 ``addmm`` with
+    ``alpha=0.5`` and ``beta=0``, which ignores its input).
+    """
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, k: int, scale: float) -> torch.Tensor:   # grad mode is off here
+        gram = torch.mm(y, y.t())                                      # [N, N]
+        score = torch.add(gram.diagonal(), gram, alpha=-2.0)           # [p, j] = |y_j|^2 - 2 y_p.y_j
+        members = score.topk(k + 1, dim=1, largest=False).indices     # [N, k+1]  G_p, p included
+        a = score.zero_().scatter_(1, members, 1.0)                    # [N, N]  A
+        ata = torch.mm(a.t(), a)                                       # diag = c
+        s = -4.0 * scale                                               # K = -||.||^2, and the 2 of 2H
+        h2 = torch.addmm(ata.diagonal().unsqueeze(1) * y, ata, y, beta=(k + 1) * s, alpha=-s)
+        ctx.save_for_backward(h2)                                      # [N, D]  2 H, the gradient
+        flat = h2.view(-1, 1)                                          # <Y, H> = <Y, 2H> / 2 as a
+        return torch.addmm(flat[:1], y.reshape(1, -1), flat, beta=0.0, alpha=0.5).view(())   # 1x1 gemm
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (h2,) = ctx.saved_tensors
+        return h2 * grad, None, None
+
+
 def _group_potential_d2(features: torch.Tensor, neighbours: torch.Tensor,
                         scale: float = 1.0) -> torch.Tensor:
     """``scale * sum_p sum_{a,b in G_p} K(y_a, y_b)`` for d = 2, without pairwise distances.
@@ -82,18 +134,12 @@ def _group_potential_d2(features: torch.Tensor, neighbours: torch.Tensor,
     ``c = A^T 1`` (how many groups hold ``j``) and ``sum_a y_a = A Y``, this is
     ``2 tr(Y^T L Y)`` with ``L = |G| diag(c) - A^T A``. ``L`` carries no gradient, so the
     differentiable part is one matmul and a dot product, and ``scale`` and the kernel's sign are
-    folded into ``L``: at batch 64 a small net's step is a few ms on a CPU, where every extra small
-    op shows in POSD's overhead over CE (benchmarks/bench_posd_overhead.py).
-    ``features``: [N, D], ``neighbours``: [N, k] (from :func:`neighbour_idx`).
+    folded into ``L``. ``features``: [N, D], ``neighbours``: [N, k] (from :func:`neighbour_idx`).
+    Plain autograd; the training path uses the fused :class:`_VInD2`.
     """
-    n, g = neighbours.shape[0], neighbours.shape[1] + 1
     with torch.no_grad():
-        member = torch.eye(n, dtype=features.dtype, device=features.device)   # p is in G_p
-        member.scatter_(1, neighbours, 1.0)                                   # [N, N]  A
-        s = -2.0 * scale                                                      # K = -||.||^2
-        laplacian = torch.addmm(torch.diag(member.sum(0) * (g * s)), member.t(), member,
-                                alpha=-s)                                     # [N, N]  s * L
-    return torch.dot(features.reshape(-1), (laplacian @ features).reshape(-1))
+        lap = _laplacian_d2(neighbours, features.shape[0], features.dtype, features.device, scale)
+    return torch.dot(features.reshape(-1), (lap @ features).reshape(-1))
 
 
 def _group_potential_pairwise(groups: torch.Tensor, d: float) -> torch.Tensor:
@@ -116,11 +162,13 @@ def _row_potentials(features: torch.Tensor, d: float) -> torch.Tensor:
     return power_kernel_from_sq(diff.pow(2).sum(-1), d).sum(1)  # [N]
 
 
-def posd_loss(features: torch.Tensor, k: int, d: float = 2.0, qmi: bool = False) -> torch.Tensor:
+def posd_loss(features: torch.Tensor, k: int, d: float = 2.0, qmi: bool = False,
+              scale: float = 1.0) -> torch.Tensor:
     """The information potential V to MAXIMISE: V_IN (eq. 8), or with ``qmi`` V_IN + V_ALL -
     2 V_BTW (eqs. 7-10). ``features``: [N, D] (any trailing shape is flattened). Scalar.
 
-    ``k`` is clamped to ``N - 1`` (see the module docstring).
+    ``k`` is clamped to ``N - 1`` (see the module docstring). The result is ``scale * V``;
+    :class:`POSDLoss` passes ``-lam`` so that the default path (d = 2, V_IN) is one fused node.
     """
     k = check_positive_int("k", k)
     if not (isinstance(d, (int, float)) and 0.0 < float(d) < float("inf")):
@@ -131,20 +179,24 @@ def posd_loss(features: torch.Tensor, k: int, d: float = 2.0, qmi: bool = False)
     if n == 0:
         raise ValueError("posd_loss needs a non-empty batch")
     k = min(k, n - 1)
+    if torch.is_autocast_enabled(y.device.type):   # distances in half precision overflow/cancel
+        with torch.autocast(y.device.type, enabled=False):
+            return posd_loss(y.float(), k, d, qmi, scale)
     if d == 2.0 and not qmi:
-        return _group_potential_d2(y, neighbour_idx(y, k), scale=1.0 / n ** 2)    # eq. (8)
+        return _VInD2.apply(y, k, scale / n ** 2)                                 # eq. (8)
     group_idx = latent_groups(y, k)                          # [N, k+1]
     if d == 2.0:
         v_in = _group_potential_d2(y, group_idx[:, 1:], scale=1.0 / n ** 2)       # eq. (8)
     else:
         v_in = _group_potential_pairwise(y[group_idx], d) / n ** 2                # eq. (8), groups [N, k+1, D]
     if not qmi:
-        return v_in
+        return v_in if scale == 1.0 else scale * v_in
     kp = k + 1                                               # group size; P(c_p) = k_p / N
     rows = _row_potentials(y, d)                             # [N]
     v_all = kp ** 2 / n ** 3 * rows.sum()                    # eq. (9): (1/N^2) * N (k_p/N)^2 * sum_kl K
     v_btw = kp / n ** 3 * rows[group_idx].sum()              # eq. (10): sum_p (k_p/N) sum_{j in G_p} R_j / N^2
-    return v_in + v_all - 2.0 * v_btw                        # eq. (7)
+    v = v_in + v_all - 2.0 * v_btw                           # eq. (7)
+    return v if scale == 1.0 else scale * v
 
 
 class POSDLoss(nn.Module):
@@ -170,8 +222,15 @@ class POSDLoss(nn.Module):
             raise ValueError(f"posd needs the features of layer {self.feature_layer!r}; got None")
         if features.dtype in (torch.float16, torch.bfloat16):
             features = features.float()   # d-th powers of distances overflow half precision
-        v = posd_loss(features, self.k, self.d, self.qmi)
-        return {"ce": F.cross_entropy(logits, targets), "posd": -self.lam * v}
+        n = features.shape[0]
+        if (self.d == 2.0 and not self.qmi and features.dim() == 2 and n > 1
+                and not torch.is_autocast_enabled(features.device.type)):
+            # the default: straight to the fused node (options were checked in __init__; the
+            # Python of posd_loss alone costs ~1% of a small net's CPU step)
+            term = _VInD2.apply(features, min(self.k, n - 1), -self.lam / n ** 2)
+        else:
+            term = posd_loss(features, self.k, self.d, self.qmi, scale=-self.lam)   # -lam * V
+        return {"ce": F.cross_entropy(logits, targets), "posd": term}
 
     def extra_repr(self) -> str:
         return f"k={self.k}, lam={self.lam}, d={self.d}, qmi={self.qmi}, layer={self.feature_layer!r}"

@@ -95,3 +95,30 @@ def test_dense_refused_without_score_map(tmp_path):
     with pytest.raises(ValueError, match="score_map"):
         Pipeline(backend, iter([]), PipelineConfig(mode="heatmap", heatmap_impl="dense"))
     assert Pipeline(backend, iter([]), PipelineConfig(mode="heatmap")).impl == "tiles"
+
+
+def test_jsonl_grid_fast_path_is_byte_identical_to_json():
+    import json
+
+    from edge.heatmap import stats_from_dense
+    from edge.outputs import _grid_json, dumps_record
+
+    rng = np.random.default_rng(3)
+    p = rng.random((45, 80)).astype(np.float32)
+    p[0, :6] = [0.0, 1.0, 0.0005, 0.0015, 0.9995, 1e-7]          # edges and rounding ties
+    rec = {"source": "a.mp4", "frame": 7, "heat": stats_from_dense(p, 0.5).to_record(),
+           "decision": {"safe_to_overfly": False}}
+    plain = json.dumps(rec, separators=(",", ":"), allow_nan=False)
+    assert _grid_json(rec["heat"]["grid"]) is not None               # the fast path is taken
+    assert dumps_record(rec) == plain
+    assert json.loads(dumps_record(rec)) == rec
+    # anything that is not a grid of 3-decimal probabilities goes through json unchanged
+    for grid in ([[0.1234, 0.5]], [[1, 0]], [[0.5], [0.5, 0.5]], [[2.0]], [[-0.001]], [], [[]],
+                 [["0.5"]], [[True]]):
+        r = {"heat": {"grid": grid}}
+        assert _grid_json(grid) is None
+        assert dumps_record(r) == json.dumps(r, separators=(",", ":"))
+    tricky = {"source": "\x00grid\x00", "heat": {"grid": [[0.5, 0.25]]}}
+    assert dumps_record(tricky) == json.dumps(tricky, separators=(",", ":"))
+    with pytest.raises(ValueError):                                     # NaN still refused
+        dumps_record({"heat": {"grid": [[float("nan")]]}})

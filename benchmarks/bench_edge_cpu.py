@@ -127,7 +127,8 @@ def video_ratio(model_path, video: Path, mode: str, threads: int, frames: int, f
     ratios = [e / i for e, i in zip(e2e, infer)]
     return {"mode": mode, "frame_size": [1280, 720], "frames": last["frames"], "fsync": fsync,
             "rounds": rounds, "inference_only_fps": [round(v, 1) for v in infer],
-            "end_to_end_fps": e2e, "ratio_median": round(float(np.median(ratios)), 3),
+            "end_to_end_fps": e2e, "ratios": [round(r, 3) for r in ratios],
+            "ratio_median": round(float(np.median(ratios)), 3),
             "ratio_best_of": round(max(e2e) / max(infer), 3),
             "stage_p50_ms_last": {k: v["p50"] for k, v in last["latency_ms"].items()}}
 
@@ -165,31 +166,39 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1, help="threads for ORT and torch (same for both)")
     p.add_argument("--seconds", type=float, default=3.0, help="timing window per throughput figure")
-    p.add_argument("--video-frames", type=int, default=150, help="frames of the 1280x720 test video")
+    p.add_argument("--video-frames", type=int, default=300, help="frames of the 1280x720 test video")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="interleaved inference-only / end-to-end rounds per video figure")
+    p.add_argument("--modes", nargs="+", default=["heatmap", "classify"],
+                   choices=["heatmap", "classify"], help="video modes to measure")
+    p.add_argument("--skip", nargs="*", default=[], choices=["ort", "soak"],
+                   help="leave out the ORT-vs-torch or the soak figure")
     p.add_argument("--soak-frames", type=int, default=10000, help="frames of the soak run")
     p.add_argument("--quick", action="store_true", help="1 s windows, 60-frame video, 2000-frame soak")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
     if args.quick:
-        args.seconds, args.video_frames, args.soak_frames = 1.0, 60, 2000
+        args.seconds, args.video_frames, args.soak_frames, args.rounds = 1.0, 60, 2000, 1
     from edge_helpers import export_crowd_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         m128 = export_crowd_onnx(tmp / "crowd128.onnx", size=128, dense=True, seed=0)
         video = write_video(tmp / "footage.mp4", args.video_frames)
-        res = {"machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
-               "ort_vs_torch": ort_vs_torch(m128, args.threads, args.seconds)}
-        print("ORT vs torch eager:", json.dumps(res["ort_vs_torch"]), flush=True)
+        res = {"machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()}}
+        if "ort" not in args.skip:
+            res["ort_vs_torch"] = ort_vs_torch(m128, args.threads, args.seconds)
+            print("ORT vs torch eager:", json.dumps(res["ort_vs_torch"]), flush=True)
         res["video"] = []
-        for mode in ("heatmap", "classify"):
+        for mode in args.modes:
             for fsync in (False, True):
                 r = video_ratio(m128, video, mode, args.threads, args.video_frames, fsync,
-                                rounds=1 if args.quick else 3)
+                                rounds=args.rounds)
                 res["video"].append(r)
                 print("video:", json.dumps(r), flush=True)
-        res["soak"] = soak(m128, args.threads, args.soak_frames)
-        print("soak:", json.dumps(res["soak"]), flush=True)
+        if "soak" not in args.skip:
+            res["soak"] = soak(m128, args.threads, args.soak_frames)
+            print("soak:", json.dumps(res["soak"]), flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=2))

@@ -32,6 +32,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from train.losses import register_loss
 from train.losses._util import check_positive_int
@@ -120,6 +121,7 @@ class _VInD2(torch.autograd.Function):
         return torch.addmm(flat[:1], y.reshape(1, -1), flat, beta=0.0, alpha=0.5).view(())   # 1x1 gemm
 
     @staticmethod
+    @once_differentiable                  # 2H is saved without a graph: no double backward
     def backward(ctx, grad: torch.Tensor):
         (h2,) = ctx.saved_tensors
         return h2 * grad, None, None

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-RECORD_GRID = True   # heatmap records carry the whole grid, as edge.run writes them
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -119,7 +118,7 @@ def video_ratio(model_path, video: Path, mode: str, threads: int, frames: int, f
         infer.append(reps * len(tensors) / (time.perf_counter() - t0))
         with tempfile.TemporaryDirectory() as tmp:
             sink = JsonlWriter(Path(tmp) / "out.jsonl", fsync=fsync)
-            cfg = PipelineConfig(mode=mode, heatmap_impl="dense" if mode == "heatmap" else "auto", record_grid=RECORD_GRID)
+            cfg = PipelineConfig(mode=mode, heatmap_impl="dense" if mode == "heatmap" else "auto")
             pipe = Pipeline(backend, open_source(str(video)), cfg, publish=lambda r, i, g: sink.write(r))
             last = pipe.run()
             sink.close()

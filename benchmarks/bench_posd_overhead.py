@@ -48,29 +48,22 @@ def make_step(net: str, size: int, method: str, batch: int, device: str) -> Call
     return step
 
 
-def time_interleaved(steps: Dict[str, List[Callable[[], None]]], repeats: int, warmup: int,
+def time_interleaved(steps: Dict[str, Callable[[], None]], repeats: int, warmup: int,
                      device: str) -> Dict[str, List[float]]:
-    """Per method, one time per repeat: the mean over that method's instances (separately built
-    model + optimiser, so that a lucky or unlucky memory layout of one instance does not decide
-    the ratio; the ratio moves by about +-0.02 between processes either way)."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    jobs = [(method, step) for method, inst in steps.items() for step in inst]
     for _ in range(warmup):
-        for _, step in jobs:
+        for step in steps.values():
             step()
     times: Dict[str, List[float]] = {m: [] for m in steps}
-    rng = random.Random(0)
+    order, rng = list(steps.items()), random.Random(0)
     for _ in range(repeats):
-        rng.shuffle(jobs)
-        acc = dict.fromkeys(steps, 0.0)
-        for method, step in jobs:
+        rng.shuffle(order)
+        for method, step in order:
             sync()
             t0 = time.perf_counter()
             step()
             sync()
-            acc[method] += time.perf_counter() - t0
-        for method, total in acc.items():
-            times[method].append(total / len(steps[method]))
+            times[method].append(time.perf_counter() - t0)
     return times
 
 
@@ -85,23 +78,19 @@ def paired_ratio(ts: List[float], base: List[float], boot: int = 1000) -> tuple:
 def main(argv: Optional[List[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
-    ap.add_argument("--repeats", type=int, default=200, help="timed rounds (each steps every instance)")
+    ap.add_argument("--repeats", type=int, default=300, help="timed steps per method")
     ap.add_argument("--warmup", type=int, default=20, help="untimed steps per method first")
-    ap.add_argument("--instances", type=int, default=1,
-                    help="independently built models per method, timed in turn (default 1)")
     ap.add_argument("--device", default="cpu", help="torch device (default cpu)")
     ap.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS),
                     help="models to time (default: all)")
     args = ap.parse_args(argv)
     print(f"device={args.device} threads={torch.get_num_threads()} fp32 batch={args.batch_size} "
-          f"torch={torch.__version__} commit={git_commit()} repeats={args.repeats} "
-          f"instances={args.instances}")
+          f"torch={torch.__version__} commit={git_commit()} repeats={args.repeats}")
     print(f"{'model':<10} {'method':<6} {'median ms':>10} {'p90 ms':>8} {'paired ratio [95% CI]':>24} "
           f"{'ratio of medians':>17}")
     for net in args.nets:
         size = NETS[net]
-        steps = {m: [make_step(net, size, m, args.batch_size, args.device)
-                     for _ in range(args.instances)] for m in METHODS}
+        steps = {m: make_step(net, size, m, args.batch_size, args.device) for m in METHODS}
         times = time_interleaved(steps, args.repeats, args.warmup, args.device)
         base = statistics.median(times["ce"])
         for method, ts in times.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from itertools import chain
 from pathlib import Path
 from typing import Dict, Mapping, Optional
 
@@ -27,8 +28,8 @@ def _grid_json(grid) -> Optional[str]:
         a = np.asarray(grid, dtype=np.float64)
     except (TypeError, ValueError):      # ragged rows, non-numbers
         return None
-    if a.ndim != 2 or any(type(v) is not float for v in grid[0]):   # ints/bools print differently
-        return None
+    if a.ndim != 2 or set(map(type, chain.from_iterable(grid))) != {float}:   # ints/bools print
+        return None                                                               # differently
     idx = np.rint(a * _GRID_SCALE)
     if not ((idx >= 0).all() and (idx <= _GRID_SCALE).all() and (idx / _GRID_SCALE == a).all()):
         return None

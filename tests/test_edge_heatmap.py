@@ -113,8 +113,8 @@ def test_jsonl_grid_fast_path_is_byte_identical_to_json():
     assert dumps_record(rec) == plain
     assert json.loads(dumps_record(rec)) == rec
     # anything that is not a grid of 3-decimal probabilities goes through json unchanged
-    for grid in ([[0.1234, 0.5]], [[1, 0]], [[0.5], [0.5, 0.5]], [[2.0]], [[-0.001]], [], [[]],
-                 [["0.5"]], [[True]]):
+    for grid in ([[0.1234, 0.5]], [[1, 0]], [[0.5, 0.25], [1, 0.5]], [[0.5], [0.5, 0.5]], [[2.0]],
+                 [[-0.001]], [], [[]], [["0.5"]], [[True]], [[0.5], [False]]):
         r = {"heat": {"grid": grid}}
         assert _grid_json(grid) is None
         assert dumps_record(r) == json.dumps(r, separators=(",", ":"))

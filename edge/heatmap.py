@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 CELL = 8  # px: resolution of the canvas on which overlapping tiles are averaged
+GRID_DECIMALS = 3  # heat grid values in records (edge.outputs encodes these fast)
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -72,7 +73,7 @@ class HeatStats:
     threshold: float
     impl: str
 
-    def to_record(self, decimals: int = 3, grid: bool = True) -> Dict[str, object]:
+    def to_record(self, decimals: int = GRID_DECIMALS, grid: bool = True) -> Dict[str, object]:
         rec = {"impl": self.impl, "max": round(self.max, 4), "mean": round(self.mean, 4),
                "area_over_threshold": round(self.area_over, 4), "threshold": self.threshold,
                "grid_shape": list(self.grid.shape)}

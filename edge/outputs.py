@@ -10,8 +10,9 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 
-_GRID_DECIMALS = 3                       # edge.heatmap.HeatStats.to_record's default
-_GRID_SCALE = 10 ** _GRID_DECIMALS
+from edge.heatmap import GRID_DECIMALS
+
+_GRID_SCALE = 10 ** GRID_DECIMALS
 # repr(i / 1000) is exactly what json.dumps prints for the float np.round(x, 3) gives when
 # rint(x * 1000) == i: both are the correctly rounded quotient i / 1000
 _GRID_LUT = np.array([repr(i / _GRID_SCALE) for i in range(_GRID_SCALE + 1)], dtype=object)

@@ -175,15 +175,20 @@ def posd_loss(features: torch.Tensor, k: int, d: float = 2.0, qmi: bool = False,
     k = check_positive_int("k", k)
     if not (isinstance(d, (int, float)) and 0.0 < float(d) < float("inf")):
         raise ValueError(f"d must be a finite number > 0 (e.g. 1, 2, 3), got {d!r}")
-    d = float(d)
+    if features.shape[0] == 0:
+        raise ValueError("posd_loss needs a non-empty batch")
+    return _posd_value(features, k, float(d), bool(qmi), float(scale))
+
+
+def _posd_value(features: torch.Tensor, k: int, d: float, qmi: bool, scale: float) -> torch.Tensor:
+    """:func:`posd_loss` without its argument checks (``k >= 1``, ``d > 0``, ``N >= 1``), which
+    :class:`POSDLoss` makes once in ``__init__`` instead of at every training step."""
     y = features.flatten(1)                                  # [N, D]
     n = y.shape[0]
-    if n == 0:
-        raise ValueError("posd_loss needs a non-empty batch")
     k = min(k, n - 1)
     if torch.is_autocast_enabled(y.device.type):   # distances in half precision overflow/cancel
         with torch.autocast(y.device.type, enabled=False):
-            return posd_loss(y.float(), k, d, qmi, scale)
+            return _posd_value(y.float(), k, d, qmi, scale)
     if d == 2.0 and not qmi:
         return _VInD2.apply(y, k, scale / n ** 2)                                 # eq. (8)
     group_idx = latent_groups(y, k)                          # [N, k+1]
@@ -224,14 +229,9 @@ class POSDLoss(nn.Module):
             raise ValueError(f"posd needs the features of layer {self.feature_layer!r}; got None")
         if features.dtype in (torch.float16, torch.bfloat16):
             features = features.float()   # d-th powers of distances overflow half precision
-        n = features.shape[0]
-        if (self.d == 2.0 and not self.qmi and features.dim() == 2 and n > 1
-                and not torch.is_autocast_enabled(features.device.type)):
-            # the default: straight to the fused node (options were checked in __init__; the
-            # Python of posd_loss alone costs ~1% of a small net's CPU step)
-            term = _VInD2.apply(features, min(self.k, n - 1), -self.lam / n ** 2)
-        else:
-            term = posd_loss(features, self.k, self.d, self.qmi, scale=-self.lam)   # -lam * V
+        if features.shape[0] == 0:
+            raise ValueError("posd needs a non-empty batch")
+        term = _posd_value(features, self.k, self.d, self.qmi, -self.lam)   # -lam * V
         return {"ce": F.cross_entropy(logits, targets), "posd": term}
 
     def extra_repr(self) -> str:

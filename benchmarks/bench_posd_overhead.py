@@ -1,7 +1,8 @@
 """Step-time overhead of the self-distillation losses over plain CE (target: POSD <= 1.05x).
 
 Times one full training step (forward with the feature tap, loss, backward, SGD step) at batch 64
-on random data, for ``cifar_cnn`` (32x32) and ``crowd_fcn`` (128x128). Methods are interleaved
+on random data, for ``cifar_cnn`` (32x32) and ``crowd_fcn`` (128x128); ``posd_pt`` is POSD on its
+pure-PyTorch path, to compare with the native CPU kernel (train/losses/native.py). Methods are interleaved
 within every repeat, in a fresh random order each time, so that load from other processes and
 cache effects hit them alike. The ratio is the median over repeats of ``t_method / t_ce`` within
 the same repeat (paired), with a bootstrap 95% interval; the ratio of medians is printed too.
@@ -21,18 +22,19 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from train.features import FeatureTap
-from train.losses import build_loss
+from train.losses import build_loss, native
 from train.models import build_model
 from edge.bench import git_commit
 
-METHODS = {"ce": {}, "posd": {"k": 2}, "oskd": {"k": 2}}
+METHODS = {"ce": {}, "posd": {"k": 2}, "posd_pt": {"k": 2}, "oskd": {"k": 2}}
+# posd_pt: POSD on its pure-PyTorch path (train.losses.native.paused), next to the native kernel
 NETS = {"cifar_cnn": 32, "crowd_fcn": 128}
 
 
 def make_step(net: str, size: int, method: str, batch: int, device: str) -> Callable[[], None]:
     torch.manual_seed(0)
     model = build_model(net, num_classes=10, input_size=size).to(device).train()
-    loss = build_loss(method, **METHODS[method]).to(device).train()
+    loss = build_loss(method.split("_")[0], **METHODS[method]).to(device).train()
     tap = FeatureTap(model, loss.feature_layer) if loss.needs_features else None
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x = torch.randn(batch, 3, size, size, device=device)
@@ -45,7 +47,11 @@ def make_step(net: str, size: int, method: str, batch: int, device: str) -> Call
         sum(terms.values()).backward()
         opt.step()
 
-    return step
+    def step_pure_pytorch() -> None:
+        with native.paused():
+            step()
+
+    return step_pure_pytorch if method.endswith("_pt") else step
 
 
 def time_interleaved(steps: Dict[str, Callable[[], None]], repeats: int, warmup: int,
@@ -86,7 +92,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = ap.parse_args(argv)
     print(f"device={args.device} threads={torch.get_num_threads()} fp32 batch={args.batch_size} "
           f"torch={torch.__version__} commit={git_commit()} repeats={args.repeats}")
-    print(f"{'model':<10} {'method':<6} {'median ms':>10} {'p90 ms':>8} {'paired ratio [95% CI]':>24} "
+    print(f"posd (d=2) on CPU: {native.status()}; posd_pt: the pure-PyTorch path")
+    print(f"{'model':<10} {'method':<8} {'median ms':>10} {'p90 ms':>8} {'paired ratio [95% CI]':>24} "
           f"{'ratio of medians':>17}")
     for net in args.nets:
         size = NETS[net]
@@ -96,7 +103,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         for method, ts in times.items():
             med, p90 = statistics.median(ts), statistics.quantiles(ts, n=10)[-1]
             r, lo, hi = paired_ratio(ts, times["ce"])
-            print(f"{net:<10} {method:<6} {med * 1e3:>10.3f} {p90 * 1e3:>8.3f} "
+            print(f"{net:<10} {method:<8} {med * 1e3:>10.3f} {p90 * 1e3:>8.3f} "
                   f"{r:>9.3f} [{lo:.3f}, {hi:.3f}] {med / base:>17.3f}")
 
 

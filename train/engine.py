@@ -34,6 +34,7 @@ from train.data import DataSplits, build_dataset
 from train.data.augment import AUGMENTATIONS, Normalizer
 from train.features import FeatureTap
 from train.losses import LOSSES, build_loss
+from train.losses.posd import POSDLoss
 from train.models import MODELS, build_model
 
 
@@ -269,7 +270,19 @@ class Trainer:
             "loss_kwargs": effective_loss_kwargs(self.cfg, self.data),
             "device": str(self.device), "torch": str(torch.__version__), "python": platform.python_version(),
             "threads": torch.get_num_threads(), "world_size": self.dist.world,
+            **self._kernel_info(),
         }
+
+    def _kernel_info(self) -> Dict[str, Any]:
+        """Which POSD (d = 2) path a CPU run takes: the native kernel or pure PyTorch (same
+        maths to float rounding, so a resume on another path is not bit-identical)."""
+        loss = self.loss
+        if (self.device.type != "cpu" or not isinstance(loss, POSDLoss)
+                or loss.d != 2.0 or loss.qmi):
+            return {}
+        from train.losses import native
+
+        return {"posd_kernel": native.status()}
 
     # -- the loop ------------------------------------------------------------------------
     def train_step(self, idx: torch.Tensor, gen: torch.Generator) -> Dict[str, torch.Tensor]:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from train.losses import register_loss
+from train.losses import native, register_loss
 from train.losses._util import check_positive_int
 
 
@@ -127,6 +127,27 @@ class _VInD2(torch.autograd.Function):
         return h2 * grad, None, None
 
 
+class _VInD2Native(torch.autograd.Function):
+    """:class:`_VInD2` as one native call (:mod:`train.losses.native`): same value and gradient
+    to float rounding, for float32 CPU features that :func:`native.supports` accepts. The C code
+    writes ``scale * V`` and ``scale * dV/dy``; the gradient is saved, so the backward is one
+    multiply. Neighbour ties go to the lower batch index."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, k: int, scale: float) -> torch.Tensor:   # y: contiguous [N, D]
+        n, d = y.shape
+        value, grad = torch.empty(()), torch.empty(n, d)
+        native.check(native.kernel()(y.data_ptr(), n, d, k, scale, grad.data_ptr(), value.data_ptr(), None))
+        ctx.save_for_backward(grad)
+        return value
+
+    @staticmethod
+    @once_differentiable                  # the gradient is saved without a graph: no double backward
+    def backward(ctx, grad: torch.Tensor):
+        (g,) = ctx.saved_tensors
+        return g * grad, None, None
+
+
 def _group_potential_d2(features: torch.Tensor, neighbours: torch.Tensor,
                         scale: float = 1.0) -> torch.Tensor:
     """``scale * sum_p sum_{a,b in G_p} K(y_a, y_b)`` for d = 2, without pairwise distances.
@@ -137,7 +158,7 @@ def _group_potential_d2(features: torch.Tensor, neighbours: torch.Tensor,
     ``2 tr(Y^T L Y)`` with ``L = |G| diag(c) - A^T A``. ``L`` carries no gradient, so the
     differentiable part is one matmul and a dot product, and ``scale`` and the kernel's sign are
     folded into ``L``. ``features``: [N, D], ``neighbours``: [N, k] (from :func:`neighbour_idx`).
-    Plain autograd; the training path uses the fused :class:`_VInD2`.
+    Plain autograd; the training path uses the fused :class:`_VInD2` (or :class:`_VInD2Native`).
     """
     with torch.no_grad():
         lap = _laplacian_d2(neighbours, features.shape[0], features.dtype, features.device, scale)
@@ -183,14 +204,16 @@ def posd_loss(features: torch.Tensor, k: int, d: float = 2.0, qmi: bool = False,
 def _posd_value(features: torch.Tensor, k: int, d: float, qmi: bool, scale: float) -> torch.Tensor:
     """:func:`posd_loss` without its argument checks (``k >= 1``, ``d > 0``, ``N >= 1``), which
     :class:`POSDLoss` makes once in ``__init__`` instead of at every training step."""
-    y = features.flatten(1)                                  # [N, D]
+    y = features if features.dim() == 2 else features.flatten(1)   # [N, D]
     n = y.shape[0]
     k = min(k, n - 1)
     if torch.is_autocast_enabled(y.device.type):   # distances in half precision overflow/cancel
         with torch.autocast(y.device.type, enabled=False):
             return _posd_value(y.float(), k, d, qmi, scale)
-    if d == 2.0 and not qmi:
-        return _VInD2.apply(y, k, scale / n ** 2)                                 # eq. (8)
+    if d == 2.0 and not qmi:                                                      # eq. (8)
+        if native.supports(y):
+            return _VInD2Native.apply(y if y.is_contiguous() else y.contiguous(), k, scale / n ** 2)
+        return _VInD2.apply(y, k, scale / n ** 2)
     group_idx = latent_groups(y, k)                          # [N, k+1]
     if d == 2.0:
         v_in = _group_potential_d2(y, group_idx[:, 1:], scale=1.0 / n ** 2)       # eq. (8)

@@ -1,0 +1,181 @@
+/* POSD's V_IN for the power kernel with d = 2, one CPU batch in one call (train/losses/native.py).
+ *
+ * Why this exists: at batch 64 a small net's CPU training step is 5-10 ms, and after its
+ * convolutions every distinct PyTorch op runs cache-cold at 20-75 us. The pure-PyTorch POSD
+ * (train/losses/posd.py, _VInD2) needs nine of them; this file does the same maths in one call:
+ *
+ *   G_p   = {p} + the k nearest neighbours of p in the batch (squared Euclidean distance,
+ *           p itself always a member, ties broken by the lower index),
+ *   V     = sum_p sum_{a,b in G_p} -||y_a - y_b||^2 = -sum_p 2|G| sum_{a in G_p} ||y_a - m_p||^2,
+ *           m_p the mean of G_p (the centred form: no cancellation when groups are tight),
+ *   dV/dy_j = -4|G| sum_{p : j in G_p} (y_j - m_p).
+ *
+ * grad[0 .. n*d) receives scale * dV/dy and *value receives scale * V. Single-threaded and
+ * deterministic (a fixed summation order for a given build). Plain C with GCC/Clang vector
+ * extensions; on x86-64 an AVX2+FMA Gram kernel is chosen at run time when the CPU has it.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define POSD_ABI 1
+
+int posd_abi(void) { return POSD_ABI; }
+
+typedef float v4 __attribute__((vector_size(16)));
+#define BLOCK_COLS 16 /* the Gram matrix is stored with rows padded to a multiple of this */
+
+/* gram[p * np + j] = <y_p, y_j> for p < n, j < np, from yt = y^T zero-padded to [d, np].
+ * Register block: 4 rows of y times two vectors of columns (8 accumulators), the reduction
+ * over d innermost. W * 2 must divide BLOCK_COLS. */
+#define GRAM_KERNEL(NAME, VT, W, ATTR)                                                        \
+    ATTR static void NAME(const float *y, const float *yt, int64_t n, int64_t np, int64_t d, \
+                          float *gram) {                                                      \
+        for (int64_t p0 = 0; p0 < n; p0 += 4) {                                               \
+            int64_t rows = n - p0 < 4 ? n - p0 : 4;                                           \
+            const float *r0 = y + p0 * d;                                                     \
+            const float *r1 = rows > 1 ? r0 + d : r0;                                         \
+            const float *r2 = rows > 2 ? r0 + 2 * d : r0;                                     \
+            const float *r3 = rows > 3 ? r0 + 3 * d : r0;                                     \
+            for (int64_t j0 = 0; j0 < np; j0 += 2 * W) {                                      \
+                VT a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                    \
+                VT b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};                                    \
+                const float *col = yt + j0;                                                   \
+                for (int64_t t = 0; t < d; ++t, col += np) {                                  \
+                    VT c, e;                                                                  \
+                    memcpy(&c, col, sizeof c);                                                \
+                    memcpy(&e, col + W, sizeof e);                                            \
+                    a0 += r0[t] * c; b0 += r0[t] * e;                                         \
+                    a1 += r1[t] * c; b1 += r1[t] * e;                                         \
+                    a2 += r2[t] * c; b2 += r2[t] * e;                                         \
+                    a3 += r3[t] * c; b3 += r3[t] * e;                                         \
+                }                                                                             \
+                float *o = gram + p0 * np + j0;                                               \
+                memcpy(o, &a0, sizeof a0); memcpy(o + W, &b0, sizeof b0);                     \
+                if (rows > 1) { o += np; memcpy(o, &a1, sizeof a1); memcpy(o + W, &b1, sizeof b1); } \
+                if (rows > 2) { o += np; memcpy(o, &a2, sizeof a2); memcpy(o + W, &b2, sizeof b2); } \
+                if (rows > 3) { o += np; memcpy(o, &a3, sizeof a3); memcpy(o + W, &b3, sizeof b3); } \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+GRAM_KERNEL(gram_generic, v4, 4, )
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+typedef float v8 __attribute__((vector_size(32)));
+GRAM_KERNEL(gram_avx2, v8, 8, __attribute__((target("avx2,fma"))))
+static int has_avx2_fma(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
+
+static int use_avx2 = -1; /* -1: not chosen yet */
+
+/* Which Gram kernel runs: which = -1 picks the best this CPU has, 0 the generic one, 1 AVX2+FMA.
+ * Returns the kernel now in use (0 or 1), or -1 when the one asked for is not available. */
+int posd_select_kernel(int which) {
+    int best = 0;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    best = has_avx2_fma();
+#endif
+    if (which < 0) which = best;
+    if (which > best) return -1;
+    use_avx2 = which;
+    return use_avx2;
+}
+
+static void gram(const float *y, const float *yt, int64_t n, int64_t np, int64_t d, float *out) {
+    if (use_avx2 < 0) posd_select_kernel(-1);
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (use_avx2) {
+        gram_avx2(y, yt, n, np, d, out);
+        return;
+    }
+#endif
+    gram_generic(y, yt, n, np, d, out);
+}
+
+/* Returns 0 on success, 1 for bad arguments, 2 when out of memory.
+ * y: [n, d] float32, C-contiguous; k: neighbours per sample (k >= 0; clamped to n - 1);
+ * scale: multiplies V and its gradient; grad: n*d floats; value: 1 float; members: NULL or
+ * n*(k'+1) int64 (k' the clamped k) receiving each group, column 0 being p itself. */
+int posd_vin_d2(const float *y, int64_t n, int64_t d, int64_t k, double scale, float *grad,
+                float *value, int64_t *members) {
+    if (!y || !grad || !value || n < 1 || d < 1 || k < 0) return 1;
+    if (k > n - 1) k = n - 1;
+    const int64_t g1 = k + 1, np = (n + BLOCK_COLS - 1) / BLOCK_COLS * BLOCK_COLS;
+    if (n > (INT64_C(1) << 24) || d > (INT64_C(1) << 24)) return 1;
+    float *yt = malloc(sizeof(float) * (size_t)(d * np + n * np + n + d + g1));
+    int64_t *own = members ? NULL : malloc(sizeof(int64_t) * (size_t)(n * g1));
+    if (!yt || (!members && !own)) {
+        free(yt);
+        free(own);
+        return 2;
+    }
+    int64_t *mem = members ? members : own;
+    float *g = yt + d * np, *sq = g + n * np, *mean = sq + n, *best = mean + d;
+
+    for (int64_t t = 0; t < d; ++t) {
+        float *row = yt + t * np;
+        for (int64_t p = 0; p < n; ++p) row[p] = y[p * d + t];
+        for (int64_t p = n; p < np; ++p) row[p] = 0.0f;
+    }
+    gram(y, yt, n, np, d, g);
+    for (int64_t p = 0; p < n; ++p) sq[p] = g[p * np + p];
+
+    /* neighbours: the k smallest of ||y_j||^2 - 2 <y_p, y_j> (= ||y_p - y_j||^2 - ||y_p||^2), j != p */
+    for (int64_t p = 0; p < n; ++p) {
+        const float *dot = g + p * np;
+        int64_t *m = mem + p * g1, cnt = 0;
+        m[0] = p;
+        for (int64_t j = 0; j < n && k > 0; ++j) {
+            if (j == p) continue;
+            float s = sq[j] - 2.0f * dot[j];
+            if (cnt < k || s < best[k - 1]) {   /* NaN scores never displace a member */
+                int64_t i = cnt < k ? cnt++ : k - 1;
+                while (i > 0 && best[i - 1] > s) {
+                    best[i] = best[i - 1];
+                    m[1 + i] = m[i];
+                    --i;
+                }
+                best[i] = s;
+                m[1 + i] = j;
+            }
+        }
+    }
+
+    /* value and gradient, group by group, in the centred form */
+    float *out = grad;
+    memset(out, 0, sizeof(float) * (size_t)(n * d));
+    double v = 0.0;
+    for (int64_t p = 0; p < n; ++p) {
+        const int64_t *m = mem + p * g1;
+        for (int64_t t = 0; t < d; ++t) mean[t] = 0.0f;
+        for (int64_t a = 0; a < g1; ++a) {
+            const float *ya = y + m[a] * d;
+            for (int64_t t = 0; t < d; ++t) mean[t] += ya[t];
+        }
+        for (int64_t t = 0; t < d; ++t) mean[t] /= (float)g1;
+        double spread = 0.0;
+        for (int64_t a = 0; a < g1; ++a) {
+            const float *ya = y + m[a] * d;
+            float *oa = out + m[a] * d;
+            float part = 0.0f;
+            for (int64_t t = 0; t < d; ++t) {
+                float c = ya[t] - mean[t];
+                oa[t] += c;
+                part += c * c;
+            }
+            spread += part;
+        }
+        v += spread;
+    }
+    const float f = (float)(-4.0 * (double)g1 * scale);
+    for (int64_t i = 0; i < n * d; ++i) out[i] *= f;
+    *value = (float)(-2.0 * (double)g1 * v * scale);
+
+    free(yt);
+    free(own);
+    return 0;
+}

@@ -76,6 +76,18 @@ def test_native_matches_slow_reference(kernel, k):
     torch.testing.assert_close(y32.grad.double(), y_ref.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_scratch_grows_for_a_bigger_batch(kernel):
+    small = torch.randn(4, 3)
+    native.vin_d2(small, 2, 1.0)
+    y = torch.randn(250, 64, generator=torch.Generator().manual_seed(5))   # > the 64 KiB first scratch
+    assert native._lib.posd_workspace_bytes(250, 64, 2) > (1 << 16)
+    v, g = native.vin_d2(y, 2, 1.0)
+    v_ref, g_ref = torch_path(y, 2)
+    torch.testing.assert_close(v.double(), v_ref, rtol=1e-5, atol=0)
+    torch.testing.assert_close(g.double(), g_ref, rtol=1e-4, atol=1e-5 * float(g_ref.abs().max()))
+    torch.testing.assert_close(native.vin_d2(small, 2, 1.0)[0].double(), torch_path(small, 2)[0])
+
+
 def test_native_groups_are_the_k_nearest(kernel):
     y = torch.randn(40, 6, generator=torch.Generator().manual_seed(1))
     members = torch.empty(40, 4, dtype=torch.int64)

@@ -50,6 +50,8 @@ _fn = None                    # the ctypes function once loaded
 _lib: Optional[ctypes.CDLL] = None
 _state = "not tried"          # why the native path is (not) in use, for status()
 _paused = 0                   # > 0 inside paused(): supports() says no
+_scratch = threading.local()  # per thread: a reusable uint8 workspace (never saved for backward)
+ERRORS = {1: "bad arguments", 2: "out of memory", 3: "workspace too small"}
 
 
 def enabled() -> bool:
@@ -124,7 +126,9 @@ def _bind(path: Path) -> ctypes.CDLL:
     fn = lib.posd_vin_d2
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
-                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    lib.posd_workspace_bytes.restype = ctypes.c_int64
+    lib.posd_workspace_bytes.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
     lib.posd_select_kernel.restype = ctypes.c_int
     lib.posd_select_kernel.argtypes = [ctypes.c_int]
     return lib
@@ -230,12 +234,21 @@ def vin_d2(y: torch.Tensor, k: int, scale: float,
         if members.dtype != torch.int64 or tuple(members.shape) != want or not members.is_contiguous():
             raise ValueError(f"members must be a contiguous int64 tensor of shape {want}")
     value, grad = torch.empty(()), torch.empty(n, d)
-    rc = fn(y.data_ptr(), n, d, k, scale, grad.data_ptr(), value.data_ptr(),
-            None if members is None else members.data_ptr())
-    check(rc)
+    run(y, n, d, k, scale, grad, value, members)
     return value, grad
 
 
-def check(rc: int) -> None:
+def run(y: torch.Tensor, n: int, d: int, k: int, scale: float, grad: torch.Tensor,
+        value: torch.Tensor, members: Optional[torch.Tensor] = None) -> None:
+    """Call the kernel on checked, contiguous tensors (the hot path: no checks here)."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is None:
+        buf = _scratch.buf = torch.empty(1 << 16, dtype=torch.uint8)
+    mp = None if members is None else members.data_ptr()
+    rc = _fn(y.data_ptr(), n, d, k, scale, grad.data_ptr(), value.data_ptr(), mp, buf.data_ptr(), buf.numel())
+    if rc == 3:                   # a bigger batch than before: grow the scratch once
+        need = int(_lib.posd_workspace_bytes(n, d, k))
+        buf = _scratch.buf = torch.empty(max(need, 2 * buf.numel()), dtype=torch.uint8)
+        rc = _fn(y.data_ptr(), n, d, k, scale, grad.data_ptr(), value.data_ptr(), mp, buf.data_ptr(), buf.numel())
     if rc != 0:
-        raise RuntimeError(f"posd_vin_d2 failed with code {rc} (1: bad arguments, 2: out of memory)")
+        raise RuntimeError(f"posd_vin_d2 failed with code {rc} ({ERRORS.get(rc, 'unknown')})")

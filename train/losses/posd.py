@@ -136,16 +136,20 @@ class _VInD2Native(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: torch.Tensor, k: int, scale: float) -> torch.Tensor:   # y: contiguous [N, D]
         n, d = y.shape
-        value, grad = torch.empty(()), torch.empty(n, d)
-        native.check(native.kernel()(y.data_ptr(), n, d, k, scale, grad.data_ptr(), value.data_ptr(), None))
-        ctx.save_for_backward(grad)
+        value, ctx.grad = torch.empty(()), torch.empty(n, d)   # an intermediate: kept on ctx
+        native.run(y, n, d, k, scale, ctx.grad, value)
         return value
 
     @staticmethod
-    @once_differentiable                  # the gradient is saved without a graph: no double backward
     def backward(ctx, grad: torch.Tensor):
-        (g,) = ctx.saved_tensors
-        return g * grad, None, None
+        if torch.is_grad_enabled():       # create_graph=True: the saved gradient has no graph
+            return _VInD2Native.backward_once(ctx, grad)
+        return ctx.grad * grad, None, None   # the ordinary backward skips once_differentiable's wrapper
+
+    @staticmethod
+    @once_differentiable                  # raises if this gradient is differentiated again
+    def backward_once(ctx, grad: torch.Tensor):
+        return ctx.grad * grad, None, None
 
 
 def _group_potential_d2(features: torch.Tensor, neighbours: torch.Tensor,

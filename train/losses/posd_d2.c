@@ -96,24 +96,34 @@ static void gram(const float *y, const float *yt, int64_t n, int64_t np, int64_t
     gram_generic(y, yt, n, np, d, out);
 }
 
-/* Returns 0 on success, 1 for bad arguments, 2 when out of memory.
+static int64_t padded(int64_t n) { return (n + BLOCK_COLS - 1) / BLOCK_COLS * BLOCK_COLS; }
+
+/* Scratch bytes posd_vin_d2 needs for this problem (k clamped as there), or -1 if too large. */
+int64_t posd_workspace_bytes(int64_t n, int64_t d, int64_t k) {
+    if (n < 1 || d < 1 || k < 0 || n > (INT64_C(1) << 24) || d > (INT64_C(1) << 24)) return -1;
+    if (k > n - 1) k = n - 1;
+    const int64_t np = padded(n);
+    return (int64_t)sizeof(int64_t) * n * (k + 1) + (int64_t)sizeof(float) * (d * np + n * np + n + d + k + 1);
+}
+
+/* Returns 0 on success, 1 for bad arguments, 2 when out of memory, 3 when work is too small.
  * y: [n, d] float32, C-contiguous; k: neighbours per sample (k >= 0; clamped to n - 1);
  * scale: multiplies V and its gradient; grad: n*d floats; value: 1 float; members: NULL or
- * n*(k'+1) int64 (k' the clamped k) receiving each group, column 0 being p itself. */
+ * n*(k'+1) int64 (k' the clamped k) receiving each group, column 0 being p itself;
+ * work: NULL (then the scratch is malloc'ed) or work_bytes >= posd_workspace_bytes(n, d, k)
+ * bytes aligned for int64. */
 int posd_vin_d2(const float *y, int64_t n, int64_t d, int64_t k, double scale, float *grad,
-                float *value, int64_t *members) {
-    if (!y || !grad || !value || n < 1 || d < 1 || k < 0) return 1;
+                float *value, int64_t *members, void *work, int64_t work_bytes) {
+    const int64_t need = posd_workspace_bytes(n, d, k);
+    if (!y || !grad || !value || need < 0) return 1;
+    if (work && work_bytes < need) return 3;
     if (k > n - 1) k = n - 1;
-    const int64_t g1 = k + 1, np = (n + BLOCK_COLS - 1) / BLOCK_COLS * BLOCK_COLS;
-    if (n > (INT64_C(1) << 24) || d > (INT64_C(1) << 24)) return 1;
-    float *yt = malloc(sizeof(float) * (size_t)(d * np + n * np + n + d + g1));
-    int64_t *own = members ? NULL : malloc(sizeof(int64_t) * (size_t)(n * g1));
-    if (!yt || (!members && !own)) {
-        free(yt);
-        free(own);
-        return 2;
-    }
-    int64_t *mem = members ? members : own;
+    const int64_t g1 = k + 1, np = padded(n);
+    void *own = work ? NULL : malloc((size_t)need);
+    if (!work && !own) return 2;
+    int64_t *mem = (int64_t *)(work ? work : own);
+    float *yt = (float *)(mem + n * g1);
+    if (members) mem = members;
     float *g = yt + d * np, *sq = g + n * np, *mean = sq + n, *best = mean + d;
 
     for (int64_t t = 0; t < d; ++t) {
@@ -175,7 +185,6 @@ int posd_vin_d2(const float *y, int64_t n, int64_t d, int64_t k, double scale, f
     for (int64_t i = 0; i < n * d; ++i) out[i] *= f;
     *value = (float)(-2.0 * (double)g1 * v * scale);
 
-    free(yt);
     free(own);
     return 0;
 }

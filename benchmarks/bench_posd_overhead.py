@@ -22,7 +22,8 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from train.features import FeatureTap
-from train.losses import build_loss, native
+from train import native
+from train.losses import build_loss
 from train.models import build_model
 from edge.bench import git_commit
 

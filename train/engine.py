@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import math
 import platform
 import signal
 import sys
@@ -31,10 +32,9 @@ from edge.sidecar import atomic_write
 from train.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
 from train.config import RESUMABLE_CHANGES, TrainConfig
 from train.data import DataSplits, build_dataset
-from train.data.augment import AUGMENTATIONS, Normalizer
+from train.data.augment import AUGMENTATIONS, Normalizer, augment_batch
 from train.features import FeatureTap
 from train.losses import LOSSES, build_loss
-from train.losses.posd import POSDLoss
 from train.models import MODELS, build_model
 
 
@@ -274,27 +274,33 @@ class Trainer:
         }
 
     def _kernel_info(self) -> Dict[str, Any]:
-        """Which POSD (d = 2) path a CPU run takes: the native kernel or pure PyTorch (same
-        maths to float rounding, so a resume on another path is not bit-identical)."""
-        loss = self.loss
-        if (self.device.type != "cpu" or not isinstance(loss, POSDLoss)
-                or loss.d != 2.0 or loss.qmi):
+        """CPU runs: whether the native kernels (the batch augmentation; POSD with d = 2) or the
+        pure-PyTorch code ran. The augmentation is bit-identical either way; POSD matches to float
+        rounding, so a resume on the other path is not bit-identical."""
+        if self.device.type != "cpu":
             return {}
-        from train.losses import native
+        from train import native
 
-        return {"posd_kernel": native.status()}
+        return {"native_kernels": native.status()}
 
     # -- the loop ------------------------------------------------------------------------
     def train_step(self, idx: torch.Tensor, gen: torch.Generator) -> Dict[str, torch.Tensor]:
         # DDP: augment the whole global batch (same generator on every rank), keep this rank's slice
         sizes = ddp.split_sizes(len(idx), self.dist.world)
-        x = self.normalize(self.augment(self.train_x[idx], gen))   # [B, C, H, W] float32
-        x = x.tensor_split(self.dist.world)[self.dist.rank]         # [B_local, C, H, W]
-        y = self.train_y[idx].tensor_split(self.dist.world)[self.dist.rank]
-        with torch.autocast(self.device.type, enabled=self.scaler is not None):
+        x = augment_batch(self.train_x, idx, self.data.augment, gen, self.normalize)   # [B, C, H, W] float32
+        y = self.train_y[idx]
+        if self.dist.world > 1:
+            x = x.tensor_split(self.dist.world)[self.dist.rank]     # [B_local, C, H, W]
+            y = y.tensor_split(self.dist.world)[self.dist.rank]
+        # Every small op costs tens of microseconds in a CPU step at batch 64, so the step skips
+        # the ones that would do nothing here (no-AMP autocast, casts of float32, scaling by 1).
+        with torch.autocast(self.device.type) if self.scaler is not None else contextlib.nullcontext():
             logits = self.train_model(x)
             feats = self.tap.read(logits) if self.tap is not None else None
-        logits, feats = logits.float(), None if feats is None else feats.float()
+        if logits.dtype != torch.float32:
+            logits = logits.float()
+        if feats is not None and feats.dtype != torch.float32:
+            feats = feats.float()
         if self.gather:                      # the loss sees the global batch, in rank order
             logits = ddp.gather_keep_local_grad(logits, sizes, self.dist)
             feats = None if feats is None else ddp.gather_keep_local_grad(feats, sizes, self.dist)
@@ -304,14 +310,15 @@ class Trainer:
         if not self._all_finite(total):      # stop before a NaN update reaches the weights
             raise NonFiniteLoss({k: float(v.detach()) for k, v in terms.items()})
         scale = ddp.grad_scale(len(x), len(idx), self.dist, self.gather)
+        scaled = total if scale == 1.0 else total * scale
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
-            self.scaler.scale(total * scale).backward()
+            self.scaler.scale(scaled).backward()
             ddp.average_grads(self.loss.parameters(), self.dist)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            (total * scale).backward()
+            scaled.backward()
             ddp.average_grads(self.loss.parameters(), self.dist)
             self.optimizer.step()
         out = {k: v.detach() for k, v in terms.items()}
@@ -321,9 +328,10 @@ class Trainer:
 
     def _all_finite(self, total: torch.Tensor) -> bool:
         """Finite on every rank (under DDP all ranks must agree, or the others would hang)."""
+        if not self.dist.enabled:
+            return math.isfinite(total.detach().item())
         bad = (~torch.isfinite(total.detach())).float().reshape(1)
-        if self.dist.enabled:
-            ddp.all_reduce_sum(bad, self.dist)
+        ddp.all_reduce_sum(bad, self.dist)
         return float(bad) == 0.0
 
     def _reduce_step(self, out: Dict[str, torch.Tensor], n_seen: int, n_global: int) -> Dict[str, torch.Tensor]:

@@ -5,18 +5,64 @@ function of (seed, epoch, step): this is what makes ``--resume`` bit-exact.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from train import native
 
-def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Zero-pad by ``pad`` and crop back to the input size at a random offset per sample."""
+
+@dataclass
+class Plan:
+    """One batch's random geometry, per sample, applied in this order: a crop at (``oy``,
+    ``ox``) of the image zero-padded by ``pad``, a flip of the width, of the height, and a
+    transpose (square images). ``None`` skips a step. Drawing the plan and applying it are
+    separate so that the PyTorch ops and the native kernel apply the same draws."""
+
+    pad: int = 0
+    oy: Optional[torch.Tensor] = None      # [B] int64 in [0, 2 pad]
+    ox: Optional[torch.Tensor] = None
+    flip_w: Optional[torch.Tensor] = None  # [B] bool
+    flip_h: Optional[torch.Tensor] = None
+    turn: Optional[torch.Tensor] = None
+
+
+def _draw_crop(plan: Plan, b: int, pad: int, gen: torch.Generator) -> None:
+    plan.pad = pad
+    plan.oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    plan.ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+
+
+def _draw_flip(b: int, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(b, generator=gen) < 0.5
+
+
+def draw(policy: str, shape: Sequence[int], gen: torch.Generator) -> Plan:
+    """The random draws of augmentation ``policy`` for a batch of ``shape`` [B, C, H, W]."""
+    b, _, h, w = shape
+    plan = Plan()
+    if policy == "cifar":          # random crop (pad 4) + horizontal flip
+        _draw_crop(plan, b, 4, gen)
+        plan.flip_w = _draw_flip(b, gen)
+    elif policy == "crop":         # digits, SVHN: a flipped digit is another digit
+        _draw_crop(plan, b, 2, gen)
+    elif policy == "aerial":       # seen from above: any flip or 90-degree turn is another valid view
+        plan.flip_w = _draw_flip(b, gen)
+        plan.flip_h = _draw_flip(b, gen)
+        if h == w:
+            plan.turn = _draw_flip(b, gen)
+    elif policy != "none":
+        raise ValueError(f"unknown augmentation {policy!r}; valid: {', '.join(sorted(AUGMENTATIONS))}")
+    return plan
+
+
+def crop(x: torch.Tensor, pad: int, oy: torch.Tensor, ox: torch.Tensor) -> torch.Tensor:
+    """Zero-pad by ``pad`` and crop back to the input size at offset (``oy``, ``ox``) per sample."""
     b, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))                                   # [B, C, H+2p, W+2p]
-    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+    oy, ox = oy.to(x.device), ox.to(x.device)
     rows = (oy[:, None] + torch.arange(h, device=x.device))                    # [B, H]
     cols = (ox[:, None] + torch.arange(w, device=x.device))                    # [B, W]
     wp = w + 2 * pad
@@ -25,34 +71,45 @@ def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor
     return out.view(b, c, h, w)
 
 
+def flip_where(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x`` with the samples where ``mask`` ([B] bool) flipped along ``dim``."""
+    return torch.where(mask.to(x.device).view(-1, 1, 1, 1), x.flip(dim), x)
+
+
+def apply(x: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """``plan`` applied to a batch [B, C, H, W] with PyTorch ops (any device, any dtype)."""
+    if plan.oy is not None:
+        x = crop(x, plan.pad, plan.oy, plan.ox)
+    if plan.flip_w is not None:
+        x = flip_where(x, plan.flip_w, 3)
+    if plan.flip_h is not None:
+        x = flip_where(x, plan.flip_h, 2)
+    if plan.turn is not None:
+        x = torch.where(plan.turn.to(x.device).view(-1, 1, 1, 1), x.transpose(2, 3), x)
+    return x
+
+
+def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Zero-pad by ``pad`` and crop back to the input size at a random offset per sample."""
+    plan = Plan()
+    _draw_crop(plan, x.shape[0], pad, gen)
+    return crop(x, pad, plan.oy, plan.ox)
+
+
 def random_flip(x: torch.Tensor, dim: int, gen: torch.Generator) -> torch.Tensor:
-    mask = torch.rand(x.shape[0], generator=gen) < 0.5                         # [B]
-    mask = mask.to(x.device).view(-1, 1, 1, 1)
-    return torch.where(mask, x.flip(dim), x)
+    return flip_where(x, _draw_flip(x.shape[0], gen), dim)
 
 
-def _cifar(x, gen):      # random crop (pad 4) + horizontal flip
-    return random_flip(random_crop(x, 4, gen), 3, gen)
+def _policy(name: str) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return apply(x, draw(name, x.shape, gen))
 
-
-def _crop(x, gen):       # digits, SVHN: a flipped digit is another digit
-    return random_crop(x, 2, gen)
-
-
-def _aerial(x, gen):     # seen from above: any flip or 90-degree turn is another valid view
-    x = random_flip(random_flip(x, 3, gen), 2, gen)
-    if x.shape[2] == x.shape[3]:
-        turn = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device).view(-1, 1, 1, 1)
-        x = torch.where(turn, x.transpose(2, 3), x)
-    return x
-
-
-def _none(x, gen):
-    return x
+    augment.__name__ = f"augment_{name}"
+    return augment
 
 
 AUGMENTATIONS: Dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
-    "cifar": _cifar, "crop": _crop, "aerial": _aerial, "none": _none,
+    name: _policy(name) for name in ("cifar", "crop", "aerial", "none")
 }
 
 
@@ -66,3 +123,19 @@ class Normalizer:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() * (1.0 / 255.0) - self.mean) * self.inv_std
+
+
+def augment_batch(images: torch.Tensor, idx: torch.Tensor, policy: str, gen: torch.Generator,
+                  normalize: Normalizer) -> torch.Tensor:
+    """``normalize(AUGMENTATIONS[policy](images[idx], gen))``: the training batch, float32.
+
+    On CPU, uint8 images go through one native call (:func:`train.native.augment_u8`) instead of
+    about twenty small PyTorch ops; the random draws are the same and the result is the same
+    tensor bit for bit, so a run, and its resume, do not depend on which path ran.
+    """
+    shape = (len(idx),) + tuple(images.shape[1:])
+    plan = draw(policy, shape, gen)
+    if native.augment_ready(images):
+        return native.augment_u8(images, idx, normalize.mean, normalize.inv_std, plan.pad, plan.oy,
+                                 plan.ox, plan.flip_w, plan.flip_h, plan.turn)
+    return normalize(apply(images[idx], plan))

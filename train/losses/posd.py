@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from train.losses import native, register_loss
+from train import native
+from train.losses import register_loss
 from train.losses._util import check_positive_int
 
 
@@ -128,7 +129,7 @@ class _VInD2(torch.autograd.Function):
 
 
 class _VInD2Native(torch.autograd.Function):
-    """:class:`_VInD2` as one native call (:mod:`train.losses.native`): same value and gradient
+    """:class:`_VInD2` as one native call (:mod:`train.native`): same value and gradient
     to float rounding, for float32 CPU features that :func:`native.supports` accepts. The C code
     writes ``scale * V`` and ``scale * dV/dy``; the gradient is saved, so the backward is one
     multiply. Neighbour ties go to the lower batch index."""

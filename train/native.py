@@ -1,25 +1,28 @@
-"""POSD's default path (d = 2, V_IN) on CPU as one native call, built once from ``posd_d2.c``.
+"""Native CPU kernels (``native.c``), built once with the system C compiler, used when they help.
 
-At batch 64 a small net's CPU training step takes 5-10 ms, and after its convolutions every
-*distinct* PyTorch op runs cache-cold at 20-75 us, so the pure-PyTorch POSD (nine kernels, see
-:class:`train.losses.posd._VInD2`) costs 5-8 % of the step. The same maths in one C call costs
-1-4 % (``benchmarks/bench_posd_overhead.py``; figures in ``docs/benchmarks.md``).
+A small net's CPU training step at batch 64 takes 5-10 ms, and after its convolutions every
+*distinct* PyTorch op runs cache-cold at 20-75 us. Two parts of the step are chains of such ops,
+and the library does each in one call:
 
-The library is compiled on first use with the system C compiler (``$CC``, else ``cc``, ``gcc`` or
-``clang``; about 0.3 s) into ``$EDGE_STUDENTS_CACHE/native`` (default
-``~/.cache/edge-students/native``), under a name that hashes the source, the compiler's version
-and the machine, so an upgrade or another machine sharing the folder rebuilds rather than loads
-a stale or foreign build. The build goes to a temporary file that is renamed into place, so
-concurrent processes (DDP ranks) never load half a file.
+- POSD's default path (d = 2, V_IN; nine ops in :class:`train.losses.posd._VInD2`):
+  :func:`vin_d2`, the same value and gradient to float rounding (the neighbour search breaks
+  exact ties by the lower index);
+- the batch's gather, augmentation and normalisation (about twenty ops in
+  :mod:`train.data.augment`): :func:`augment_u8`, bit-identical to them.
+
+``benchmarks/bench_posd_overhead.py`` and ``benchmarks/bench_data_path.py`` time both paths;
+figures are in ``docs/benchmarks.md``.
+
+The library is compiled on first use (``$CC``, else ``cc``, ``gcc`` or ``clang``; under a second)
+into ``$EDGE_STUDENTS_CACHE/native`` (default ``~/.cache/edge-students/native``), under a name
+that hashes the source, the compiler's version, the flags and the machine, so an upgrade or
+another machine sharing the folder rebuilds rather than loads a stale or foreign build. The
+build goes to a temporary file that is renamed into place, so concurrent processes (DDP ranks)
+never load half a file, and a corrupt file is rebuilt.
 
 Nothing depends on it: without a compiler, when the build fails (one warning says why), or with
-``EDGE_STUDENTS_NATIVE=0``, POSD runs its pure-PyTorch path, which gives the same values and
-gradients to float rounding. :func:`status` says which path this process uses.
-
-The C code needs float32, C-contiguous CPU features and is single-threaded, so
-:func:`supports` routes only batches up to :data:`MAX_WORK` multiply-adds of Gram matrix
-(``N * N * D``) to it; larger ones (where PyTorch's multi-threaded BLAS wins) and every other
-device or dtype take the PyTorch path.
+``EDGE_STUDENTS_NATIVE=0``, the pure-PyTorch code runs. :func:`status` says which path this
+process uses, and training records it in ``config.json``.
 """
 from __future__ import annotations
 
@@ -39,10 +42,12 @@ from typing import Iterator, Optional, Tuple
 
 import torch
 
-SOURCE = Path(__file__).with_name("posd_d2.c")
-ABI = 1                       # must equal POSD_ABI in posd_d2.c
-FLAGS = ("-O3", "-shared", "-fPIC")
-MAX_WORK = 1 << 22            # N*N*D: e.g. batch 256 at D = 64, batch 64 at D = 1024
+SOURCE = Path(__file__).with_name("native.c")
+ABI = 2                       # must equal NATIVE_ABI in native.c
+FLAGS = ("-O3", "-shared", "-fPIC", "-ffp-contract=off")
+# POSD: the C Gram matrix is single-threaded, so batches beyond N*N*D multiply-adds (e.g. batch
+# 256 at D = 64, batch 64 at D = 1024) take PyTorch's multi-threaded BLAS instead
+MAX_WORK = 1 << 22
 ENV_SWITCH = "EDGE_STUDENTS_NATIVE"
 
 _lock = threading.Lock()
@@ -94,11 +99,11 @@ def library_path(cc: str) -> Path:
         key.update(part)
         key.update(b"\0")
     suffix = ".dylib" if sys.platform == "darwin" else ".so"
-    return cache_dir() / f"posd_d2-{key.hexdigest()[:16]}{suffix}"
+    return cache_dir() / f"native-{key.hexdigest()[:16]}{suffix}"
 
 
 def build(cc: str, dest: Path) -> Path:
-    """Compile ``posd_d2.c`` to ``dest`` atomically; raises RuntimeError with the compiler's words."""
+    """Compile ``native.c`` to ``dest`` atomically; raises RuntimeError with the compiler's words."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.stem + ".", suffix=dest.suffix + ".tmp", dir=dest.parent)
     os.close(fd)
@@ -119,10 +124,10 @@ def build(cc: str, dest: Path) -> Path:
 
 def _bind(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
-    lib.posd_abi.restype = ctypes.c_int
-    lib.posd_abi.argtypes = []
-    if lib.posd_abi() != ABI:
-        raise OSError(f"{path} has ABI {lib.posd_abi()}, expected {ABI}")
+    lib.native_abi.restype = ctypes.c_int
+    lib.native_abi.argtypes = []
+    if lib.native_abi() != ABI:
+        raise OSError(f"{path} has ABI {lib.native_abi()}, expected {ABI}")
     fn = lib.posd_vin_d2
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
@@ -131,6 +136,9 @@ def _bind(path: Path) -> ctypes.CDLL:
     lib.posd_workspace_bytes.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
     lib.posd_select_kernel.restype = ctypes.c_int
     lib.posd_select_kernel.argtypes = [ctypes.c_int]
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.augment_u8.restype = ctypes.c_int
+    lib.augment_u8.argtypes = [p, i64, i64, i64, i64, p, i64, i64, p, p, p, p, p, p, p, p]
     return lib
 
 
@@ -154,8 +162,8 @@ def _load() -> None:
         else:
             lib = _bind(build(cc, path))
     except (OSError, RuntimeError) as exc:
-        _state = f"pure PyTorch (building the native kernel failed: {exc})"
-        warnings.warn(f"POSD: {_state}; training continues on the PyTorch path "
+        _state = f"pure PyTorch (building the native kernels failed: {exc})"
+        warnings.warn(f"edge-students: {_state}; training continues on the PyTorch path "
                       f"(set {ENV_SWITCH}=0 to silence this)", RuntimeWarning, stacklevel=3)
         return
     _lib, _fn = lib, lib.posd_vin_d2
@@ -163,7 +171,7 @@ def _load() -> None:
 
 
 def kernel():
-    """The loaded ``posd_vin_d2`` function, or None (building it on the first call)."""
+    """The loaded ``posd_vin_d2`` function, or None (building the library on the first call)."""
     if _state == "not tried":
         with _lock:
             if _state == "not tried":
@@ -180,7 +188,7 @@ def reset() -> None:
 
 
 def status() -> str:
-    """``"native (<library>)"`` or ``"pure PyTorch (<why>)"``: which path POSD (d = 2) takes on CPU."""
+    """``"native (<library>)"`` or ``"pure PyTorch (<why>)"``: which path CPU training takes."""
     kernel()
     return _state
 
@@ -189,7 +197,7 @@ def select_kernel(which: int = -1) -> int:
     """The Gram kernel inside the library: -1 the best for this CPU, 0 generic, 1 AVX2+FMA.
     Returns the one now in use, or -1 if unavailable (tests use it to check both)."""
     if kernel() is None:
-        raise RuntimeError(f"the native POSD kernel is not loaded: {_state}")
+        raise RuntimeError(f"the native kernels are not loaded: {_state}")
     return int(_lib.posd_select_kernel(int(which)))
 
 
@@ -201,8 +209,8 @@ def supports(y: torch.Tensor) -> bool:
 
 @contextlib.contextmanager
 def paused() -> Iterator[None]:
-    """Within this block POSD takes its pure-PyTorch path (benchmarks and tests compare the two).
-    Process-wide, not per thread."""
+    """Within this block POSD and the augmentation take their pure-PyTorch paths (benchmarks and
+    tests compare the two). Process-wide, not per thread."""
     global _paused
     _paused += 1
     try:
@@ -221,7 +229,7 @@ def vin_d2(y: torch.Tensor, k: int, scale: float,
     """
     fn = kernel()
     if fn is None:
-        raise RuntimeError(f"the native POSD kernel is not loaded: {_state}")
+        raise RuntimeError(f"the native kernels are not loaded: {_state}")
     if y.device.type != "cpu" or y.dtype != torch.float32 or y.dim() != 2:
         raise ValueError(f"vin_d2 needs float32 CPU features [N, D], got {y.dtype} {tuple(y.shape)} "
                          f"on {y.device}")
@@ -252,3 +260,56 @@ def run(y: torch.Tensor, n: int, d: int, k: int, scale: float, grad: torch.Tenso
         rc = _fn(y.data_ptr(), n, d, k, scale, grad.data_ptr(), value.data_ptr(), mp, buf.data_ptr(), buf.numel())
     if rc != 0:
         raise RuntimeError(f"posd_vin_d2 failed with code {rc} ({ERRORS.get(rc, 'unknown')})")
+
+
+def augment_ready(x: torch.Tensor) -> bool:
+    """Whether :func:`augment_u8` takes batches of these training images ([N, C, H, W] uint8)."""
+    return (not _paused and x.dtype == torch.uint8 and x.device.type == "cpu" and x.dim() == 4
+            and x.is_contiguous() and kernel() is not None)
+
+
+def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
+    return None if t is None else t.data_ptr()
+
+
+def augment_u8(x: torch.Tensor, idx: torch.Tensor, mean: torch.Tensor, inv_std: torch.Tensor,
+               pad: int = 0, oy: Optional[torch.Tensor] = None, ox: Optional[torch.Tensor] = None,
+               flip_w: Optional[torch.Tensor] = None, flip_h: Optional[torch.Tensor] = None,
+               turn: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``normalise(transform(x[idx]))`` as float32 [B, C, H, W], in one call.
+
+    ``x``: contiguous uint8 [N, C, H, W] (:func:`augment_ready`); ``idx``: int64 [B];
+    ``mean``/``inv_std``: float32 [C]; per sample, in this order: a crop at (``oy``, ``ox``) of
+    the image zero-padded by ``pad``, a flip of the width, of the height, and a transpose (square
+    images). ``None`` skips a step. The same arithmetic as :mod:`train.data.augment`, bit for bit.
+    """
+    if kernel() is None:
+        raise RuntimeError(f"the native kernels are not loaded: {_state}")
+    if not (x.dtype == torch.uint8 and x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous()):
+        raise ValueError(f"augment_u8 needs contiguous uint8 CPU images [N, C, H, W], got {x.dtype} "
+                         f"{tuple(x.shape)} on {x.device}")
+    n, c, h, w = x.shape
+    b = len(idx)
+    idx, oy, ox = (None if t is None else _as(t, torch.int64, b) for t in (idx, oy, ox))
+    flags = [None if t is None else _as(t, torch.bool, b) for t in (flip_w, flip_h, turn)]
+    mean, inv_std = _as(mean, torch.float32, c), _as(inv_std, torch.float32, c)
+    out = torch.empty(b, c, h, w)
+    rc = _lib.augment_u8(x.data_ptr(), n, c, h, w, idx.data_ptr(), b, int(pad), _ptr(oy), _ptr(ox),
+                         *(_ptr(f) for f in flags), mean.data_ptr(), inv_std.data_ptr(), out.data_ptr())
+    if rc != 0:
+        bad = idx[(idx < 0) | (idx >= n)]
+        if len(bad):
+            raise IndexError(f"batch index {int(bad[0])} out of range for {n} training images")
+        raise ValueError(f"augment_u8 rejected its arguments (pad {pad}, offsets within [0, {2 * pad}] "
+                         f"needed; a turn needs square images, got {h}x{w})")
+    return out
+
+
+def _as(t: torch.Tensor, dtype: torch.dtype, numel: int) -> torch.Tensor:
+    """``t`` as a contiguous CPU tensor of ``dtype`` with ``numel`` values (no copy when it is one:
+    this runs every step). A bool tensor is one byte per value, which the C code reads as 0/1."""
+    if t.dtype != dtype or t.device.type != "cpu" or not t.is_contiguous():
+        t = t.to("cpu", dtype).contiguous()
+    if t.numel() != numel:
+        raise ValueError(f"expected {numel} values, got a tensor of shape {tuple(t.shape)}")
+    return t

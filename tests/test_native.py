@@ -1,5 +1,6 @@
-"""The native CPU kernel for POSD's default path (d = 2, V_IN): same maths as the PyTorch path and
-the plainly written reference, and a build that falls back cleanly when it cannot be had."""
+"""The native CPU kernels (train/native.c): POSD's default path (d = 2, V_IN) against the PyTorch
+path and the plainly written reference; the batch augmentation bit for bit against the PyTorch
+ops; and a build that falls back cleanly when it cannot be had."""
 from __future__ import annotations
 
 import os
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.losses import native
+from train import native
+from train.data.augment import AUGMENTATIONS, Normalizer, augment_batch
 from train.losses.posd import _VInD2, _VInD2Native, latent_groups, posd_loss
 from tests.test_losses import ref_posd
 
@@ -180,13 +182,70 @@ def test_vin_d2_rejects_bad_inputs(kernel):
         native.vin_d2(torch.randn(4, 3), 2, 1.0, members=torch.empty(4, 2, dtype=torch.int64))
 
 
+# ------------------------------------------------------------------ batch augmentation
+
+@pytest.mark.parametrize("policy", ["cifar", "crop", "aerial", "none"])
+@pytest.mark.parametrize("shape", [(40, 3, 32, 32), (30, 1, 8, 8), (20, 3, 12, 20), (9, 3, 5, 5)])
+def test_native_augmentation_is_bit_identical(kernel, policy, shape):
+    """Same draws, same tensor, bit for bit, as the PyTorch ops (so runs and resumes do not
+    depend on the path); 8x8 with the CIFAR pad of 4 crops whole rows and columns away."""
+    g = torch.Generator().manual_seed(shape[0])
+    x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+    norm = Normalizer([0.2, 0.5, 0.7][: shape[1]], [0.25, 0.3, 0.11][: shape[1]], "cpu")
+    idx = torch.randperm(shape[0], generator=g)[: shape[0] // 2 + 1]
+    fast = augment_batch(x, idx, policy, torch.Generator().manual_seed(7), norm)
+    with native.paused():
+        ref = augment_batch(x, idx, policy, torch.Generator().manual_seed(7), norm)
+    slow = norm(AUGMENTATIONS[policy](x[idx], torch.Generator().manual_seed(7)))
+    assert fast.dtype == torch.float32 and fast.shape == (len(idx),) + shape[1:]
+    assert torch.equal(fast, ref) and torch.equal(ref, slow)
+
+
+def test_native_augmentation_each_step_alone(kernel):
+    """Crop offsets, each flip and the turn, one at a time, against explicit per-sample indexing."""
+    x = torch.randint(0, 256, (6, 2, 7, 7), dtype=torch.uint8)
+    mean, inv_std = torch.zeros(2), torch.ones(2)
+    idx = torch.tensor([5, 0, 3])
+    as_float = lambda t: t.float() * (1.0 / 255.0)   # noqa: E731  normalise with mean 0, std 1
+    oy, ox = torch.tensor([0, 3, 6]), torch.tensor([6, 1, 3])
+    out = native.augment_u8(x, idx, mean, inv_std, pad=3, oy=oy, ox=ox)
+    padded = torch.nn.functional.pad(x, (3, 3, 3, 3))
+    for i, s in enumerate(idx):
+        assert torch.equal(out[i], as_float(padded[s, :, oy[i]:oy[i] + 7, ox[i]:ox[i] + 7]))
+    mask = torch.tensor([True, False, True])
+    for kw, op in (("flip_w", lambda t: t.flip(-1)), ("flip_h", lambda t: t.flip(-2)),
+                   ("turn", lambda t: t.transpose(-1, -2))):
+        out = native.augment_u8(x, idx, mean, inv_std, **{kw: mask})
+        for i, s in enumerate(idx):
+            assert torch.equal(out[i], as_float(op(x[s]) if mask[i] else x[s])), kw
+
+
+def test_native_augmentation_rejects_bad_inputs(kernel):
+    x = torch.randint(0, 256, (4, 3, 6, 8), dtype=torch.uint8)
+    m, s = torch.zeros(3), torch.ones(3)
+    with pytest.raises(IndexError, match="batch index 4 out of range for 4"):
+        native.augment_u8(x, torch.tensor([0, 4]), m, s)
+    with pytest.raises(IndexError, match="batch index -1"):
+        native.augment_u8(x, torch.tensor([-1]), m, s)
+    with pytest.raises(ValueError, match="square"):
+        native.augment_u8(x, torch.tensor([0]), m, s, turn=torch.tensor([True]))
+    with pytest.raises(ValueError, match="offsets within"):
+        native.augment_u8(x, torch.tensor([0]), m, s, pad=1, oy=torch.tensor([3]), ox=torch.tensor([0]))
+    with pytest.raises(ValueError, match="expected 3 values"):
+        native.augment_u8(x, torch.tensor([0]), torch.zeros(2), s)
+    with pytest.raises(ValueError, match="uint8 CPU images"):
+        native.augment_u8(x.float(), torch.tensor([0]), m, s)
+    assert not native.augment_ready(x.permute(0, 1, 3, 2))          # not contiguous: PyTorch path
+    assert not native.augment_ready(x.float())
+
+
 # ------------------------------------------------------------------ build, cache and fallback
 
 def test_build_once_then_load_not_rebuild(fresh):
     if native.find_compiler() is None:
         pytest.skip("no C compiler here")
     assert native.kernel() is not None
-    built = list(fresh.glob("posd_d2-*"))
+    built = list(fresh.glob("native-*"))
     assert len(built) == 1 and native.status() == f"native ({built[0]})"
     assert not list(fresh.glob("*.tmp"))                       # the temporary file was renamed
     mtime = built[0].stat().st_mtime_ns
@@ -202,7 +261,7 @@ def test_corrupt_cached_library_is_rebuilt(tmp_path):
     code = (
         "import warnings; warnings.simplefilter('error')\n"
         "import torch\n"
-        "from train.losses import native\n"
+        "from train import native\n"
         "path = native.library_path(native.find_compiler())\n"
         "path.parent.mkdir(parents=True, exist_ok=True)\n"
         "path.write_bytes(b'\\x7fELF truncated')\n"
@@ -242,12 +301,12 @@ def test_no_compiler_falls_back_quietly(fresh, monkeypatch):
 def test_failing_compiler_warns_once_and_falls_back(fresh, monkeypatch, tmp_path):
     cc = tmp_path / "badcc"
     cc.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'badcc 1.0'; exit 0; fi\n"
-                  "echo 'posd_d2.c:1: error: this compiler is broken' >&2\nexit 1\n")
+                  "echo 'native.c:1: error: this compiler is broken' >&2\nexit 1\n")
     cc.chmod(cc.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("CC", str(cc))
     with pytest.warns(RuntimeWarning, match="this compiler is broken"):
         assert native.kernel() is None
-    assert "building the native kernel failed" in native.status()
+    assert "building the native kernels failed" in native.status()
     with warnings.catch_warnings():
         warnings.simplefilter("error")                         # the warning came once
         assert posd_loss(torch.randn(8, 3), 2).isfinite()
@@ -268,7 +327,7 @@ def test_training_records_which_path(tmp_path, kernel):
                       out=str(tmp_path / "run"), overwrite=True, seed=0, knn=2)
     Trainer(cfg, progress=False).fit()
     info = json.loads((tmp_path / "run" / "config.json").read_text())
-    found = [v for k, v in _walk(info) if k == "posd_kernel"]
+    found = [v for k, v in _walk(info) if k == "native_kernels"]
     assert found and found[0].startswith("native (")
 
 
@@ -280,3 +339,24 @@ def _walk(obj):
     elif isinstance(obj, list):
         for v in obj:
             yield from _walk(v)
+
+
+def test_training_is_bit_identical_on_either_augmentation_path(tmp_path, kernel):
+    """CE training (no POSD rounding involved) gives the same weights with the native batch
+    augmentation and with the PyTorch ops: a resume may switch paths and stay exact."""
+    from train.config import TrainConfig
+    from train.engine import Trainer
+
+    weights = []
+    for name, ctx in (("native", None), ("pytorch", native.paused())):
+        cfg = TrainConfig(dataset="digits", model="cifar_cnn", method="ce", epochs=1, batch_size=64,
+                          lr=0.05, out=str(tmp_path / name), overwrite=True, seed=0)
+        if ctx is None:
+            Trainer(cfg, progress=False).fit()
+        else:
+            with ctx:
+                Trainer(cfg, progress=False).fit()
+        sd = torch.load(tmp_path / name / "model.pt", weights_only=True)["state_dict"]
+        weights.append(sd)
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

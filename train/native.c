@@ -1,26 +1,32 @@
-/* POSD's V_IN for the power kernel with d = 2, one CPU batch in one call (train/losses/native.py).
+/* The native CPU kernels of edge-students, compiled on first use by train/native.py.
  *
- * Why this exists: at batch 64 a small net's CPU training step is 5-10 ms, and after its
- * convolutions every distinct PyTorch op runs cache-cold at 20-75 us. The pure-PyTorch POSD
- * (train/losses/posd.py, _VInD2) needs nine of them; this file does the same maths in one call:
+ * Why this exists: a small net's CPU training step at batch 64 takes 5-10 ms, and after its
+ * convolutions every distinct PyTorch op runs cache-cold at 20-75 us. Two parts of the step are
+ * chains of such small ops, and each is one call here:
  *
- *   G_p   = {p} + the k nearest neighbours of p in the batch (squared Euclidean distance,
- *           p itself always a member, ties broken by the lower index),
- *   V     = sum_p sum_{a,b in G_p} -||y_a - y_b||^2 = -sum_p 2|G| sum_{a in G_p} ||y_a - m_p||^2,
- *           m_p the mean of G_p (the centred form: no cancellation when groups are tight),
- *   dV/dy_j = -4|G| sum_{p : j in G_p} (y_j - m_p).
+ * 1. posd_vin_d2: POSD's V_IN for the power kernel with d = 2 (train/losses/posd.py, _VInD2,
+ *    nine PyTorch ops):
+ *      G_p   = {p} + the k nearest neighbours of p in the batch (squared Euclidean distance,
+ *              p itself always a member, ties broken by the lower index),
+ *      V     = sum_p sum_{a,b in G_p} -||y_a - y_b||^2 = -sum_p 2|G| sum_{a in G_p} ||y_a - m_p||^2,
+ *              m_p the mean of G_p (the centred form: no cancellation when groups are tight),
+ *      dV/dy_j = -4|G| sum_{p : j in G_p} (y_j - m_p).
+ *    grad[0 .. n*d) receives scale * dV/dy and *value receives scale * V.
  *
- * grad[0 .. n*d) receives scale * dV/dy and *value receives scale * V. Single-threaded and
- * deterministic (a fixed summation order for a given build). Plain C with GCC/Clang vector
- * extensions; on x86-64 an AVX2+FMA Gram kernel is chosen at run time when the CPU has it.
+ * 2. augment_u8: gather a batch from the uint8 training images, crop/flip/turn each sample and
+ *    normalise it (train/data/augment.py, about twenty PyTorch ops), bit-identical to them.
+ *
+ * Single-threaded and deterministic. Plain C with GCC/Clang vector extensions; on x86-64 an
+ * AVX2 Gram kernel is chosen at run time when the CPU has it. Built with -ffp-contract=off, so
+ * no multiply-add is fused and the normalisation rounds exactly as PyTorch and NumPy do.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define POSD_ABI 1
+#define NATIVE_ABI 2
 
-int posd_abi(void) { return POSD_ABI; }
+int native_abi(void) { return NATIVE_ABI; }
 
 typedef float v4 __attribute__((vector_size(16)));
 #define BLOCK_COLS 16 /* the Gram matrix is stored with rows padded to a multiple of this */
@@ -186,5 +192,77 @@ int posd_vin_d2(const float *y, int64_t n, int64_t d, int64_t k, double scale, f
     *value = (float)(-2.0 * (double)g1 * v * scale);
 
     free(own);
+    return 0;
+}
+
+/* out[s, ch, i, j] = normalise(x[idx[s], ch, a, b]) with (a, b) from (i, j) by, in this order of
+ * application to the image: a crop at (oy[s], ox[s]) of the image zero-padded by pad, a flip of
+ * the width (flip_w[s]), of the height (flip_h[s]), and a transpose (turn[s], square images only).
+ * Any of oy/ox (both or neither), flip_w, flip_h, turn may be NULL: that step is skipped.
+ * normalise(v) = (v * (1/255) - mean[ch]) * inv_std[ch] in float32. Returns 0, or 1 for bad
+ * arguments (an index out of [0, n), an offset out of [0, 2 pad], a turn of a non-square image). */
+int augment_u8(const uint8_t *x, int64_t n, int64_t c, int64_t h, int64_t w, const int64_t *idx,
+               int64_t b, int64_t pad, const int64_t *oy, const int64_t *ox, const uint8_t *flip_w,
+               const uint8_t *flip_h, const uint8_t *turn, const float *mean, const float *inv_std,
+               float *out) {
+    if (!x || !idx || !mean || !inv_std || !out || n < 1 || c < 1 || h < 1 || w < 1 || b < 0 ||
+        pad < 0 || (!oy) != (!ox))
+        return 1;
+    for (int64_t s = 0; s < b; ++s) {
+        if (idx[s] < 0 || idx[s] >= n) return 1;
+        if (oy && (oy[s] < 0 || oy[s] > 2 * pad || ox[s] < 0 || ox[s] > 2 * pad)) return 1;
+        if (turn && turn[s] && h != w) return 1;
+    }
+    const float inv255 = (float)(1.0 / 255.0);
+    const int64_t plane = h * w;
+    for (int64_t s = 0; s < b; ++s) {
+        const uint8_t *img = x + idx[s] * c * plane;
+        const int64_t dy = oy ? oy[s] - pad : 0, dx = ox ? ox[s] - pad : 0;
+        const int fw = flip_w && flip_w[s], fh = flip_h && flip_h[s], tr = turn && turn[s];
+        for (int64_t ch = 0; ch < c; ++ch) {
+            const uint8_t *src = img + ch * plane;
+            float *dst = out + (s * c + ch) * plane;
+            const float m = mean[ch], is = inv_std[ch];
+            const float zero = (0.0f * inv255 - m) * is;
+            if (tr) {   /* square: out[i, j] = flipped[j, i], a strided walk (aerial data only) */
+                for (int64_t i = 0; i < h; ++i)
+                    for (int64_t j = 0; j < w; ++j) {
+                        int64_t a = fh ? h - 1 - j : j, bb = fw ? w - 1 - i : i;
+                        a += dy;
+                        bb += dx;
+                        dst[i * w + j] = (a < 0 || a >= h || bb < 0 || bb >= w)
+                                             ? zero : ((float)src[a * w + bb] * inv255 - m) * is;
+                    }
+                continue;
+            }
+            /* rows: output j reads source column (fw ? w-1-j : j) + dx, valid for j in [j0, j1) */
+            int64_t j0, j1;
+            if (!fw) {
+                j0 = dx < 0 ? -dx : 0;
+                j1 = w - (dx > 0 ? dx : 0);
+            } else {
+                j0 = dx > 0 ? dx : 0;
+                j1 = w + (dx < 0 ? dx : 0);
+            }
+            if (j1 < j0) j1 = j0;
+            for (int64_t i = 0; i < h; ++i) {
+                float *drow = dst + i * w;
+                const int64_t a = (fh ? h - 1 - i : i) + dy;
+                if (a < 0 || a >= h) {
+                    for (int64_t j = 0; j < w; ++j) drow[j] = zero;
+                    continue;
+                }
+                for (int64_t j = 0; j < j0; ++j) drow[j] = zero;
+                for (int64_t j = j1; j < w; ++j) drow[j] = zero;
+                if (!fw) {
+                    const uint8_t *srow = src + a * w + dx;
+                    for (int64_t j = j0; j < j1; ++j) drow[j] = ((float)srow[j] * inv255 - m) * is;
+                } else {
+                    const uint8_t *srow = src + a * w + (w - 1) + dx;   /* srow[-j] */
+                    for (int64_t j = j0; j < j1; ++j) drow[j] = ((float)srow[-j] * inv255 - m) * is;
+                }
+            }
+        }
+    }
     return 0;
 }

@@ -254,12 +254,12 @@ int augment_u8(const uint8_t *x, int64_t n, int64_t c, int64_t h, int64_t w, con
                 }
                 for (int64_t j = 0; j < j0; ++j) drow[j] = zero;
                 for (int64_t j = j1; j < w; ++j) drow[j] = zero;
+                const uint8_t *srow = src + a * w;   /* in bounds: columns j0..j1 map into [0, w) */
                 if (!fw) {
-                    const uint8_t *srow = src + a * w + dx;
-                    for (int64_t j = j0; j < j1; ++j) drow[j] = ((float)srow[j] * inv255 - m) * is;
+                    for (int64_t j = j0; j < j1; ++j) drow[j] = ((float)srow[j + dx] * inv255 - m) * is;
                 } else {
-                    const uint8_t *srow = src + a * w + (w - 1) + dx;   /* srow[-j] */
-                    for (int64_t j = j0; j < j1; ++j) drow[j] = ((float)srow[-j] * inv255 - m) * is;
+                    const int64_t last = w - 1 + dx;
+                    for (int64_t j = j0; j < j1; ++j) drow[j] = ((float)srow[last - j] * inv255 - m) * is;
                 }
             }
         }

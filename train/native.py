@@ -290,6 +290,8 @@ def augment_u8(x: torch.Tensor, idx: torch.Tensor, mean: torch.Tensor, inv_std: 
                          f"{tuple(x.shape)} on {x.device}")
     n, c, h, w = x.shape
     b = len(idx)
+    if b == 0:
+        return torch.empty(0, c, h, w)
     idx, oy, ox = (None if t is None else _as(t, torch.int64, b) for t in (idx, oy, ox))
     flags = [None if t is None else _as(t, torch.bool, b) for t in (flip_w, flip_h, turn)]
     mean, inv_std = _as(mean, torch.float32, c), _as(inv_std, torch.float32, c)

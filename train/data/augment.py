@@ -1,7 +1,10 @@
 """Batched augmentation and normalisation on the training device (no per-sample Python work).
 
 Every random draw comes from an explicit ``torch.Generator`` so a step's augmentation is a
-function of (seed, epoch, step): this is what makes ``--resume`` bit-exact.
+function of (seed, epoch, step): this is what makes ``--resume`` bit-exact. A batch's draws are a
+:class:`Plan`; :func:`apply` carries it out with PyTorch ops on any device, and on CPU
+:func:`augment_batch` hands uint8 images to one native call (:mod:`train.native`) that gives the
+same tensor bit for bit.
 """
 from __future__ import annotations
 

@@ -22,8 +22,10 @@ Design decisions (DESIGN.md, "The method, as this project reads the papers"):
   leaves every value unchanged and keeps training finite when features collapse or repeat.
 - ``k >= N`` (the last, smaller batch of an epoch): ``k`` is clamped to ``N - 1`` so that every
   group is the whole batch rather than crashing training. A batch of one gives V = 0.
-- Ties in the neighbour ranking (duplicated features) are broken by ``torch.topk``; the value
-  is invariant to permutations of the batch whenever the k-th neighbour is unique.
+- Ties in the neighbour ranking (duplicated features) are broken by ``torch.topk``, or by the
+  lower batch index in the native CPU kernel (:mod:`train.native`, used for float32 CPU features
+  with d = 2); the value is invariant to permutations of the batch whenever the k-th neighbour
+  is unique.
 """
 from __future__ import annotations
 

@@ -196,7 +196,8 @@ class Trainer:
         params = [p for p in chain(self.model.parameters(), self.loss.parameters()) if p.requires_grad]
         self.optimizer, self.scheduler = build_optimizer(cfg, params)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp else None
-        self.augment = AUGMENTATIONS[self.data.augment]
+        if self.data.augment not in AUGMENTATIONS:   # augment_batch draws by this name every step
+            raise ValueError(f"unknown augmentation {self.data.augment!r}; valid: {', '.join(sorted(AUGMENTATIONS))}")
         pre = self.data.preprocess
         self.normalize = Normalizer(pre.mean, pre.std, self.device)
         self.train_x = self.data.train_x.to(self.device)   # uint8 stays small: keep it on device

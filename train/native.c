@@ -162,8 +162,7 @@ int posd_vin_d2(const float *y, int64_t n, int64_t d, int64_t k, double scale, f
     }
 
     /* value and gradient, group by group, in the centred form */
-    float *out = grad;
-    memset(out, 0, sizeof(float) * (size_t)(n * d));
+    memset(grad, 0, sizeof(float) * (size_t)(n * d));
     double v = 0.0;
     for (int64_t p = 0; p < n; ++p) {
         const int64_t *m = mem + p * g1;
@@ -176,7 +175,7 @@ int posd_vin_d2(const float *y, int64_t n, int64_t d, int64_t k, double scale, f
         double spread = 0.0;
         for (int64_t a = 0; a < g1; ++a) {
             const float *ya = y + m[a] * d;
-            float *oa = out + m[a] * d;
+            float *oa = grad + m[a] * d;
             float part = 0.0f;
             for (int64_t t = 0; t < d; ++t) {
                 float c = ya[t] - mean[t];
@@ -188,7 +187,7 @@ int posd_vin_d2(const float *y, int64_t n, int64_t d, int64_t k, double scale, f
         v += spread;
     }
     const float f = (float)(-4.0 * (double)g1 * scale);
-    for (int64_t i = 0; i < n * d; ++i) out[i] *= f;
+    for (int64_t i = 0; i < n * d; ++i) grad[i] *= f;
     *value = (float)(-2.0 * (double)g1 * v * scale);
 
     free(own);

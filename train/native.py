@@ -128,17 +128,14 @@ def _bind(path: Path) -> ctypes.CDLL:
     lib.native_abi.argtypes = []
     if lib.native_abi() != ABI:
         raise OSError(f"{path} has ABI {lib.native_abi()}, expected {ABI}")
-    fn = lib.posd_vin_d2
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
-                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
-    lib.posd_workspace_bytes.restype = ctypes.c_int64
-    lib.posd_workspace_bytes.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
-    lib.posd_select_kernel.restype = ctypes.c_int
-    lib.posd_select_kernel.argtypes = [ctypes.c_int]
     p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.augment_u8.restype = ctypes.c_int
-    lib.augment_u8.argtypes = [p, i64, i64, i64, i64, p, i64, i64, p, p, p, p, p, p, p, p]
+    for name, res, args in (
+            ("posd_vin_d2", ctypes.c_int, [p, i64, i64, i64, ctypes.c_double, p, p, p, p, i64]),
+            ("posd_workspace_bytes", i64, [i64, i64, i64]),
+            ("posd_select_kernel", ctypes.c_int, [ctypes.c_int]),
+            ("augment_u8", ctypes.c_int, [p, i64, i64, i64, i64, p, i64, i64, p, p, p, p, p, p, p, p])):
+        getattr(lib, name).restype = res
+        getattr(lib, name).argtypes = args
     return lib
 
 

@@ -74,9 +74,14 @@ def crop(x: torch.Tensor, pad: int, oy: torch.Tensor, ox: torch.Tensor) -> torch
     return out.view(b, c, h, w)
 
 
+def _where(mask: torch.Tensor, changed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per sample: ``changed`` where ``mask`` ([B] bool) is set, else ``x``."""
+    return torch.where(mask.to(x.device).view(-1, 1, 1, 1), changed, x)
+
+
 def flip_where(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
     """``x`` with the samples where ``mask`` ([B] bool) flipped along ``dim``."""
-    return torch.where(mask.to(x.device).view(-1, 1, 1, 1), x.flip(dim), x)
+    return _where(mask, x.flip(dim), x)
 
 
 def apply(x: torch.Tensor, plan: Plan) -> torch.Tensor:
@@ -88,7 +93,7 @@ def apply(x: torch.Tensor, plan: Plan) -> torch.Tensor:
     if plan.flip_h is not None:
         x = flip_where(x, plan.flip_h, 2)
     if plan.turn is not None:
-        x = torch.where(plan.turn.to(x.device).view(-1, 1, 1, 1), x.transpose(2, 3), x)
+        x = _where(plan.turn, x.transpose(2, 3), x)
     return x
 
 

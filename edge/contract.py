@@ -8,6 +8,7 @@ from ``edge/``. It depends on numpy only; OpenCV is imported by the functions th
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Mapping, Sequence, Tuple
 
@@ -44,13 +45,15 @@ META_NUM_CLASSES = META_PREFIX + "num_classes"          # JSON int
 META_SOURCE_ONNX_SHA256 = META_PREFIX + "source_onnx_sha256"  # fp16/int8 ONNX: its fp32 parent
 META_OPSET = META_PREFIX + "opset"                      # JSON int
 META_SCORE_MAP_STRIDE = META_PREFIX + "score_map_stride"       # JSON int (crowd_fcn: 16)
+META_SCALE = META_PREFIX + "scale"                      # JSON GroundScale.to_dict() (contract 4)
+META_DECISION = META_PREFIX + "decision"                # JSON DecisionRule.to_dict() (contract 4)
 METADATA_FORMAT_VERSION = 1
 
 #: metadata values stored as JSON (everything else is a plain string)
 JSON_KEYS = frozenset(
     {META_CLASS_NAMES, META_INPUT_SIZE, META_IN_CHANNELS, META_PREPROCESS, META_ARCH_KWARGS,
      META_OUTPUTS, META_FULLY_CONVOLUTIONAL, META_FORMAT_VERSION, META_DENSE, META_NUM_CLASSES,
-     META_OPSET, META_SCORE_MAP_STRIDE}
+     META_OPSET, META_SCORE_MAP_STRIDE, META_SCALE, META_DECISION}
 )
 REQUIRED_KEYS = (META_CLASS_NAMES, META_INPUT_SIZE, META_IN_CHANNELS, META_PREPROCESS, META_ARCH)
 
@@ -226,3 +229,118 @@ def positive_class_index(class_names: Sequence[str], positive: "str | int | None
         raise ValueError(f"positive class {want!r} not in the model's classes {names}; "
                          "pass --positive-class NAME|INDEX")
     return names.index(want)
+
+
+# --- scale and decision (contract 4) --------------------------------------------------------
+@dataclass(frozen=True)
+class GroundScale:
+    """The ground scale a crowd model was trained at: one network input of ``input_width`` pixels
+    covers ``patch_m`` metres of ground (nominal), and training spanned ``patch_m_range``.
+
+    The runtime maps a camera frame onto it: with a ground sample distance ``gsd`` (metres per
+    frame pixel), a tile of ``patch_m / gsd`` frame pixels shows the ground the way training did.
+    """
+
+    patch_m: float
+    patch_m_range: Tuple[float, float]
+    input_width: int
+
+    def __post_init__(self) -> None:
+        lo, hi = (float(v) for v in self.patch_m_range)
+        if not (0 < lo <= float(self.patch_m) <= hi and math.isfinite(hi)) or int(self.input_width) < 1:
+            raise ValueError(f"scale needs 0 < patch_m_range[0] <= patch_m <= patch_m_range[1] "
+                             f"(finite) and a positive input width, got {self}")
+
+    @property
+    def metres_per_px(self) -> float:
+        """Ground metres per network-input pixel at the nominal scale."""
+        return float(self.patch_m) / int(self.input_width)
+
+    def tile_px(self, gsd_m_per_px: float) -> int:
+        """Tile side in frame pixels that covers ``patch_m`` of ground at this camera GSD."""
+        gsd = float(gsd_m_per_px)
+        if not (gsd > 0 and math.isfinite(gsd)):
+            raise ValueError(f"ground sample distance must be a positive number of metres per "
+                             f"pixel, got {gsd_m_per_px!r}")
+        return max(1, int(round(float(self.patch_m) / gsd)))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"patch_m": float(self.patch_m), "patch_m_range": [float(v) for v in self.patch_m_range],
+                "input_width": int(self.input_width)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "GroundScale":
+        try:
+            return cls(float(d["patch_m"]), tuple(float(v) for v in d["patch_m_range"]),  # type: ignore[arg-type]
+                       int(d["input_width"]))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"scale record {d!r} is not valid ({e})") from None
+
+
+def gsd_from_camera(altitude_m: float, hfov_deg: float, frame_width_px: int) -> float:
+    """Ground sample distance (m/px) of a nadir camera: ground width ``2 h tan(hfov/2)`` over the
+    frame width. For an oblique camera it is the value at the principal point's ground distance."""
+    h, fov, w = float(altitude_m), float(hfov_deg), int(frame_width_px)
+    if not (h > 0 and math.isfinite(h)):
+        raise ValueError(f"altitude must be a positive number of metres, got {altitude_m!r}")
+    if not 0 < fov < 180:
+        raise ValueError(f"horizontal field of view must be in (0, 180) degrees, got {hfov_deg!r}")
+    if w < 1:
+        raise ValueError(f"frame width must be >= 1 pixel, got {frame_width_px!r}")
+    return 2.0 * h * math.tan(math.radians(fov) / 2.0) / w
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """Per-frame crowd verdict, and the score the flight-safety filter smooths.
+
+    heatmap: the frame shows a crowd when the share of its area whose crowd probability exceeds
+    ``threshold`` is at least ``min_area``. classify: when p(crowd) >= ``classify_threshold``.
+    Both are mapped to a *calibrated score* in [0, 1] that is monotone in the evidence and equals
+    0.5 exactly at the rule's boundary, so one smoothing/hysteresis setting (unsafe at 0.5) serves
+    every model and mode. ``source`` says where the numbers came from ("default", or the
+    validation data they were chosen on).
+    """
+
+    threshold: float = 0.5
+    min_area: float = 0.02
+    classify_threshold: float = 0.5
+    source: str = "default"
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "min_area", "classify_threshold"):
+            v = float(getattr(self, name))
+            if not 0.0 < v < 1.0:
+                raise ValueError(f"decision {name} must be in (0, 1), got {getattr(self, name)!r}")
+
+    @staticmethod
+    def _calibrate(value: float, boundary: float) -> float:
+        v = min(max(float(value), 0.0), 1.0)
+        if v < boundary:
+            return 0.5 * v / boundary
+        return 0.5 + 0.5 * (v - boundary) / (1.0 - boundary)
+
+    def heatmap_score(self, area_over: float) -> float:
+        """Share of the frame above ``threshold`` -> calibrated score (0.5 at ``min_area``)."""
+        return self._calibrate(area_over, float(self.min_area))
+
+    def classify_score(self, p_crowd: float) -> float:
+        """p(crowd) of the whole frame -> calibrated score (0.5 at ``classify_threshold``)."""
+        return self._calibrate(p_crowd, float(self.classify_threshold))
+
+    def replace(self, **changes: Any) -> "DecisionRule":
+        from dataclasses import replace as _replace
+
+        return _replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"threshold": float(self.threshold), "min_area": float(self.min_area),
+                "classify_threshold": float(self.classify_threshold), "source": str(self.source)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DecisionRule":
+        try:
+            return cls(float(d.get("threshold", 0.5)), float(d.get("min_area", 0.02)),
+                       float(d.get("classify_threshold", 0.5)), str(d.get("source", "default")))
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"decision record {d!r} is not valid ({e})") from None

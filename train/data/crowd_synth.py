@@ -61,6 +61,19 @@ HAIR_COLOURS = np.array([(20, 16, 14), (60, 40, 25), (110, 80, 50), (180, 160, 1
                          (150, 150, 150)], np.float32)
 
 
+#: render pixels per metre at the output size, drawn log-uniformly per image (``render``)
+PPM_RANGE = (3.0, 8.0)
+
+
+def ground_scale():
+    """The ground scale of these scenes (contract 4): a 128-px image covers SIZE / ppm metres,
+    ppm drawn log-uniformly from :data:`PPM_RANGE`; nominal is the geometric mean."""
+    from edge.contract import GroundScale
+
+    lo, hi = SIZE / PPM_RANGE[1], SIZE / PPM_RANGE[0]
+    return GroundScale(round(math.sqrt(lo * hi), 2), (round(lo, 2), round(hi, 2)), SIZE)
+
+
 _GRID = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)  # pixel (y, x) coordinates at output size
 
 
@@ -543,7 +556,7 @@ def render(seed: int, split_id: int, class_id: int, index: int) -> np.ndarray:
     elevation = math.radians(rng.uniform(30, 70))
     sun_angle = rng.uniform(0, 2 * math.pi)
     sc = Scene(rng=rng, img=np.zeros((R, R, 3), np.float32),
-               ppm=float(math.exp(rng.uniform(math.log(3.0), math.log(8.0)))) * SS,
+               ppm=float(math.exp(rng.uniform(math.log(PPM_RANGE[0]), math.log(PPM_RANGE[1])))) * SS,
                sun=np.array([math.cos(sun_angle), math.sin(sun_angle)], np.float32),
                shadow_len=1.0 / math.tan(elevation), shadow_dark=rng.uniform(0.35, 0.65), roads=[],
                roofs=np.zeros((R, R), np.uint8))

@@ -70,7 +70,7 @@ def test_cache_is_reused(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("regenerated a complete folder")
 
-    monkeypatch.setattr(cs, "_run_tasks", fail)
+    monkeypatch.setattr(cs.folder, "_run_tasks", fail)
     assert cs.ensure_crowd_synth(5, seed=0, cache_dir=tmp_path) == root
     assert (root / cs.MARKER).stat().st_mtime_ns == stamp
 

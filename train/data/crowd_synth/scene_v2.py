@@ -1,47 +1,29 @@
-"""``crowd_synth``: synthetic Crowd-drone-like aerial scenes (128x128 RGB, ``crowd`` / ``no_crowd``).
+"""crowd_synth generator v2: nadir 128x128 scenes (kept so that earlier results reproduce).
 
-The real Crowd-drone set is not public, so the toolkit ships a generator that poses the same
-question: does this nadir drone view show a dense group of people? A scene is textured ground
-(grass, soil, asphalt, sand, paving) with roads and lane marks, plazas, roofs with shadows, trees,
-vehicles, bushes/rocks/small objects, and people drawn as figures a few pixels wide (clothes, a
-head, a shadow cast in the scene's sun direction). ``crowd`` holds one or more groups of dozens of
-people; ``no_crowd`` holds none or a few scattered ones plus clusters of look-alike clutter
-(flower beds, bush and rock fields, parked cars, cafe tables), so that the classes share their
-global statistics (brightness, colour, edge density) and only the spatial structure of many
-small figures with shadows tells them apart. Altitude, sun, photometrics, blur, sensor noise and
-JPEG softness are drawn per image independently of the class.
+A scene is textured ground (grass, soil, asphalt, sand, paving) with roads and lane marks, plazas,
+roofs with shadows, trees, vehicles, bushes/rocks/small objects, and people drawn as figures a few
+pixels wide (clothes, a head, a shadow cast in the scene's sun direction). ``crowd`` holds one or
+more groups of dozens of people; ``no_crowd`` holds none or a few scattered ones plus clusters of
+look-alike clutter (flower beds, bush and rock fields, parked cars, cafe tables), so that the
+classes share their global statistics (brightness, colour, edge density) and only the spatial
+structure of many small figures with shadows tells them apart. Altitude, sun, photometrics, blur,
+sensor noise and JPEG softness are drawn per image independently of the class.
 
-Image ``i`` of (split, class) comes from ``numpy.random.default_rng([seed, split, class, i])``, so
-it is the same whatever the size of the set; the cache key holds :data:`GENERATOR_VERSION`, which
-must be bumped whenever a change to this file changes any pixel.
-
-    python -m train.data.crowd_synth --per-class 7000 --seed 0 --out data/crowd_synth
-    python -m train.data.crowd_synth --per-class 8 --out /tmp/cs --preview preview.png
+Any change to this file that changes a pixel breaks the reproduction of v2 results: new work goes
+into a new version (``scene_v3``).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import shutil
-import time
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
-GENERATOR_VERSION = 2
-PAPER_TRAIN_PER_CLASS = 7000
-SIZE = 128
-CLASSES = ("crowd", "no_crowd")   # folder names; sorted, so the label of "crowd" is 0
-SPLITS = ("train", "test")
-MARKER = "crowd_synth.json"       # written last: a folder without it is never used
+from train.data.crowd_synth.layout import CLASSES, SIZE
+
 SS = 2                            # render at 2x and area-downsample: free anti-aliasing
 R = SIZE * SS                     # render size in pixels
-CHUNK = 64                        # images per worker task
 
 # ground materials: mean RGB, texture amplitude (fraction of the mean)
 MATERIALS = {
@@ -578,252 +560,3 @@ def render(seed: int, split_id: int, class_id: int, index: int) -> np.ndarray:
     _people(sc, people)
     return _camera(rng, sc.img)
 
-
-# ---------------------------------------------------------------------------------------------
-# the image folder: parallel, chunked, atomic, cached
-# ---------------------------------------------------------------------------------------------
-
-def n_test_per_class(train_per_class: int) -> int:
-    """The paper's 7:3 train/test split: 7000 train -> 3000 test images per class."""
-    return math.ceil(train_per_class * 3 / 7)
-
-
-def _tasks(train_per_class: int, chunk: int = CHUNK) -> List[Tuple[int, int, int, int]]:
-    """(split_id, class_id, start, stop) chunks covering every image of the folder."""
-    counts = (train_per_class, n_test_per_class(train_per_class))
-    return [(s, c, start, min(start + chunk, counts[s]))
-            for s in range(len(SPLITS)) for c in range(len(CLASSES))
-            for start in range(0, counts[s], chunk)]
-
-
-def _write_chunk(args: Tuple[Path, int, Tuple[int, int, int, int]]) -> int:
-    """Worker: render and write one chunk of PNGs; returns the number written."""
-    import cv2
-
-    root, seed, (split_id, class_id, start, stop) = args
-    out = root / SPLITS[split_id] / CLASSES[class_id]
-    for i in range(start, stop):
-        img = render(seed, split_id, class_id, i)
-        if not cv2.imwrite(str(out / f"{i:05d}.png"), img[:, :, ::-1]):
-            raise OSError(f"could not write {out / f'{i:05d}.png'}")
-    return stop - start
-
-
-def _init_worker() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # one process per core already; OpenCV threads would oversubscribe
-
-
-def _run_tasks(root: Path, seed: int, tasks: Sequence[Tuple[int, int, int, int]], workers: int,
-               progress: bool) -> None:
-    """Render every chunk, in ``workers`` fresh worker processes when more than one is asked for."""
-    from tqdm.auto import tqdm
-
-    total = sum(t[3] - t[2] for t in tasks)
-    bar = tqdm(total=total, desc=f"crowd_synth -> {root.name}", unit="img", disable=not progress,
-               mininterval=1.0)
-    with bar:
-        if workers <= 1:
-            _init_worker()
-            for t in tasks:
-                bar.update(_write_chunk((root, seed, t)))
-            return
-        _run_worker_processes(root, seed, tasks, workers, bar.update)
-
-
-def _run_worker_processes(root: Path, seed: int, tasks, workers: int, report) -> None:
-    """Fresh interpreter processes, each rendering every ``workers``-th chunk.
-
-    Not a multiprocessing pool: under fork, a child of a process that already ran OpenCV or
-    OpenMP thread pools (the training CLI, a test session) can inherit a lock held by a thread
-    that does not exist in the child and hang; under spawn/forkserver the children re-import the
-    caller's main script, which hangs a user's script that lacks the ``__main__`` guard. A plain
-    subprocess has neither problem. Each worker prints one line per finished chunk."""
-    import subprocess
-    import sys
-    import threading
-
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-c", "from train.data.crowd_synth import _worker_main; _worker_main()"]
-    procs = []
-    for w in range(workers):
-        job = json.dumps({"root": str(root), "seed": seed, "tasks": [list(t) for t in tasks[w::workers]]})
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env)
-        proc.stdin.write(job)
-        proc.stdin.close()
-        procs.append(proc)
-    lock = threading.Lock()
-
-    def follow(proc) -> None:
-        for line in proc.stdout:
-            with lock:
-                report(int(line))
-
-    readers = [threading.Thread(target=follow, args=(p,), daemon=True) for p in procs]
-    for t in readers:
-        t.start()
-    try:
-        for t in readers:
-            t.join()
-        failed = [(p.wait(), p.stderr.read()) for p in procs]
-    except BaseException:  # Ctrl-C: do not leave renderers writing into the temporary folder
-        for p in procs:
-            p.kill()
-        raise
-    bad = [(code, err) for code, err in failed if code != 0]
-    if bad:
-        raise RuntimeError(f"crowd_synth worker failed (exit {bad[0][0]}): {bad[0][1].strip()[-2000:]}")
-
-
-def _worker_main() -> None:
-    """Entry point of one worker process: a JSON job on stdin, one count per chunk on stdout."""
-    import sys
-
-    job = json.loads(sys.stdin.read())
-    _init_worker()
-    root = Path(job["root"])
-    for t in job["tasks"]:
-        print(_write_chunk((root, int(job["seed"]), tuple(t))), flush=True)
-
-
-def is_complete(root: Path, train_per_class: Optional[int] = None, seed: Optional[int] = None) -> bool:
-    """True when ``root`` holds a finished folder of this generator version (and, when given,
-    of this size and seed): the marker is written only after the last image."""
-    marker = Path(root) / MARKER
-    if not marker.is_file():
-        return False
-    try:
-        info = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    return (info.get("generator_version") == GENERATOR_VERSION
-            and train_per_class in (None, info.get("train_per_class"))
-            and seed in (None, info.get("seed")))
-
-
-def _remove_stale_temps(root: Path) -> None:
-    """Delete temporary siblings left by killed runs (their writer process no longer exists)."""
-    for tmp in root.parent.glob(f".{root.name}.tmp-*"):
-        try:
-            pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-")[0])
-        except ValueError:
-            continue
-        try:
-            os.kill(pid, 0)
-            alive = pid != os.getpid()
-        except ProcessLookupError:
-            alive = False
-        except PermissionError:  # someone else's live process
-            alive = True
-        if not alive:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def generate_folder(root, train_per_class: int, seed: int = 0, workers: Optional[int] = None,
-                    progress: bool = True) -> Path:
-    """Write the image folder at ``root`` (replacing an incomplete one) via a temporary sibling."""
-    root = Path(root)
-    if train_per_class < 1:
-        raise ValueError(f"train_per_class must be >= 1, got {train_per_class}")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(root)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        for split in SPLITS:
-            for name in CLASSES:
-                (tmp / split / name).mkdir(parents=True)
-        tasks = _tasks(train_per_class)
-        start = time.perf_counter()
-        _run_tasks(tmp, seed, tasks, min(workers or os.cpu_count() or 1, len(tasks)), progress)
-        info = {"generator_version": GENERATOR_VERSION, "seed": seed, "classes": list(CLASSES),
-                "train_per_class": train_per_class, "test_per_class": n_test_per_class(train_per_class),
-                "size": SIZE, "seconds": round(time.perf_counter() - start, 2)}
-        (tmp / MARKER).write_text(json.dumps(info, indent=1) + "\n")
-        if root.exists() and not is_complete(root, train_per_class, seed):
-            shutil.rmtree(root)  # half-written, another version or other settings: never used
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not is_complete(root, train_per_class, seed):  # not a race another writer won
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return root
-
-
-def cache_folder(train_per_class: int, seed: int = 0, cache_dir=None) -> Path:
-    """Where :func:`ensure_crowd_synth` keeps the folder for these settings."""
-    if cache_dir is None:
-        from train.data import default_cache_dir
-
-        cache_dir = default_cache_dir() / "crowd_synth"
-    return Path(cache_dir) / f"v{GENERATOR_VERSION}-s{seed}-n{train_per_class}"
-
-
-def ensure_crowd_synth(train_per_class: int = PAPER_TRAIN_PER_CLASS, seed: int = 0,
-                       cache_dir=None, workers: Optional[int] = None, progress: bool = True) -> Path:
-    """The cached image folder ``ROOT/{train,test}/{crowd,no_crowd}/*.png``, generated once."""
-    root = cache_folder(train_per_class, seed, cache_dir)
-    if is_complete(root, train_per_class, seed):
-        return root
-    return generate_folder(root, train_per_class, seed, workers, progress)
-
-
-# ---------------------------------------------------------------------------------------------
-# preview and CLI
-# ---------------------------------------------------------------------------------------------
-
-def contact_sheet(seed: int = 0, per_class: int = 8, split_id: int = 0, columns: int = 8,
-                  scale: int = 2) -> np.ndarray:
-    """A labelled grid (RGB uint8): ``per_class`` crowd images, then as many no_crowd ones."""
-    import cv2
-
-    rows = []
-    for class_id, name in enumerate(CLASSES):
-        tiles = [render(seed, split_id, class_id, i) for i in range(per_class)]
-        tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
-        for r in range(0, len(tiles), columns):
-            row = np.concatenate(tiles[r:r + columns], 1)
-            row = cv2.resize(row, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-            label = np.full((22, row.shape[1], 3), 255, np.uint8)
-            cv2.putText(label, f"{name} {r}-{min(r + columns, per_class) - 1}", (4, 16),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-            rows += [label, row]
-    return np.concatenate(rows, 0)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m train.data.crowd_synth", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--per-class", type=int, default=PAPER_TRAIN_PER_CLASS,
-                        help="training images per class; the test split gets ceil(3/7 of it)")
-    parser.add_argument("--seed", type=int, default=0, help="generator seed")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: the cache folder train.data uses)")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
-    parser.add_argument("--preview", type=Path, default=None,
-                        help="also write a contact sheet PNG (8 crowd + 8 no_crowd training images)")
-    args = parser.parse_args(argv)
-    if args.out is None:
-        root = ensure_crowd_synth(args.per_class, args.seed, workers=args.workers)
-    elif is_complete(args.out, args.per_class, args.seed):
-        root = args.out
-    else:
-        root = generate_folder(args.out, args.per_class, args.seed, args.workers)
-    print(f"crowd_synth: {root}")
-    if args.preview is not None:
-        import cv2
-
-        args.preview.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(args.preview), contact_sheet(args.seed)[:, :, ::-1])
-        print(f"preview: {args.preview}")
-    return root
-
-
-if __name__ == "__main__":
-    main()

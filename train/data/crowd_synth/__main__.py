@@ -1,0 +1,3 @@
+from train.data.crowd_synth.cli import main
+
+main()

@@ -1,0 +1,17 @@
+"""What every crowd_synth generator version shares: image size, classes, splits, sizes, marker."""
+from __future__ import annotations
+
+import math
+
+GENERATOR_VERSION = 2             # the default version (``--synth-version``)
+VERSIONS = (2,)                   # every version that can still be generated
+PAPER_TRAIN_PER_CLASS = 7000
+SIZE = 128
+CLASSES = ("crowd", "no_crowd")   # folder names; sorted, so the label of "crowd" is 0
+SPLITS = ("train", "test")
+MARKER = "crowd_synth.json"       # written last: a folder without it is never used
+
+
+def n_test_per_class(train_per_class: int) -> int:
+    """The paper's 7:3 train/test split: 7000 train -> 3000 test images per class."""
+    return math.ceil(train_per_class * 3 / 7)

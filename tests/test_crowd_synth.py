@@ -183,3 +183,53 @@ def test_not_separable_by_global_statistics(tmp_path):
 FCN_EPOCHS = 12
 STATS_MAX = 0.72
 FCN_MARGIN = 0.1
+
+
+# --- versions ---------------------------------------------------------------------------------
+
+#: sha256 (first 16 hex digits) of v2 images (seed 0; (split, class, index) below), recorded when
+#: v2 was split out of the single-file generator. They pin v2's pixels so earlier results stay
+#: reproducible; OpenCV's JPEG/resize code is part of the pixels, so they are checked only under
+#: the OpenCV they were recorded with.
+V2_DIGESTS = {(0, 0, 0): "11b3025f6102d89e", (0, 1, 5): "07124b33d5b9b77a", (1, 0, 9): "83358b2eade75686"}
+V2_DIGEST_OPENCV = "5.1.0"
+
+
+def test_v2_pixels_are_pinned():
+    import cv2
+
+    if cv2.__version__ != V2_DIGEST_OPENCV:
+        pytest.skip(f"digests recorded under OpenCV {V2_DIGEST_OPENCV}, this is {cv2.__version__}")
+    for (split, cls, index), digest in V2_DIGESTS.items():
+        img = cs.render(0, split, cls, index, version=2)
+        assert hashlib.sha256(img.tobytes()).hexdigest()[:16] == digest
+
+
+def test_versions_are_separate_and_selectable(tmp_path):
+    assert cs.GENERATOR_VERSION == 3 and cs.VERSIONS == (2, 3)
+    a, b = cs.render(0, 0, 0, 4, version=2), cs.render(0, 0, 0, 4, version=3)
+    assert a.shape == b.shape == (cs.SIZE, cs.SIZE, 3) and not np.array_equal(a, b)
+    assert np.array_equal(b, cs.render(0, 0, 0, 4))                 # v3 is the default
+    old = cs.ensure_crowd_synth(2, seed=0, cache_dir=tmp_path, workers=1, progress=False, version=2)
+    new = cs.ensure_crowd_synth(2, seed=0, cache_dir=tmp_path, workers=1, progress=False)
+    assert (old.name, new.name) == ("v2-s0-n2", "v3-s0-n2")
+    assert cs.is_complete(old, version=2) and not cs.is_complete(old, version=3)
+    with pytest.raises(ValueError, match="version 7"):
+        cs.generate_folder(tmp_path / "x", 2, version=7, workers=1, progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_ground_scale_per_version():
+    v2, v3 = cs.ground_scale(2), cs.ground_scale(3)
+    assert v2.patch_m_range == (16.0, 42.67) and v2.input_width == cs.SIZE
+    assert v3.patch_m_range == (12.8, 64.0)                          # 2-10 px per metre
+    assert v3.patch_m == pytest.approx((12.8 * 64.0) ** 0.5, abs=0.01)
+
+
+def test_v3_classes_differ_in_people_not_in_statistics_alone():
+    """Both classes draw from the same places, light and artefacts: the mean brightness of the
+    two classes over a few dozen images is close, and every image is a real scene."""
+    crowd = np.stack([cs.render(0, 0, 0, i) for i in range(24)]).astype(np.float32)
+    empty = np.stack([cs.render(0, 0, 1, i) for i in range(24)]).astype(np.float32)
+    assert abs(crowd.mean() - empty.mean()) < 20
+    assert min(im.std() for im in np.concatenate([crowd, empty])) > 2

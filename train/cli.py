@@ -28,6 +28,8 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
     from train.losses import list_losses
     from train.models import list_models
 
+    from train.data.crowd_synth.layout import VERSIONS as SYNTH_VERSIONS
+
     d = TrainConfig()
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -43,6 +45,8 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
     g.add_argument("--synth-size", type=int, default=None, metavar="N",
                    help="crowd_synth: training images per class (paper size 7000; test set 3:7 of it)")
     g.add_argument("--synth-seed", type=int, default=None, help="crowd_synth generator seed")
+    g.add_argument("--synth-version", type=int, default=None, choices=SYNTH_VERSIONS,
+                   help=f"crowd_synth generator version (default {d.synth_version}; 2 reproduces earlier results)")
     g.add_argument("--input-size", type=int, default=None, metavar="PX",
                    help="resize image-folder data to PX x PX (default: the model's)")
 

@@ -65,6 +65,7 @@ def load_data(cfg: TrainConfig) -> DataSplits:
         return folder_dataset(cfg.data, size, augment="aerial", name=Path(cfg.data).name)
     return build_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download,
                          synth_size=cfg.synth_size, synth_seed=cfg.synth_seed,
+                         synth_version=cfg.synth_version,
                          input_size=cfg.input_size)
 
 

@@ -188,13 +188,13 @@ def digits(input_size: Optional[int] = None, **_):
 
 @register_dataset("crowd_synth")
 def crowd_synth(root=None, synth_size: Optional[int] = None, synth_seed: int = 0,
-                input_size: Optional[int] = None, **_):
+                input_size: Optional[int] = None, synth_version: Optional[int] = None, **_):
     """The built-in Crowd-drone-like aerial scenes (see :mod:`train.data.crowd_synth`)."""
-    from train.data.crowd_synth import PAPER_TRAIN_PER_CLASS, ensure_crowd_synth
+    from train.data.crowd_synth import GENERATOR_VERSION, PAPER_TRAIN_PER_CLASS, ensure_crowd_synth
 
     per_class = int(synth_size or PAPER_TRAIN_PER_CLASS)
-    folder = ensure_crowd_synth(per_class, seed=synth_seed,
-                                cache_dir=Path(root) if root else None)
+    folder = ensure_crowd_synth(per_class, seed=synth_seed, cache_dir=Path(root) if root else None,
+                                version=int(synth_version or GENERATOR_VERSION))
     size = int(input_size or 128)
     return folder_dataset(folder, size, augment="aerial", name="crowd_synth")
 

@@ -26,6 +26,8 @@ def renderer(version: int = GENERATOR_VERSION) -> Callable[[int, int, int, int],
     """``render(seed, split_id, class_id, index) -> 128x128x3 uint8 RGB`` of a generator version."""
     if version == 2:
         from train.data.crowd_synth.scene_v2 import render
+    elif version == 3:
+        from train.data.crowd_synth.scene_v3 import render
     else:
         raise ValueError(f"crowd_synth generator version {version!r} not in {VERSIONS}")
     return render

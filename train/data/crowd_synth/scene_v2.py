@@ -147,11 +147,14 @@ def _random_colours(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def _material(rng: np.random.Generator, name: str) -> np.ndarray:
     """A [SIZE, SIZE, 3] texture of one ground material with its own colour variation."""
-    import cv2
+    base, amp = MATERIALS[name]
+    return _texture(rng, base, amp)
 
+
+def _texture(rng: np.random.Generator, base, amp: float) -> np.ndarray:
+    """A [SIZE, SIZE, 3] fractal texture around the RGB ``base`` with relative amplitude ``amp``."""
     # textured at the output size and enlarged: the 2x render detail is only needed for the
     # small objects, and the ground is the costliest layer to synthesise
-    base, amp = MATERIALS[name]
     base = _jitter_colour(rng, base, 0.10)
     tex = _fbm(rng, size=SIZE) * amp + rng.standard_normal((SIZE, SIZE), dtype=np.float32) * amp * 0.5
     tint = _noise(rng, 3, SIZE) * 0.05  # slow hue drift across the field

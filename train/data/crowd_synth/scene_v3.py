@@ -50,8 +50,8 @@ ASPECT_RANGE = (1 / 1.8, 1.8)
 #: flights to 60-70 degree "cinematic" shots with the horizon in view.
 TILT_RANGE = (15.0, 68.0)
 LIGHTING = {"day": 0.42, "overcast": 0.2, "dusk": 0.16, "night": 0.22}
-PLACES = {"town": 0.3, "park": 0.16, "parking": 0.14, "waterfront": 0.12, "fields": 0.12,
-          "venue": 0.16}
+PLACES = {"town": 0.22, "city": 0.16, "park": 0.14, "parking": 0.12, "waterfront": 0.11,
+          "fields": 0.11, "venue": 0.14}
 MAX_PEOPLE = 2600          # per image: a dense square at 2 px/m would otherwise need ~10,000
 
 WATER = ((52, 84, 98), 0.06)
@@ -130,6 +130,30 @@ def _town(sc: Scene) -> None:
     _buildings(sc, int(sc.rng.integers(1, 7)))
     _rooftop_units(sc, int(sc.rng.integers(0, 120)))
     _trees(sc, int(sc.rng.poisson(2)))
+
+
+def _city(sc: Scene) -> None:
+    """A dense city seen from high up: a street grid, many roofs of every colour with rooftop
+    units, cars in the streets, a few trees: busy, but without a gathering."""
+    rng = sc.rng
+    _blend_ground(sc, ["asphalt", "concrete"])
+    for _ in range(int(rng.integers(2, 5))):
+        _roads(sc)
+    _crosswalks(sc)
+    _buildings(sc, int(rng.integers(12, 45)))
+    _rooftop_units(sc, int(rng.integers(50, 300)))
+    _car_spots_on_roads(sc, int(rng.integers(5, 40)))
+    _trees(sc, int(rng.poisson(3)))
+
+
+def _car_spots_on_roads(sc: Scene, count: int) -> None:
+    rng, spots = sc.rng, []
+    for _ in range(count if sc.roads else 0):
+        point, direction, half = sc.roads[rng.integers(len(sc.roads))]
+        normal = np.array([-direction[1], direction[0]], np.float32)
+        pos = point + direction * rng.uniform(-0.8, 0.8) * R + normal * rng.uniform(-0.7, 0.7) * half
+        spots.append((pos, math.atan2(direction[1], direction[0])))
+    _vehicles(sc, spots)
 
 
 def _park(sc: Scene) -> None:
@@ -511,6 +535,29 @@ def _lamps(sc: Scene, count: int) -> np.ndarray:
     return cv2.GaussianBlur(light, (0, 0), sigma)
 
 
+def _traffic_lights(img: np.ndarray, sc: Scene, H: np.ndarray, count: int) -> None:
+    """Head and tail lights, lit signs and windows after dark: bright points in both classes, so
+    that points of light alone (a crowd's phones) do not mean a crowd."""
+    import cv2
+
+    rng = sc.rng
+    pts = []
+    for _ in range(count):
+        if sc.roads and rng.random() < 0.8:
+            point, direction, half = sc.roads[rng.integers(len(sc.roads))]
+            normal = np.array([-direction[1], direction[0]], np.float32)
+            pts.append(point + direction * rng.uniform(-1, 1) * R + normal * rng.uniform(-0.8, 0.8) * half)
+        else:
+            pts.append(rng.uniform(0, R, 2))
+    if not pts:
+        return
+    xy, scale = _local_scale(H, np.asarray(pts, np.float32))
+    colours = np.float32([(255, 250, 230), (255, 60, 40), (255, 200, 90), (200, 230, 255)])
+    for (x, y), s in zip(xy, scale):
+        radius = max(1, int(rng.uniform(0.15, 0.5) * sc.ppm * s * 4))
+        cv2.circle(img, (int(x * 4), int(y * 4)), radius, colours[rng.integers(4)].tolist(), -1, cv2.LINE_8, 2)
+
+
 def _relight(img: np.ndarray, rng: np.random.Generator, light: str, pool: np.ndarray) -> np.ndarray:
     """Ambient level and tint per lighting condition, plus the warped pools of artificial light."""
     if light == "day":
@@ -571,6 +618,13 @@ def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     img = np.clip(img + noise, 0, 255).astype(np.uint8)
     if rng.random() < 0.15:
         _caption(img, rng)
+    if rng.random() < 0.1:                                          # a letterboxed wide frame
+        band = int(rng.uniform(0.1, 0.24) * SIZE)
+        grey = np.uint8(rng.integers(90, 140))
+        if rng.random() < 0.7:
+            img[:band], img[SIZE - band:] = grey, grey
+        else:
+            img[:, :band], img[:, SIZE - band:] = grey, grey
     if rng.random() < 0.08:                                         # grayscale footage
         img = np.repeat(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[:, :, None], 3, 2)
     if rng.random() < 0.85:                                         # video-link compression
@@ -605,7 +659,7 @@ def _hard_negatives(sc: Scene, place: str, court) -> None:
             _small_objects(sc, [(_cluster(rng, count, spacing), str(rng.choice(["bush", "rock", "box", "flower", "table"])))])
 
 
-PLACE_BUILDERS = {"town": _town, "park": _park, "parking": _parking, "waterfront": _waterfront,
+PLACE_BUILDERS = {"town": _town, "city": _city, "park": _park, "parking": _parking, "waterfront": _waterfront,
                   "fields": _fields}
 
 
@@ -651,4 +705,6 @@ def render(seed: int, split_id: int, class_id: int, index: int) -> np.ndarray:
     if horizon:
         _sky(img, rng, horizon, light)
     img = _relight(img, rng, light, pool)
+    if light in ("dusk", "night"):
+        _traffic_lights(img, sc, H, int(rng.integers(0, 80)))
     return _finish(rng, img)

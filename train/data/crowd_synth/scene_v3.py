@@ -219,23 +219,24 @@ def _boats(sc: Scene, water: np.ndarray, count: int) -> None:
     axis = np.array([math.cos(angle), math.sin(angle)], np.float32)
     across = np.array([-axis[1], axis[0]], np.float32)
     start = rng.uniform(0.2, 0.8, 2) * R
+    hulls, shadow = [], np.zeros((R, R), np.float32)
     for i in range(count):
         pos = start + axis * (i % 16 - 8) * rng.uniform(3.0, 5.0) * sc.ppm + across * (i // 16) * 12 * sc.ppm
         pix = np.round(pos).astype(int)
         if not (0 <= pix[0] < R and 0 <= pix[1] < R) or not water[pix[1], pix[0]]:
             continue
         length, width = rng.uniform(6, 14) * sc.ppm, rng.uniform(2.2, 4.0) * sc.ppm
-        hull = float(rng.uniform(200, 250))
         body = _rect(pos, width, length, angle)
-        _shade(sc, _mask_of(body, 1.0) * 0.6)
+        _poly(shadow, body + _shadow_offset(sc, 1.0), 0.6)
+        hulls.append((pos, width, length, body))
+    if not hulls:
+        return
+    _shade(sc, shadow)                                   # one pass for every hull's shadow
+    for pos, width, length, body in hulls:
+        hull = float(rng.uniform(200, 250))
         _poly(sc.img, body, (hull, hull, hull * rng.uniform(0.95, 1.05)))
-        _poly(sc.img, _rect(pos, width * 0.55, length * 0.4, angle), tuple(float(c) for c in _jitter_colour(rng, (120, 110, 100), 0.3)))
-
-
-def _mask_of(pts: np.ndarray, value: float) -> np.ndarray:
-    mask = np.zeros((R, R), np.float32)
-    _poly(mask, pts, value)
-    return mask
+        _poly(sc.img, _rect(pos, width * 0.55, length * 0.4, angle),
+              tuple(float(c) for c in _jitter_colour(rng, (120, 110, 100), 0.3)))
 
 
 def _waterfront(sc: Scene) -> None:

@@ -32,6 +32,19 @@ def test_a_run_writes_its_files(tmp_path, digits):
     assert saved["config"]["lr"] == 0.05 and saved["resolved"]["num_classes"] == 10
 
 
+def test_patch_metres_is_recorded_as_the_scale(tmp_path, digits):
+    from edge.contract import GroundScale
+    from train.checkpoint import load_checkpoint, model_info
+
+    Trainer(_cfg(tmp_path, epochs=1, patch_metres=12.5), data=digits).fit()
+    ckpt = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert ckpt["scale"] == {"patch_m": 12.5, "patch_m_range": [12.5, 12.5], "input_width": 32}
+    assert model_info(ckpt).scale == GroundScale(12.5, (12.5, 12.5), 32)
+    Trainer(_cfg(tmp_path, epochs=1, out=str(tmp_path / "plain")), data=digits).fit()
+    plain = load_checkpoint(tmp_path / "plain" / "model.pt")
+    assert "scale" not in plain and model_info(plain).scale is None    # digits: no ground scale
+
+
 def test_seeded_cpu_runs_are_deterministic(tmp_path, digits):
     a = Trainer(_cfg(tmp_path, out=str(tmp_path / "a"), epochs=1), data=digits)
     a.fit()
@@ -122,6 +135,7 @@ def test_cli_unknown_names_list_the_valid_ones(argv, message, capsys):
     (["--dataset", "digits", "--epochs", "0"], "--epochs must be >= 1"),
     (["--dataset", "digits", "--method", "ce", "--kd", "x.pt"], "conflicts"),
     (["--dataset", "cifar10"], "not found under"),
+    (["--dataset", "digits", "--patch-metres", "-3"], "--patch-metres must be a positive"),
 ])
 def test_cli_bad_inputs_exit_non_zero_with_a_message(tmp_path, argv, message, capsys):
     code = main(argv + ["--out", str(tmp_path / "o"), "--data-root", str(tmp_path / "nodata")])

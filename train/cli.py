@@ -45,6 +45,10 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
     g.add_argument("--synth-seed", type=int, default=None, help="crowd_synth generator seed")
     g.add_argument("--input-size", type=int, default=None, metavar="PX",
                    help="resize image-folder data to PX x PX (default: the model's)")
+    g.add_argument("--patch-metres", type=float, default=None, metavar="M",
+                   help="ground width in metres one training image covers, recorded in the model so "
+                        "the runtime can tile camera frames at that scale (built-in crowd_synth "
+                        "records its own; image folders have none unless given)")
 
     g = p.add_argument_group("model and method")
     g.add_argument("--model", choices=list_models(), default=None, help=f"architecture (default: {d.model})")
@@ -140,6 +144,8 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError(f"--knn must be >= 1, got {cfg.knn}")
     if cfg.lr <= 0:
         raise ValueError(f"--lr must be > 0, got {cfg.lr}")
+    if cfg.patch_metres is not None and not (0 < cfg.patch_metres < float("inf")):
+        raise ValueError(f"--patch-metres must be a positive number of metres, got {cfg.patch_metres}")
     if cfg.synth_size is not None and cfg.synth_size < 1:
         raise ValueError(f"--synth-size must be >= 1, got {cfg.synth_size}")
 

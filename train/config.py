@@ -20,6 +20,7 @@ class TrainConfig:
     synth_size: Optional[int] = None      # crowd_synth training images per class (paper: 7000)
     synth_seed: int = 0
     input_size: Optional[int] = None      # resize image folders to this square size
+    patch_metres: Optional[float] = None  # ground width one training image covers (image folders)
     # model and method
     model: str = "crowd_fcn"
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -80,7 +81,8 @@ class TrainConfig:
 
 
 #: what may differ between an interrupted run and its --resume without changing the result
-RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "device", "eval_batch_size", "epochs", "data_root"})
+RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "device", "eval_batch_size", "epochs", "data_root",
+                               "patch_metres"})   # patch_metres: metadata, not weights
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     # POSD paper, Crowd-drone (sec. 4.3, Table 6): batch 32, SGD lr 1e-3 momentum 0.9, 100 epochs

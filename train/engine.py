@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train import distributed as ddp
+from edge.contract import GroundScale
 from edge.sidecar import atomic_write
 from train.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
 from train.config import RESUMABLE_CHANGES, TrainConfig
@@ -66,6 +67,15 @@ def load_data(cfg: TrainConfig) -> DataSplits:
     return build_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download,
                          synth_size=cfg.synth_size, synth_seed=cfg.synth_seed,
                          input_size=cfg.input_size)
+
+
+def training_scale(cfg: TrainConfig, data: DataSplits) -> Optional[GroundScale]:
+    """The ground one training image covers: ``--patch-metres`` if given, else the dataset's own
+    (crowd_synth knows it), else None (the runtime then tiles at native resolution)."""
+    if cfg.patch_metres is not None:
+        m = float(cfg.patch_metres)
+        return GroundScale(m, (m, m), int(data.input_size[1]))
+    return data.scale
 
 
 def _model_default_size(model: str) -> int:
@@ -183,6 +193,7 @@ class Trainer:
         torch.manual_seed(_seed(cfg.seed, 0, 0))
         self.data = data if data is not None else load_data(cfg)
         self.model_kwargs = model_kwargs(cfg, self.data)
+        self.scale = training_scale(cfg, self.data)
         self.model = build_model(cfg.model, num_classes=self.data.num_classes,
                                  **self.model_kwargs).to(self.device)
         self.loss = build_loss(cfg.method, **loss_kwargs(cfg, self.data)).to(self.device)
@@ -220,7 +231,7 @@ class Trainer:
             class_names=self.data.class_names, input_size=self.data.input_size,
             in_channels=self.data.in_channels, preprocess=self.data.preprocess.to_dict(),
             method=self.cfg.method, config=self.cfg.to_dict(), metrics=metrics,
-            train_state=train_state)
+            train_state=train_state, scale=None if self.scale is None else self.scale.to_dict())
 
     def save_state(self) -> None:
         if not self.dist.is_main:
@@ -267,6 +278,7 @@ class Trainer:
             "train_size": len(self.data.train_y), "test_size": len(self.data.test_y),
             "preprocess": self.data.preprocess.to_dict(), "augment": self.data.augment,
             "model_kwargs": self.model_kwargs,
+            "scale": None if self.scale is None else self.scale.to_dict(),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "loss_kwargs": effective_loss_kwargs(self.cfg, self.data),
             "device": str(self.device), "torch": str(torch.__version__), "python": platform.python_version(),

@@ -33,9 +33,11 @@ def build_crowd_model(seed: int = 0, in_channels: int = 3):
 
 
 def export_crowd_onnx(path, size: int = 64, dense: bool = True, channel_order: str = "RGB",
-                      seed: int = 0, class_names: Sequence[str] = CROWD_CLASSES, model=None) -> Path:
+                      seed: int = 0, class_names: Sequence[str] = CROWD_CLASSES, model=None,
+                      extra_meta=None) -> Path:
     """Export crowd_fcn to ONNX (input/logits, dynamic batch; with ``dense`` also a score_map
-    output and dynamic H/W) and write the contract's metadata into metadata_props."""
+    output and dynamic H/W) and write the contract's metadata into metadata_props (plus
+    ``extra_meta``, e.g. the scale and decision records)."""
     import onnx
     import torch
 
@@ -68,7 +70,7 @@ def export_crowd_onnx(path, size: int = 64, dense: bool = True, channel_order: s
             META_PREPROCESS: prep.to_dict(), META_ARCH: "crowd_fcn",
             META_ARCH_KWARGS: {"num_classes": len(class_names)}, META_METHOD: "ce",
             META_OUTPUTS: outs, META_PRECISION: "fp32", META_FULLY_CONVOLUTIONAL: True,
-            META_SCORE_MAP_STRIDE: 16}
+            META_SCORE_MAP_STRIDE: 16, **(extra_meta or {})}
     m = onnx.load(str(path))
     del m.metadata_props[:]
     for k, v in encode_metadata(meta).items():

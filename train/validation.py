@@ -72,7 +72,7 @@ class RealValidation:
     """The frames of ``root`` and one judge per mode; ``run(model)`` judges them all."""
 
     def __init__(self, root, info: ModelInfo, val_mode: str = "both", camera: Camera = Camera(),
-                 mapping: Sequence[str] = (), positive: str = "crowd") -> None:
+                 mapping: Sequence[str] = (), positive: str = "crowd", impl: str = "tiles") -> None:
         if positive not in info.class_names:
             raise ValueError(f"--val-data judges the {positive!r} class, which this model does not "
                              f"have (classes {list(info.class_names)})")
@@ -84,7 +84,7 @@ class RealValidation:
             raise ValueError(f"--val-data {root} needs frames of both classes ({int(self.truth.sum())} "
                              f"{positive}, {int((1 - self.truth).sum())} other)")
         pos = list(info.class_names).index(positive)
-        self.judges = {m: Judge(info, m, positive=pos, rule=info.decision, camera=camera, impl="tiles")
+        self.judges = {m: Judge(info, m, positive=pos, rule=info.decision, camera=camera, impl=impl)
                        for m in modes_of(val_mode)}
         self.notes = [n for j in self.judges.values() for n in j.notes] + notes(listing, root)
         self._cache: Optional[List[Optional[Dict[str, Prepared]]]] = None
@@ -135,6 +135,21 @@ class RealValidation:
             metrics[m] = {k: s[k] for k in ("n", "balanced_accuracy", "roc_auc", "recall_positive",
                                              "recall_negative")}
         return ValResult(judged, metrics, y)
+
+    def rescore(self, result: ValResult, rule: DecisionRule) -> Dict[str, Dict[str, object]]:
+        """The metrics of ``result`` under another rule, without running the model again."""
+        out = {}
+        for m, js in result.judgements.items():
+            if m == "classify":
+                ev = [j.evidence for j in js]
+                crowd, score = [e >= rule.classify_threshold for e in ev], [rule.classify_score(e) for e in ev]
+            else:
+                ev = [j.heat.area_above(rule.threshold) for j in js]
+                crowd, score = [e >= rule.min_area for e in ev], [rule.heatmap_score(e) for e in ev]
+            s = summarize(result.truth, [int(c) for c in crowd], score)
+            out[m] = {k: s[k] for k in ("n", "balanced_accuracy", "roc_auc", "recall_positive",
+                                        "recall_negative")}
+        return out
 
     def calibrate(self, result: ValResult, base: DecisionRule, note: str = "") -> DecisionRule:
         """The rule whose thresholds maximise balanced accuracy on these frames (per mode judged;

@@ -164,8 +164,9 @@ class RealValidation:
             c = calibrate_classify(y, [j.evidence for j in result.judgements["classify"]])
             changes.update(classify_threshold=c.threshold)
             said.append(f"classify {c.balanced_accuracy:.3f}")
-        tiling = self.judges["heatmap"].tiling.to_dict() if "heatmap" in self.judges else None
+        heat = self.judges.get("heatmap")
+        where = f"; heatmap ({heat.impl}) tiling {heat.tiling.to_dict()}" if heat is not None else ""
         source = (f"calibrated on {self.root}: {len(y)} frames ({int(y.sum())} crowd), balanced "
-                  f"accuracy {', '.join(said)}" + (f"; heatmap tiles {tiling}" if tiling else "")
+                  f"accuracy {', '.join(said)}" + where
                   + (f"; {note}" if note else ""))
         return base.replace(**changes, source=source)

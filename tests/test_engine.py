@@ -45,6 +45,18 @@ def test_patch_metres_is_recorded_as_the_scale(tmp_path, digits):
     assert "scale" not in plain and model_info(plain).scale is None    # digits: no ground scale
 
 
+def test_training_scale_follows_the_input_size():
+    from types import SimpleNamespace
+
+    from edge.contract import GroundScale
+    from train.engine import training_scale
+
+    data = SimpleNamespace(scale=GroundScale(26.0, (16.0, 43.0), 128), input_size=(96, 96))
+    assert training_scale(TrainConfig(), data) == GroundScale(26.0, (16.0, 43.0), 96)   # same ground
+    assert training_scale(TrainConfig(patch_metres=10.0), data) == GroundScale(10.0, (10.0, 10.0), 96)
+    assert training_scale(TrainConfig(), SimpleNamespace(scale=None, input_size=(32, 32))) is None
+
+
 def test_seeded_cpu_runs_are_deterministic(tmp_path, digits):
     a = Trainer(_cfg(tmp_path, out=str(tmp_path / "a"), epochs=1), data=digits)
     a.fit()

@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -77,7 +77,10 @@ def training_scale(cfg: TrainConfig, data: DataSplits) -> Optional[GroundScale]:
     if cfg.patch_metres is not None:
         m = float(cfg.patch_metres)
         return GroundScale(m, (m, m), int(data.input_size[1]))
-    return data.scale
+    if data.scale is None:
+        return None
+    # --input-size resizes the images: the same ground, another number of input pixels
+    return replace(data.scale, input_width=int(data.input_size[1]))
 
 
 def _model_default_size(model: str) -> int:

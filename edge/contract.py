@@ -249,8 +249,8 @@ class ModelInfo:
     method: str = "unknown"
     extra: Dict[str, Any] = field(default_factory=dict)
 
-    scale: "Optional[GroundScale]" = None     # None: the model records no training scale
-    decision: "Optional[DecisionRule]" = None  # None: the defaults of DecisionRule
+    scale: Optional[GroundScale] = None       # None: the model records no training scale
+    decision: Optional[DecisionRule] = None   # None: the defaults of DecisionRule
 
     def __post_init__(self) -> None:
         if self.decision is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -61,7 +61,10 @@ PRECISIONS = ("fp32", "fp16", "int8")
 #: image files the folder readers accept (train/data/folder.py keeps the same list)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
-RESIZE_POLICIES = ("stretch",)
+#: how a whole image meets the input size: "stretch" (whole image, aspect changed), "letterbox"
+#: (whole image, aspect kept, padded with the normalisation mean), "center-crop" (aspect kept, the
+#: centre of the image at the input's aspect ratio, the rest cut off)
+RESIZE_POLICIES = ("stretch", "letterbox", "center-crop")
 CHANNEL_ORDERS = ("RGB", "BGR", "GRAY")
 
 
@@ -92,8 +95,10 @@ class Preprocess:
 
     ``size`` is (height, width). ``channel_order`` is the order the network expects ("RGB" for
     colour models, "GRAY" for one-channel models); decoders hand over RGB and the recipe converts.
-    ``resize`` is the policy: "stretch" resizes the whole image to ``size`` (no crop, no padding),
-    with OpenCV's INTER_AREA when shrinking and INTER_LINEAR when enlarging.
+    ``resize`` is the policy (:data:`RESIZE_POLICIES`, implemented once in :func:`fit_to_size`):
+    "stretch" resizes the whole image to ``size`` (no crop, no padding), "letterbox" keeps the
+    aspect ratio and pads with the mean, "center-crop" keeps the aspect ratio and cuts the borders;
+    OpenCV's INTER_AREA when shrinking and INTER_LINEAR when enlarging.
     Normalisation: ``(pixel / 255 - mean) / std`` per channel.
     """
 
@@ -168,14 +173,15 @@ class Preprocess:
                 img = np.repeat(img[:, :, None], 3, axis=2)
             if self.channel_order == "BGR":
                 img = img[:, :, ::-1]
-        h, w = self.size
-        if img.shape[:2] != (h, w):
-            shrink = img.shape[0] * img.shape[1] > h * w
-            interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-            img = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=interp)
+        img = fit_to_size(img, self.size, self.resize, self.pad_value())
         if img.ndim == 2:
             img = img[:, :, None]
         return np.ascontiguousarray(img)
+
+    def pad_value(self) -> Tuple[int, ...]:
+        """The uint8 pixel a letterbox pads with, in the model's channel order: the normalisation
+        mean, so padding becomes ~0 after normalising (no edges the model could read)."""
+        return tuple(int(round(min(max(m, 0.0), 1.0) * 255)) for m in self.mean)
 
     def normalize(self, batch_nhwc: np.ndarray) -> np.ndarray:
         """uint8 NHWC batch -> float32 NCHW network input."""
@@ -190,6 +196,49 @@ class Preprocess:
         return self.normalize(np.stack([self.to_uint8(im) for im in images]))
 
 
+def resize_u8(img: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """``img`` at ``size`` (height, width): INTER_AREA when shrinking, INTER_LINEAR when enlarging."""
+    import cv2
+
+    h, w = (int(v) for v in size)
+    if img.shape[:2] == (h, w):
+        return img
+    interp = cv2.INTER_AREA if img.shape[0] * img.shape[1] > h * w else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=interp)
+
+
+def fit_to_size(img: np.ndarray, size: Sequence[int], policy: str = "stretch",
+                fill: Sequence[int] = (0,)) -> np.ndarray:
+    """A uint8 HxW or HxWxC image at ``size`` (height, width) by a :data:`RESIZE_POLICIES` policy.
+
+    ``fill`` is the letterbox padding, one value per channel in the image's own channel order.
+    The one implementation of the policies: training (through :class:`Preprocess`) and the edge
+    runtime (``edge.preprocess``) both call it, so they see the same pixels.
+    """
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"resize policy {policy!r} not in {RESIZE_POLICIES}")
+    h, w = (int(v) for v in size)
+    src_h, src_w = img.shape[:2]
+    if policy == "center-crop":                       # the largest centred window of aspect w:h
+        ch = min(src_h, max(1, int(round(src_w * h / w))))
+        cw = min(src_w, max(1, int(round(src_h * w / h))))
+        y0, x0 = (src_h - ch) // 2, (src_w - cw) // 2
+        return resize_u8(img[y0:y0 + ch, x0:x0 + cw], (h, w))
+    if policy == "letterbox":
+        s = min(h / src_h, w / src_w)
+        nh, nw = min(h, max(1, int(round(src_h * s)))), min(w, max(1, int(round(src_w * s))))
+        inner = resize_u8(img, (nh, nw))
+        if (nh, nw) == (h, w):
+            return inner
+        pad = np.asarray(fill, np.uint8).reshape(-1)
+        out = np.empty((h, w) + img.shape[2:], np.uint8)
+        out[...] = pad[0] if img.ndim == 2 else pad[:img.shape[2]]
+        top, left = (h - nh) // 2, (w - nw) // 2
+        out[top:top + nh, left:left + nw] = inner
+        return out
+    return resize_u8(img, (h, w))
+
+
 @dataclass
 class ModelInfo:
     """What edge/ needs to know about a model, read from ONNX metadata or an engine sidecar."""
@@ -200,14 +249,25 @@ class ModelInfo:
     method: str = "unknown"
     extra: Dict[str, Any] = field(default_factory=dict)
 
+    scale: Optional[GroundScale] = None       # None: the model records no training scale
+    decision: Optional[DecisionRule] = None   # None: the defaults of DecisionRule
+
+    def __post_init__(self) -> None:
+        if self.decision is None:
+            self.decision = DecisionRule()
+
     @classmethod
     def from_metadata(cls, meta: Mapping[str, Any]) -> "ModelInfo":
+        """Raises ``ValueError`` for a scale or decision record that does not validate."""
+        scale, decision = meta.get(META_SCALE), meta.get(META_DECISION)
         return cls(
             class_names=list(meta[META_CLASS_NAMES]),
             preprocess=Preprocess.from_dict(meta[META_PREPROCESS]),
             arch=str(meta.get(META_ARCH, "unknown")),
             method=str(meta.get(META_METHOD, "unknown")),
             extra=dict(meta),
+            scale=GroundScale.from_dict(scale) if scale is not None else None,
+            decision=DecisionRule.from_dict(decision) if decision is not None else None,
         )
 
 

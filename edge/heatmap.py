@@ -72,6 +72,13 @@ class HeatStats:
     area_over: float             # fraction of the frame area whose probability > threshold
     threshold: float
     impl: str
+    # the probability surface area_over is measured on (tiles: the 8-px canvas; dense: the map),
+    # kept so thresholds can be re-chosen without running the model again (calibration)
+    canvas: Optional[np.ndarray] = field(default=None, repr=False)
+
+    def area_above(self, threshold: float) -> float:
+        """Share of the frame whose crowd probability exceeds ``threshold``."""
+        return float((self.canvas > threshold).mean())
 
     def to_record(self, decimals: int = GRID_DECIMALS, grid: bool = True) -> Dict[str, object]:
         rec = {"impl": self.impl, "max": round(self.max, 4), "mean": round(self.mean, 4),
@@ -96,14 +103,14 @@ def stats_from_tiles(probs: np.ndarray, grid: TileGrid, threshold: float) -> Hea
         cnt[sl] += 1
     canvas = acc / np.maximum(cnt, 1)
     return HeatStats(p, float(p.max()), float(canvas.mean()), float((canvas > threshold).mean()),
-                     threshold, "tiles")
+                     threshold, "tiles", canvas)
 
 
 def stats_from_dense(prob_map: np.ndarray, threshold: float) -> HeatStats:
     """Dense probability map [h, w] (one cell per output stride) -> statistics."""
     p = np.asarray(prob_map, dtype=np.float32)
     return HeatStats(p, float(p.max()), float(p.mean()), float((p > threshold).mean()),
-                     threshold, "dense")
+                     threshold, "dense", p)
 
 
 @dataclass

@@ -15,14 +15,13 @@ from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
-from edge.heatmap import (FlightSafety, TileGrid, cut_tiles, softmax, stats_from_dense,
-                          stats_from_tiles, tile_grid)
+from edge.contract import DecisionRule
+from edge.heatmap import FlightSafety
+from edge.judge import HEATMAP_IMPLS, MODES, Camera, Judge, Judgement, Prepared, resolve_impl
 from edge.outputs import LatencyStats, overlay
-from edge.preprocess import FramePreprocessor
 from edge.sources import Frame
 
-MODES = ("classify", "heatmap")
-HEATMAP_IMPLS = ("auto", "dense", "tiles")
+__all__ = ["HEATMAP_IMPLS", "MODES", "Pipeline", "PipelineConfig", "annotate"]
 _END = object()
 
 
@@ -30,10 +29,11 @@ _END = object()
 class PipelineConfig:
     mode: str = "classify"
     positive: int = 0                    # index of the crowd class
-    threshold: float = 0.5               # heatmap: per-area probability threshold
+    rule: Optional[DecisionRule] = None  # the per-frame verdict (default: the model's metadata)
     heatmap_impl: str = "auto"
-    tile: Optional[int] = None           # heatmap tile side in frame px (default: model input)
+    camera: Camera = Camera()            # heatmap tile size: explicit, from GSD or altitude+HFOV
     stride: Optional[int] = None         # default: half the tile
+    resize: Optional[str] = None         # classify: resize policy (default: the model's)
     tile_batch: int = 64
     batch: int = 1                       # classify: frames per inference, at most
     queue_size: int = 4
@@ -53,8 +53,7 @@ class PipelineConfig:
 @dataclass
 class Item:
     frame: Frame
-    x: Optional[np.ndarray]              # float32 NCHW network input (tiles or whole frame)
-    grid: Optional[TileGrid]
+    prepared: Optional[Prepared]         # the network input (tiles or whole frame); None: skipped
     times: Dict[str, float]
 
 
@@ -64,45 +63,27 @@ class Pipeline:
         self.backend, self.frames, self.cfg = backend, frames, cfg
         self.publish = publish or (lambda record, item, heat_grid: None)
         self.safety = safety or FlightSafety()
-        self.prep = FramePreprocessor(backend.info.preprocess)
         self.class_names = list(backend.info.class_names)
-        self.impl = self._heatmap_impl()
-        th, tw = self.prep.size
-        self.tile = (cfg.tile, cfg.tile) if cfg.tile else (th, tw)
-        self.stride = (cfg.stride, cfg.stride) if cfg.stride else (max(1, self.tile[0] // 2),
-                                                                   max(1, self.tile[1] // 2))
+        self.impl = (resolve_impl(cfg.heatmap_impl, bool(getattr(backend, "has_dense", False)))
+                     if cfg.mode == "heatmap" else "none")
+        # one judge of a frame, the same as edge.evaluate's and training's validation
+        self.judge = Judge(backend.info, cfg.mode, positive=cfg.positive, rule=cfg.rule,
+                           camera=cfg.camera, impl=self.impl if cfg.mode == "heatmap" else "tiles",
+                           stride=cfg.stride, resize=cfg.resize, tile_batch=cfg.tile_batch)
         self.stats = LatencyStats()
         self.processed = self.skipped = self.flips = 0
         self.stop = threading.Event()
         self.reason = "end of source"
         self._pub_error: Optional[BaseException] = None
 
-    def _heatmap_impl(self) -> str:
-        if self.cfg.mode != "heatmap":
-            return "none"
-        dense_ok = bool(getattr(self.backend, "has_dense", False))
-        if self.cfg.heatmap_impl == "dense" and not dense_ok:
-            raise ValueError("--heatmap-impl dense needs a model with a dynamic-size "
-                             "'score_map' output; this one has none (use tiles or auto)")
-        if self.cfg.heatmap_impl == "auto":
-            return "dense" if dense_ok else "tiles"
-        return self.cfg.heatmap_impl
-
     # --- reader thread: decode + preprocess --------------------------------------------------
     def _prepare(self, frame: Frame) -> Item:
         t0 = time.perf_counter()
-        img, grid = frame.image, None
-        if self.cfg.mode == "classify":
-            x = self.prep([img])                                           # [1, C, H, W]
-        elif self.impl == "dense":
-            x = self.prep.to_tensor(img, size=img.shape[:2])[None]       # [1, C, Hf, Wf]
-        else:
-            grid = tile_grid(img.shape[:2], self.tile, self.stride)
-            x = self.prep(cut_tiles(img, grid))                            # [T, C, H, W]
+        prepared = self.judge.prepare(frame.image)   # [1, C, H, W] frame, [T, C, H, W] tiles, dense
         times = {"preprocess": (time.perf_counter() - t0) * 1e3}
         if not self.cfg.keep_images:
             frame.image = None
-        return Item(frame, x, grid, times)
+        return Item(frame, prepared, times)
 
     def _reader(self, q: "queue.Queue") -> None:
         try:
@@ -119,13 +100,13 @@ class Pipeline:
                 decode = (time.perf_counter() - t0) * 1e3
                 n += 1
                 if frame.image is None:
-                    item = Item(frame, None, None, {"decode": decode})
+                    item = Item(frame, None, {"decode": decode})
                 else:
                     try:
                         item = self._prepare(frame)
                     except ValueError as e:   # e.g. an image shape the contract cannot take
                         frame.image, frame.error = None, f"preprocess: {e}"
-                        item = Item(frame, None, None, {})
+                        item = Item(frame, None, {})
                     item.times["decode"] = decode
                 self._put(q, item)
         except Exception as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
@@ -164,7 +145,7 @@ class Pipeline:
                     break
                 if isinstance(obj, BaseException):
                     raise obj
-                if obj.x is None:
+                if obj.prepared is None:
                     self._put_always(out_q, ("skip", obj, None, 0.0))
                     continue
                 batch = [obj]
@@ -173,7 +154,7 @@ class Pipeline:
                         nxt = q.get_nowait()
                     except queue.Empty:
                         break
-                    if isinstance(nxt, Item) and nxt.x is not None:
+                    if isinstance(nxt, Item) and nxt.prepared is not None:
                         batch.append(nxt)
                     else:
                         pending.append(nxt)
@@ -208,14 +189,8 @@ class Pipeline:
             try:
                 if kind == "skip":
                     self._skip(item)
-                elif kind == "probs":
-                    self._finish(item, infer_ms, probs=out)
-                elif kind == "dense":
-                    pmap = softmax(out, axis=0)[self.cfg.positive]                 # [h, w]
-                    self._finish(item, infer_ms, heat=stats_from_dense(pmap, self.cfg.threshold))
-                else:
-                    probs = softmax(out)[:, self.cfg.positive]                      # [T]
-                    self._finish(item, infer_ms, heat=stats_from_tiles(probs, item.grid, self.cfg.threshold))
+                else:                       # logits [C], [T, C] or a score map [C, h, w]
+                    self._finish(item, infer_ms, self.judge.decide(out, item.prepared))
             except Exception as e:  # noqa: BLE001 - re-raised by run() in the main thread
                 self._pub_error = e
                 self.stop.set()
@@ -234,23 +209,18 @@ class Pipeline:
 
     def _infer(self, batch: List[Item], out_q: "queue.Queue") -> None:
         t0 = time.perf_counter()
-        if self.cfg.mode == "classify":
-            x = batch[0].x if len(batch) == 1 else np.concatenate([b.x for b in batch])
-            probs = softmax(self.backend(x))                             # [B, C]
+        if self.cfg.mode == "classify":       # frames batched across the queue: one call
+            xs = [b.prepared.x for b in batch]
+            logits = self.backend(xs[0] if len(xs) == 1 else np.concatenate(xs))   # [B, C]
             infer = (time.perf_counter() - t0) * 1e3 / len(batch)
-            for item, p in zip(batch, probs):
-                item.x = None
-                self._put_always(out_q, ("probs", item, p, infer))
+            for item, row in zip(batch, logits):
+                item.prepared.x = None
+                self._put_always(out_q, ("out", item, row, infer))
             return
         item = batch[0]
-        if self.impl == "dense":
-            out, kind = self.backend.score_map(item.x)[0], "dense"       # [C, h, w] logits
-        else:
-            n, tb = item.x.shape[0], self.cfg.tile_batch
-            out = np.concatenate([self.backend(item.x[i:i + tb]) for i in range(0, n, tb)])  # [T, C]
-            kind = "tiles"
-        item.x = None                                                    # free the input tensor now
-        self._put_always(out_q, (kind, item, out, (time.perf_counter() - t0) * 1e3))
+        out = self.judge.run(item.prepared, self.backend, getattr(self.backend, "score_map", None))
+        item.prepared.x = None                                           # free the input tensor now
+        self._put_always(out_q, ("out", item, out, (time.perf_counter() - t0) * 1e3))
 
     def _put_always(self, q: "queue.Queue", obj) -> None:
         """Hand a result to the publisher even while stopping: inferred frames are not dropped."""
@@ -261,21 +231,22 @@ class Pipeline:
             except queue.Full:
                 continue
 
-    def _finish(self, item: Item, infer_ms: float, probs=None, heat=None) -> None:
+    def _finish(self, item: Item, infer_ms: float, verdict: Judgement) -> None:
         t0 = time.perf_counter()
         f = item.frame
         rec: Dict[str, object] = {"source": f.name, "frame": f.index, "timestamp": round(f.timestamp, 6)}
         if f.video_ms is not None:
             rec["video_ms"] = round(f.video_ms, 3)
         rec["mode"] = self.cfg.mode
-        if probs is not None:
-            rec["probabilities"] = {n: round(float(v), 5) for n, v in zip(self.class_names, probs)}
-            rec["top_class"] = self.class_names[int(np.argmax(probs))]
-            score = float(probs[self.cfg.positive])
+        heat = verdict.heat
+        if verdict.probs is not None:
+            rec["probabilities"] = {n: round(float(v), 5) for n, v in zip(self.class_names, verdict.probs)}
+            rec["top_class"] = self.class_names[int(np.argmax(verdict.probs))]
         else:
             rec["heat"] = heat.to_record(grid=self.cfg.record_grid)
-            score = heat.max
-        decision = self.safety.update(score)
+        # this frame's own verdict beside the smoothed state, which is fed the calibrated score
+        rec["verdict"] = verdict.to_record()
+        decision = self.safety.update(verdict.score)
         self.flips += int(decision.changed)
         rec["decision"] = decision.to_record()
         times = dict(item.times, infer=infer_ms)
@@ -295,7 +266,8 @@ class Pipeline:
         describe = getattr(self.backend, "describe", lambda: {})()
         return {"frames": self.processed, "skipped": self.skipped, "elapsed_s": round(elapsed, 3),
                 "fps": round(self.processed / elapsed, 2) if elapsed > 0 else 0.0,
-                "mode": self.cfg.mode, "heatmap_impl": self.impl, "decision_changes": self.flips,
+                "mode": self.cfg.mode, "heatmap_impl": self.impl, "judge": self.judge.describe(),
+                "decision_changes": self.flips,
                 "final_decision": {"safe_to_overfly": self.safety.safe},
                 "stopped_by": self.reason, "latency_ms": self.stats.summary(), "backend": describe}
 

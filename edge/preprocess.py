@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edge.contract import IMAGE_EXTENSIONS, Preprocess
+from edge.contract import IMAGE_EXTENSIONS, Preprocess, fit_to_size
 
 
 def decode_bgr(path) -> Optional[np.ndarray]:
@@ -71,6 +71,8 @@ class FramePreprocessor:
         inv_std = 1.0 / np.asarray(recipe.std, dtype=np.float64)
         self._alpha = inv_std / 255.0
         self._beta = -np.asarray(recipe.mean, dtype=np.float64) * inv_std
+        fill = recipe.pad_value()                 # letterbox padding, in the order resized here
+        self._fill = fill[::-1] if recipe.channel_order == "RGB" else fill
 
     @property
     def size(self):
@@ -111,7 +113,9 @@ class FramePreprocessor:
         return out
 
     def to_uint8_bgr_order(self, image: np.ndarray, size=None) -> np.ndarray:
-        """Like :meth:`to_uint8` but colour stays BGR (the swap is folded into :meth:`to_tensor`)."""
+        """Like :meth:`to_uint8` but colour stays BGR (the swap is folded into :meth:`to_tensor`).
+        ``size`` overrides the recipe's size (tiles, dense frames); the recipe's resize policy
+        applies either way."""
         import cv2
 
         img = as_bgr_or_gray(np.asarray(image))
@@ -119,13 +123,13 @@ class FramePreprocessor:
             raise ValueError(f"expected a uint8 image, got {img.dtype}")
         if self.recipe.channel_order == "GRAY" and img.ndim == 3:
             img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2GRAY)
-        h, w = self.recipe.size if size is None else size
-        if img.shape[:2] != (h, w):
-            shrink = img.shape[0] * img.shape[1] > h * w
-            interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-            img = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=interp)
+        colour = self.recipe.channel_order != "GRAY"
+        if img.ndim == 2 and colour and self.recipe.resize == "letterbox":
+            img = np.repeat(img[:, :, None], 3, 2)      # the padding is a colour (the mean)
+        img = fit_to_size(img, self.recipe.size if size is None else size, self.recipe.resize,
+                          self._fill)
         if img.ndim == 2:
-            img = img[:, :, None] if self.recipe.channel_order == "GRAY" else np.repeat(img[:, :, None], 3, 2)
+            img = np.repeat(img[:, :, None], 3, 2) if colour else img[:, :, None]
         return img
 
     def batch(self, images: Sequence[np.ndarray], size=None) -> np.ndarray:

@@ -8,8 +8,11 @@
 
 Sources: an image, a folder or glob of images (sorted), a video file, /dev/videoN or a camera
 index, csi://N (Jetson CSI camera through GStreamer), rtsp://..., synthetic://WxH[?frames=N].
-Decision: the crowd probability of the frame (classify) or its maximum over the heatmap (heatmap),
-smoothed (--smooth) with hysteresis (--unsafe-above / --safe-below / --hold); it starts unsafe.
+Decision: each frame gets its own verdict by the model's decision rule (classify: p(crowd) >=
+--classify-threshold; heatmap: the share of the frame above --threshold is >= --min-area, on tiles
+sized from the camera: --gsd, --altitude/--hfov or --tile) and a calibrated score, 0.5 at the
+rule's boundary; that score is smoothed (--smooth) with hysteresis (--unsafe-above / --safe-below /
+--hold) into safe_to_overfly, which starts unsafe. See docs/jetson.md, "Camera scale and decision".
 Exit status: 0 done (end of source, --max-frames, SIGINT/SIGTERM), 2 bad model/source/arguments,
 3 a live source dropped for longer than --reconnect-timeout.
 """
@@ -25,6 +28,8 @@ from edge.backends import BACKENDS, open_backend
 from edge.contract import positive_class_index
 from edge.sidecar import SidecarError
 from edge.heatmap import FlightSafety
+from edge.judge import (add_camera_args, add_decision_args, camera_from_args, resolve_tiling,
+                        rule_from_args)
 from edge.outputs import ImageSink, JsonlWriter, VideoSink, Window
 from edge.pipeline import HEATMAP_IMPLS, MODES, Pipeline, PipelineConfig, annotate
 from edge.sources import SourceError, SourceLost, open_source
@@ -49,14 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-json", default=None, help="also write the end-of-run summary to this file")
     p.add_argument("--positive-class", default=None,
                    help="class the decision is about, name or index (default: 'crowd' by name)")
-    p.add_argument("--threshold", type=float, default=0.5, help="heatmap: probability above which an area counts as crowd")
     p.add_argument("--unsafe-above", type=float, default=0.5, help="smoothed crowd score that makes overflying unsafe")
     p.add_argument("--safe-below", type=float, default=0.35, help="smoothed score below which it may become safe again")
     p.add_argument("--smooth", type=float, default=0.4, help="EMA weight of the newest frame (1 = no smoothing)")
     p.add_argument("--hold", type=int, default=5, help="frames below --safe-below before 'safe to overfly'")
     p.add_argument("--heatmap-impl", default="auto", choices=HEATMAP_IMPLS,
                    help="dense score map (if the model has one) or tiles at the training scale")
-    p.add_argument("--tile", type=int, default=None, help="heatmap tile side in frame pixels (default: model input size)")
     p.add_argument("--stride", type=int, default=None, help="heatmap tile stride in pixels (default: half a tile)")
     p.add_argument("--no-grid", dest="record_grid", action="store_false",
                    help="heatmap: keep only max/mean/area in the JSONL, not the grid (~25 kB/frame at 720p dense)")
@@ -71,7 +74,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csi-size", type=int, nargs=2, default=(1280, 720), metavar=("W", "H"), help="CSI capture size")
     p.add_argument("--csi-fps", type=int, default=30, help="CSI capture frame rate")
     p.add_argument("--video-fps", type=float, default=30.0, help="frame rate of --save-video")
+    add_scale_args(p)
     return p
+
+
+def add_scale_args(p: argparse.ArgumentParser) -> None:
+    """The camera (heatmap tile size) and the per-frame decision rule."""
+    g = p.add_argument_group("camera scale and decision (default: the model's metadata)")
+    add_camera_args(g)
+    add_decision_args(g)
+
+
+def judge_settings(args, info) -> dict:
+    """PipelineConfig fields from the scale/decision flags; ValueError names a bad value (raised
+    here, before any output is opened)."""
+    camera = camera_from_args(args)
+    if args.mode == "heatmap":
+        resolve_tiling(camera, info.scale, int(info.preprocess.size[1]))
+    return {"camera": camera, "rule": rule_from_args(info.decision, args), "resize": args.resize}
 
 
 class Publisher:
@@ -113,11 +133,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         backend = open_backend(args.model, args.backend, threads=args.threads)
         positive = positive_class_index(backend.info.class_names, args.positive_class)
+        settings = judge_settings(args, backend.info)
         safety = FlightSafety(args.unsafe_above, args.safe_below, args.smooth, args.hold)
         frames = open_source(args.source, args.reconnect_timeout, tuple(args.csi_size), args.csi_fps, args.loop)
         publisher = Publisher(args)
-        cfg = PipelineConfig(mode=args.mode, positive=positive, threshold=args.threshold,
-                             heatmap_impl=args.heatmap_impl, tile=args.tile, stride=args.stride,
+        cfg = PipelineConfig(mode=args.mode, positive=positive, **settings,
+                             heatmap_impl=args.heatmap_impl, stride=args.stride,
                              tile_batch=args.tile_batch, batch=args.batch, queue_size=args.queue_size,
                              max_frames=args.max_frames, keep_images=publisher.needs_images,
                              record_grid=args.record_grid)
@@ -127,6 +148,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     print(f"edge.run: {args.model} on {backend.describe().get('provider')}, mode {args.mode}"
           + (f" ({pipe.impl})" if args.mode == "heatmap" else ""), file=sys.stderr)
+    for note in pipe.judge.notes:          # e.g. the default camera: said once, recorded in the summary
+        print(f"edge.run: note: {note}", file=sys.stderr)
 
     def on_signal(signum, _frame):
         pipe.reason = f"signal {signal.Signals(signum).name}"

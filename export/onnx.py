@@ -72,8 +72,9 @@ def checkpoint_preprocess(ckpt: Dict[str, Any]) -> C.Preprocess:
 
 def build_metadata(ckpt: Dict[str, Any], sha256: str, outputs: List[str], *, dense: bool,
                    fully_convolutional: bool, opset: int, precision: str = "fp32") -> Dict[str, Any]:
-    """The typed metadata of contract 2 (encode with :func:`edge.contract.encode_metadata`)."""
-    return {
+    """The typed metadata of contracts 2 and 4 (encode with :func:`edge.contract.encode_metadata`);
+    the ground scale and the decision rule only when the checkpoint has them."""
+    meta = {
         C.META_FORMAT_VERSION: C.METADATA_FORMAT_VERSION,
         C.META_CLASS_NAMES: list(ckpt["class_names"]),
         C.META_NUM_CLASSES: int(ckpt["num_classes"]),
@@ -90,6 +91,14 @@ def build_metadata(ckpt: Dict[str, Any], sha256: str, outputs: List[str], *, den
         C.META_DENSE: bool(dense),
         C.META_OPSET: int(opset),
     }
+    try:
+        if ckpt.get("scale") is not None:
+            meta[C.META_SCALE] = C.GroundScale.from_dict(ckpt["scale"]).to_dict()
+        if ckpt.get("decision") is not None:
+            meta[C.META_DECISION] = C.DecisionRule.from_dict(ckpt["decision"]).to_dict()
+    except ValueError as e:
+        raise ExportInputError(f"checkpoint scale/decision record: {e}") from None
+    return meta
 
 
 # ------------------------------------------------------------------------- samples

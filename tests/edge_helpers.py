@@ -32,10 +32,32 @@ def build_crowd_model(seed: int = 0, in_channels: int = 3):
     return build_model("crowd_fcn", num_classes=len(CROWD_CLASSES), in_channels=in_channels).eval()
 
 
+def brightness_crowd_model(gain: float = 3.0, in_channels: int = 3):
+    """crowd_fcn with hand-set weights: p(crowd) = sigmoid(gain * mean normalised brightness),
+    roughly (zero padding darkens the border a little). Bright images are "crowds", dark ones
+    are not, so tests know every verdict in advance. Works for the pooled logits and the score map."""
+    import torch
+
+    model = build_crowd_model(0, in_channels)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        conv1, conv2, conv3 = (m for m in model.features if isinstance(m, torch.nn.Conv2d))
+        conv1.weight[0] = 1.0 / conv1.weight[0].numel()       # channel 0: local mean brightness
+        conv1.bias[0] = 10.0                                  # + 10 keeps it through the ReLUs
+        conv2.weight[0, 0, 1, 1] = 1.0                        # pass channel 0 on (centre tap)
+        conv3.weight[0, 0, 1, 1] = 1.0
+        model.classifier.weight[0, 0, 0, 0] = gain            # crowd logit = gain * (c0 - 10)
+        model.classifier.bias[0] = -10.0 * gain
+    return model.eval()
+
+
 def export_crowd_onnx(path, size: int = 64, dense: bool = True, channel_order: str = "RGB",
-                      seed: int = 0, class_names: Sequence[str] = CROWD_CLASSES, model=None) -> Path:
+                      seed: int = 0, class_names: Sequence[str] = CROWD_CLASSES, model=None,
+                      extra_meta=None) -> Path:
     """Export crowd_fcn to ONNX (input/logits, dynamic batch; with ``dense`` also a score_map
-    output and dynamic H/W) and write the contract's metadata into metadata_props."""
+    output and dynamic H/W) and write the contract's metadata into metadata_props (plus
+    ``extra_meta``, e.g. the scale and decision records)."""
     import onnx
     import torch
 
@@ -68,7 +90,7 @@ def export_crowd_onnx(path, size: int = 64, dense: bool = True, channel_order: s
             META_PREPROCESS: prep.to_dict(), META_ARCH: "crowd_fcn",
             META_ARCH_KWARGS: {"num_classes": len(class_names)}, META_METHOD: "ce",
             META_OUTPUTS: outs, META_PRECISION: "fp32", META_FULLY_CONVOLUTIONAL: True,
-            META_SCORE_MAP_STRIDE: 16}
+            META_SCORE_MAP_STRIDE: 16, **(extra_meta or {})}
     m = onnx.load(str(path))
     del m.metadata_props[:]
     for k, v in encode_metadata(meta).items():

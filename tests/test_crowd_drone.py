@@ -27,3 +27,7 @@ def test_crowd_drone_posd_quick_run_writes_model_and_metrics(tmp_path, capsys):
     model, ckpt = load_model(out / "model.pt")
     assert ckpt["class_names"] == ["crowd", "no_crowd"] and ckpt["input_size"] == [128, 128]
     assert ckpt["method"] == "posd" and ckpt["arch"] == "crowd_fcn"
+    from train.data.crowd_synth import ground_scale
+
+    assert ckpt["scale"] == ground_scale().to_dict()       # the scenes' scale travels with the model
+    assert config["resolved"]["scale"] == ground_scale().to_dict()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from edge.heatmap import FlightSafety, stats_from_dense, stats_from_tiles, tile_grid
+from edge.judge import Camera
 
 try:
     from edge_helpers import export_crowd_onnx
@@ -73,16 +74,21 @@ def test_heatmap_on_720p_frame(dense_model, impl):
     backend = open_backend(dense_model, "ort-cpu", threads=1)
     assert backend.has_dense
     records = []
-    cfg = PipelineConfig(mode="heatmap", heatmap_impl=impl, tile=128, stride=128)
+    cfg = PipelineConfig(mode="heatmap", heatmap_impl=impl, camera=Camera(tile=128), stride=128)
     pipe = Pipeline(backend, synthetic_frames(1280, 720, 2), cfg,
                     publish=lambda rec, item, grid: records.append(rec))
     s = pipe.run()
     assert s["frames"] == 2 and s["heatmap_impl"] == impl
+    assert s["judge"]["tiling"] == {"source": "tile", "tile": 128}
     heat = records[0]["heat"]
-    shape = [45, 80] if impl == "dense" else [6, 10]
+    # 128-px tiles of a 64-px model: dense sees the frame at half size (360x640 -> 23x40 cells)
+    shape = [23, 40] if impl == "dense" else [6, 10]
     assert heat["grid_shape"] == shape and np.asarray(heat["grid"]).shape == tuple(shape)
     assert 0.0 <= heat["mean"] <= heat["max"] <= 1.0 and 0.0 <= heat["area_over_threshold"] <= 1.0
     assert "safe_to_overfly" in records[0]["decision"]
+    v = records[0]["verdict"]                     # the frame's own verdict by the default rule
+    assert v["crowd"] == (heat["area_over_threshold"] >= 0.02) and v["tile_px"] == 128
+    assert records[0]["decision"]["score"] == v["score"]
 
 
 def test_dense_refused_without_score_map(tmp_path):

@@ -114,6 +114,99 @@ def test_heatmap_mode_cli_with_overlay_images(model, tmp_path):
     assert "grid" not in heat2 and heat2["impl"] == "dense" and heat2["grid_shape"] == [45, 80]
 
 
+SCALE = {"patch_m": 25.6, "patch_m_range": [16.0, 40.0], "input_width": 64}
+
+
+@pytest.fixture(scope="module")
+def scaled_model(tmp_path_factory):
+    """A model whose metadata records its ground scale and a calibrated decision rule."""
+    from edge.contract import META_DECISION, META_SCALE
+
+    rule = {"threshold": 0.45, "min_area": 0.3, "classify_threshold": 0.9, "source": "calibrated on val"}
+    return export_crowd_onnx(tmp_path_factory.mktemp("s") / "scaled.onnx", size=64, dense=True,
+                             extra_meta={META_SCALE: SCALE, META_DECISION: rule})
+
+
+def _frame(tmp_path, h=720, w=1280):
+    img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "frame.png"), img)
+    return tmp_path / "frame.png"
+
+
+def test_heatmap_tiles_from_the_camera_and_the_models_rule(scaled_model, tmp_path, capsys):
+    frame, out, summ = _frame(tmp_path), tmp_path / "g.jsonl", tmp_path / "s.json"
+    assert edge_run.main(["--model", str(scaled_model), "--source", str(frame), "--mode", "heatmap",
+                          "--heatmap-impl", "tiles", "--gsd", "0.1", "--output", str(out),
+                          "--summary-json", str(summ)]) == 0
+    rec = _read(out)[0]
+    assert rec["verdict"]["tile_px"] == 256                      # 25.6 m / 0.1 m per px
+    assert rec["heat"]["threshold"] == 0.45                       # from the metadata
+    assert rec["verdict"]["crowd"] == (rec["heat"]["area_over_threshold"] >= 0.3)
+    assert rec["decision"]["score"] == rec["verdict"]["score"]
+    judge = json.loads(summ.read_text())["judge"]
+    assert judge["tiling"] == {"source": "gsd", "gsd": 0.1, "patch_m": 25.6}
+    assert judge["rule"]["source"] == "calibrated on val"
+    assert "no camera given" not in capsys.readouterr().err
+    # altitude + HFOV: the tile follows the frame width; flags override the model's thresholds
+    out2 = tmp_path / "a.jsonl"
+    assert edge_run.main(["--model", str(scaled_model), "--source", str(frame), "--mode", "heatmap",
+                          "--altitude", "30", "--hfov", "70", "--threshold", "0.6", "--min-area",
+                          "0.05", "--output", str(out2)]) == 0
+    rec2 = _read(out2)[0]
+    assert rec2["verdict"]["tile_px"] == round(25.6 / (2 * 30 * np.tan(np.radians(35)) / 1280))
+    assert rec2["heat"]["threshold"] == 0.6 and rec2["heat"]["impl"] == "dense"
+    assert rec2["verdict"]["crowd"] == (rec2["heat"]["area_over_threshold"] >= 0.05)
+
+
+def test_default_camera_is_said_once_and_recorded(scaled_model, tmp_path, capsys):
+    frame, summ = _frame(tmp_path, 360, 640), tmp_path / "s.json"
+    assert edge_run.main(["--model", str(scaled_model), "--source", str(tmp_path), "--mode", "heatmap",
+                          "--loop", "--max-frames", "3", "--output", str(tmp_path / "o.jsonl"),
+                          "--summary-json", str(summ)]) == 0
+    assert capsys.readouterr().err.count("no camera given") == 1
+    tiling = json.loads(summ.read_text())["judge"]["tiling"]
+    assert tiling == {"source": "default camera", "altitude_m": 40.0, "hfov_deg": 82.0, "patch_m": 25.6}
+
+
+def test_classify_rule_and_resize_from_flags(scaled_model, tmp_path):
+    frame = _frame(tmp_path, 200, 600)
+    runs = {}
+    for policy in ("stretch", "letterbox", "center-crop"):
+        out = tmp_path / f"{policy}.jsonl"
+        assert edge_run.main(["--model", str(scaled_model), "--source", str(frame), "--resize", policy,
+                              "--output", str(out), "--summary-json", str(tmp_path / "s.json")]) == 0
+        runs[policy] = _read(out)[0]
+        assert json.loads((tmp_path / "s.json").read_text())["judge"]["resize"] == policy
+    assert len({r["probabilities"]["crowd"] for r in runs.values()}) == 3     # three different inputs
+    for r in runs.values():                       # the model's classify threshold (0.9) decides
+        p = r["probabilities"]["crowd"]
+        assert r["verdict"]["crowd"] == (p >= 0.9)
+        want = 0.5 * p / 0.9 if p < 0.9 else 0.5 + 0.5 * (p - 0.9) / 0.1
+        assert r["verdict"]["score"] == pytest.approx(want, abs=1e-4)
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--altitude", "40"], "--altitude and --hfov go together"),
+    (["--gsd", "0.1", "--tile", "100"], "give one of"),
+    (["--threshold", "1.5"], "threshold must be in (0, 1)"),
+    (["--min-area", "0"], "min_area must be in (0, 1)"),
+    (["--tile", "0"], "--tile must be >= 1"),
+])
+def test_bad_scale_and_decision_flags_exit_2(scaled_model, tmp_path, capsys, flags, needle):
+    out = tmp_path / "never.jsonl"
+    assert edge_run.main(["--model", str(scaled_model), "--source", str(_frame(tmp_path)), "--mode",
+                          "heatmap", "--output", str(out)] + flags) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not out.exists()
+
+
+def test_gsd_needs_a_model_with_a_scale(model, tmp_path, capsys):
+    assert edge_run.main(["--model", str(model), "--source", str(_frame(tmp_path)), "--mode", "heatmap",
+                          "--gsd", "0.05"]) == 2
+    assert "records no ground scale" in capsys.readouterr().err
+
+
 def test_missing_source_and_model_exit_2(model, tmp_path, capsys):
     assert edge_run.main(["--model", str(model), "--source", str(tmp_path / "nope.mp4")]) == 2
     assert "source not found" in capsys.readouterr().err

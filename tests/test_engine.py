@@ -32,6 +32,31 @@ def test_a_run_writes_its_files(tmp_path, digits):
     assert saved["config"]["lr"] == 0.05 and saved["resolved"]["num_classes"] == 10
 
 
+def test_patch_metres_is_recorded_as_the_scale(tmp_path, digits):
+    from edge.contract import GroundScale
+    from train.checkpoint import load_checkpoint, model_info
+
+    Trainer(_cfg(tmp_path, epochs=1, patch_metres=12.5), data=digits).fit()
+    ckpt = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert ckpt["scale"] == {"patch_m": 12.5, "patch_m_range": [12.5, 12.5], "input_width": 32}
+    assert model_info(ckpt).scale == GroundScale(12.5, (12.5, 12.5), 32)
+    Trainer(_cfg(tmp_path, epochs=1, out=str(tmp_path / "plain")), data=digits).fit()
+    plain = load_checkpoint(tmp_path / "plain" / "model.pt")
+    assert "scale" not in plain and model_info(plain).scale is None    # digits: no ground scale
+
+
+def test_training_scale_follows_the_input_size():
+    from types import SimpleNamespace
+
+    from edge.contract import GroundScale
+    from train.engine import training_scale
+
+    data = SimpleNamespace(scale=GroundScale(26.0, (16.0, 43.0), 128), input_size=(96, 96))
+    assert training_scale(TrainConfig(), data) == GroundScale(26.0, (16.0, 43.0), 96)   # same ground
+    assert training_scale(TrainConfig(patch_metres=10.0), data) == GroundScale(10.0, (10.0, 10.0), 96)
+    assert training_scale(TrainConfig(), SimpleNamespace(scale=None, input_size=(32, 32))) is None
+
+
 def test_seeded_cpu_runs_are_deterministic(tmp_path, digits):
     a = Trainer(_cfg(tmp_path, out=str(tmp_path / "a"), epochs=1), data=digits)
     a.fit()
@@ -122,6 +147,7 @@ def test_cli_unknown_names_list_the_valid_ones(argv, message, capsys):
     (["--dataset", "digits", "--epochs", "0"], "--epochs must be >= 1"),
     (["--dataset", "digits", "--method", "ce", "--kd", "x.pt"], "conflicts"),
     (["--dataset", "cifar10"], "not found under"),
+    (["--dataset", "digits", "--patch-metres", "-3"], "--patch-metres must be a positive"),
 ])
 def test_cli_bad_inputs_exit_non_zero_with_a_message(tmp_path, argv, message, capsys):
     code = main(argv + ["--out", str(tmp_path / "o"), "--data-root", str(tmp_path / "nodata")])

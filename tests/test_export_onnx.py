@@ -43,7 +43,7 @@ def settle_batchnorm(model, ch, size):
     model.eval()
 
 
-def make_ckpt(tmp_path, arch, name="model.pt"):
+def make_ckpt(tmp_path, arch, name="model.pt", **extra):
     size, ch, k = SHAPES.get(arch, (32, 3, 10))
     model = build_model(arch, num_classes=k, in_channels=ch, input_size=size)
     settle_batchnorm(model, ch, size)
@@ -51,7 +51,7 @@ def make_ckpt(tmp_path, arch, name="model.pt"):
                        channel_order="GRAY" if ch == 1 else "RGB")
     ckpt = build_checkpoint(model, arch=arch, arch_kwargs={"in_channels": ch, "input_size": size},
                             class_names=[f"c{i}" for i in range(k)], input_size=(size, size),
-                            in_channels=ch, preprocess=pre.to_dict(), method="ce")
+                            in_channels=ch, preprocess=pre.to_dict(), method="ce", **extra)
     return save_checkpoint(ckpt, tmp_path / name)
 
 
@@ -109,6 +109,38 @@ def test_metadata_round_trip(tmp_path):
     assert pre == C.Preprocess.from_dict(ck["preprocess"])
     info = C.ModelInfo.from_metadata(meta)          # what edge/ builds from it
     assert info.class_names == ck["class_names"] and info.preprocess.channel_order == "GRAY"
+
+
+def test_scale_and_decision_travel_to_onnx_and_engine_sidecar(tmp_path):
+    from edge import sidecar as S
+
+    scale = C.GroundScale(26.2, (16.0, 43.0), 64)
+    rule = C.DecisionRule(0.6, 0.05, 0.4, "calibrated on val (40 frames)")
+    res = export_onnx(make_ckpt(tmp_path, "crowd_fcn", scale=scale.to_dict(), decision=rule.to_dict()),
+                      check_size=2)
+    meta = read_onnx_metadata(res.onnx_path)
+    assert meta[C.META_SCALE] == scale.to_dict() and meta[C.META_DECISION] == rule.to_dict()
+    info = C.ModelInfo.from_metadata(meta)
+    assert info.scale == scale and info.decision == rule
+    # an engine's sidecar carries the ONNX metadata, so the engine knows them too
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(res.onnx_path)).metadata_props}
+    engine = tmp_path / "m.engine"
+    S.write_sidecar(engine, props, {k: "x" for k in S.FINGERPRINT_KEYS}, source_onnx=res.onnx_path,
+                    rebuild_command="python -m export.trt m.onnx")
+    side = C.ModelInfo.from_metadata(S.sidecar_metadata(S.read_sidecar(engine)))
+    assert side.scale == scale and side.decision == rule
+
+
+def test_models_without_scale_or_decision_keep_working(tmp_path):
+    meta = read_onnx_metadata(export_onnx(make_ckpt(tmp_path, "crowd_fcn"), check_size=2).onnx_path)
+    assert C.META_SCALE not in meta and C.META_DECISION not in meta
+    info = C.ModelInfo.from_metadata(meta)
+    assert info.scale is None and info.decision == C.DecisionRule()
+    bad = dict(meta, **{C.META_SCALE: {"patch_m": 50.0, "patch_m_range": [10, 20], "input_width": 64}})
+    with pytest.raises(ValueError, match="patch_m"):
+        C.ModelInfo.from_metadata(bad)
 
 
 def test_cli_real_samples_report(digits_ckpt, capsys):

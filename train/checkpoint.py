@@ -13,6 +13,7 @@ from typing import Any, Dict, Mapping, Optional
 import torch
 from torch import nn
 
+from edge.contract import DecisionRule, GroundScale, ModelInfo, Preprocess
 from edge.sidecar import atomic_write, file_sha256  # noqa: F401  (file_sha256 re-exported)
 
 FORMAT = "edge-students/checkpoint"
@@ -29,7 +30,11 @@ def build_checkpoint(model: nn.Module, *, arch: str, arch_kwargs: Mapping[str, A
                      class_names, input_size, in_channels: int, preprocess: Mapping[str, Any],
                      method: str, config: Optional[Mapping[str, Any]] = None,
                      metrics: Optional[Mapping[str, Any]] = None,
-                     train_state: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                     train_state: Optional[Mapping[str, Any]] = None,
+                     scale: Optional[Mapping[str, Any]] = None,
+                     decision: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """``scale`` (``GroundScale.to_dict()``) and ``decision`` (``DecisionRule.to_dict()``) are
+    optional: a model without them runs with native-resolution tiles and the default rule."""
     ckpt = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -46,9 +51,24 @@ def build_checkpoint(model: nn.Module, *, arch: str, arch_kwargs: Mapping[str, A
         "metrics": dict(metrics or {}),
         "state_dict": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
     }
+    if scale is not None:
+        ckpt["scale"] = GroundScale.from_dict(scale).to_dict()
+    if decision is not None:
+        ckpt["decision"] = DecisionRule.from_dict(decision).to_dict()
     if train_state is not None:
         ckpt["train_state"] = dict(train_state)
     return ckpt
+
+
+def model_info(ckpt: Mapping[str, Any]) -> ModelInfo:
+    """What the edge runtime would know about this model, built from the checkpoint (the same
+    fields export.onnx writes into the ONNX metadata)."""
+    scale, decision = ckpt.get("scale"), ckpt.get("decision")
+    return ModelInfo(class_names=[str(c) for c in ckpt["class_names"]],
+                     preprocess=Preprocess.from_dict(ckpt["preprocess"]),
+                     arch=str(ckpt["arch"]), method=str(ckpt["method"]),
+                     scale=GroundScale.from_dict(scale) if scale is not None else None,
+                     decision=DecisionRule.from_dict(decision) if decision is not None else None)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

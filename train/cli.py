@@ -25,8 +25,10 @@ FLAG_METHODS = ("ce", "posd", "oskd")
 
 def build_parser(prog: str = "python -m train", preset: Optional[str] = None) -> argparse.ArgumentParser:
     from train.data import list_datasets
+    from edge.judge import add_camera_args
     from train.losses import list_losses
     from train.models import list_models
+    from train.validation import VAL_MODES
 
     from train.data.crowd_synth.layout import VERSIONS as SYNTH_VERSIONS
 
@@ -49,6 +51,10 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
                    help=f"crowd_synth generator version (default {d.synth_version}; 2 reproduces earlier results)")
     g.add_argument("--input-size", type=int, default=None, metavar="PX",
                    help="resize image-folder data to PX x PX (default: the model's)")
+    g.add_argument("--patch-metres", type=float, default=None, metavar="M",
+                   help="ground width in metres one training image covers, recorded in the model so "
+                        "the runtime can tile camera frames at that scale (built-in crowd_synth "
+                        "records its own; image folders have none unless given)")
 
     g = p.add_argument_group("model and method")
     g.add_argument("--model", choices=list_models(), default=None, help=f"architecture (default: {d.model})")
@@ -89,6 +95,19 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
     g.add_argument("--milestones", type=int, nargs="*", default=None, help="step schedule epochs")
     g.add_argument("--gamma", type=float, default=None, help="step schedule factor")
 
+    g = p.add_argument_group("real-data validation (docs/jetson.md, \"Validation frames\")")
+    g.add_argument("--val-data", metavar="DIR", default=None,
+                   help="full frames of any size in class folders DIR/<class>/..., judged each epoch "
+                        "as edge.run judges a frame; the decision rule is calibrated on them at the end")
+    g.add_argument("--val-mode", choices=VAL_MODES, default=None,
+                   help=f"runtime mode(s) to judge the frames in (default: {d.val_mode})")
+    g.add_argument("--val-map", nargs="+", action="extend", default=None, metavar="FOLDER=CLASS",
+                   help="label other folders of --val-data, e.g. crowd_ground=crowd")
+    add_camera_args(g, prefix="val-")
+    g.add_argument("--select-best", choices=("test", "val"), default=None,
+                   help="best.pt is the epoch with the best test accuracy or the best validation "
+                        "balanced accuracy (default: val with --val-data, else test)")
+
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: auto)")
@@ -120,6 +139,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise ValueError("--method kd needs a teacher: --kd TEACHER.pt or --teacher TEACHER.pt")
     if v.get("milestones") is not None:
         v["milestones"] = tuple(v["milestones"])
+    if v.get("val_map") is not None:
+        v["val_map"] = tuple(v["val_map"])
     if v.get("model_kwargs") is not None and not isinstance(v["model_kwargs"], dict):
         raise ValueError("--model-kwargs must be a JSON object")
     cfg = resolve(v, preset=args._preset if v.get("preset") is None else None)
@@ -144,8 +165,29 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError(f"--knn must be >= 1, got {cfg.knn}")
     if cfg.lr <= 0:
         raise ValueError(f"--lr must be > 0, got {cfg.lr}")
+    if cfg.patch_metres is not None and not (0 < cfg.patch_metres < float("inf")):
+        raise ValueError(f"--patch-metres must be a positive number of metres, got {cfg.patch_metres}")
+    _validate_val(cfg)
     if cfg.synth_size is not None and cfg.synth_size < 1:
         raise ValueError(f"--synth-size must be >= 1, got {cfg.synth_size}")
+
+
+def _validate_val(cfg: TrainConfig) -> None:
+    """The validation flags, before any data is loaded or generated."""
+    from pathlib import Path
+
+    from edge.judge import Camera
+
+    if cfg.select_best not in (None, "test", "val"):
+        raise ValueError(f"--select-best must be test or val, got {cfg.select_best!r}")
+    if cfg.select_best == "val" and not cfg.val_data:
+        raise ValueError("--select-best val needs --val-data DIR")
+    if cfg.val_data and not Path(cfg.val_data).is_dir():
+        raise ValueError(f"--val-data {cfg.val_data}: folder not found")
+    try:
+        Camera(cfg.val_tile, cfg.val_gsd, cfg.val_altitude, cfg.val_hfov)
+    except ValueError as e:                  # the message names the runtime's flags
+        raise ValueError(str(e).replace("--", "--val-")) from None
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m train",

@@ -21,6 +21,16 @@ class TrainConfig:
     synth_seed: int = 0
     synth_version: int = 3                # crowd_synth generator version (2: the scenes before v3)
     input_size: Optional[int] = None      # resize image folders to this square size
+    patch_metres: Optional[float] = None  # ground width one training image covers (image folders)
+    # real-frame validation (train/validation.py)
+    val_data: Optional[str] = None        # DIR/<class>/... full frames, judged as the runtime does
+    val_mode: str = "both"                # heatmap, classify or both
+    val_map: Tuple[str, ...] = ()         # FOLDER=CLASS labels for other folders
+    val_tile: Optional[int] = None        # heatmap camera: one of tile / gsd / altitude+hfov
+    val_gsd: Optional[float] = None
+    val_altitude: Optional[float] = None
+    val_hfov: Optional[float] = None
+    select_best: Optional[str] = None     # what best.pt is chosen by: test or val (None: val if val_data)
     # model and method
     model: str = "crowd_fcn"
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -60,6 +70,7 @@ class TrainConfig:
         d = asdict(self)
         d["model_kwargs"] = dict(self.model_kwargs)
         d["milestones"] = list(self.milestones)
+        d["val_map"] = list(self.val_map)
         return d
 
     @classmethod
@@ -71,6 +82,8 @@ class TrainConfig:
         d = dict(d)
         if "milestones" in d:
             d["milestones"] = tuple(int(m) for m in d["milestones"])
+        if "val_map" in d:
+            d["val_map"] = tuple(str(m) for m in d["val_map"])
         return cls(**d)
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -81,7 +94,8 @@ class TrainConfig:
 
 
 #: what may differ between an interrupted run and its --resume without changing the result
-RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "device", "eval_batch_size", "epochs", "data_root"})
+RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "device", "eval_batch_size", "epochs", "data_root",
+                               "patch_metres"})   # patch_metres: metadata, not weights
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     # POSD paper, Crowd-drone (sec. 4.3, Table 6): batch 32, SGD lr 1e-3 momentum 0.9, 100 epochs

@@ -2,8 +2,10 @@
 
 Outputs in ``cfg.out``: ``config.json``, ``metrics.jsonl`` (one line per epoch), ``metrics.json``
 (summary: final and best test accuracy; the paper reports the best), ``model.pt`` (final),
-``best.pt`` (best test accuracy) and ``state.pt`` (resumable: weights, optimiser, scheduler,
-position, history). Ctrl-C saves ``state.pt`` at the current step; ``--resume`` continues from it
+``best.pt`` (by ``--select-best``: best test accuracy, or best balanced accuracy on the real
+frames of ``--val-data``, see train/validation.py) and ``state.pt`` (resumable: weights,
+optimiser, scheduler, position, history). With ``--val-data`` both model files carry a decision
+rule calibrated on those frames. Ctrl-C saves ``state.pt`` at the current step; ``--resume`` continues from it
 and, on CPU, ends with bit-identical weights to an uninterrupted run, because every random draw
 is a function of (seed, epoch, step).
 """
@@ -18,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train import distributed as ddp
+from edge.contract import DecisionRule, GroundScale, ModelInfo
 from edge.sidecar import atomic_write
 from train.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
 from train.config import RESUMABLE_CHANGES, TrainConfig
@@ -67,6 +70,18 @@ def load_data(cfg: TrainConfig) -> DataSplits:
                          synth_size=cfg.synth_size, synth_seed=cfg.synth_seed,
                          synth_version=cfg.synth_version,
                          input_size=cfg.input_size)
+
+
+def training_scale(cfg: TrainConfig, data: DataSplits) -> Optional[GroundScale]:
+    """The ground one training image covers: ``--patch-metres`` if given, else the dataset's own
+    (crowd_synth knows it), else None (the runtime then tiles at native resolution)."""
+    if cfg.patch_metres is not None:
+        m = float(cfg.patch_metres)
+        return GroundScale(m, (m, m), int(data.input_size[1]))
+    if data.scale is None:
+        return None
+    # --input-size resizes the images: the same ground, another number of input pixels
+    return replace(data.scale, input_width=int(data.input_size[1]))
 
 
 def _model_default_size(model: str) -> int:
@@ -151,16 +166,24 @@ class RunState:
     best_acc: float = -1.0
     best_epoch: int = -1
     elapsed: float = 0.0                 # seconds of training before this process
+    best_val: float = -1.0               # best validation (balanced accuracy, ROC-AUC), its epoch
+    best_val_auc: float = -1.0
+    best_val_epoch: int = -1
+    best_pt_epoch: int = -1              # the epoch best.pt holds (by --select-best)
 
     def to_dict(self) -> Dict[str, Any]:
         return {"epoch": self.epoch, "step": self.step, "sums": dict(self.sums),
                 "history": list(self.history), "best_acc": self.best_acc,
-                "best_epoch": self.best_epoch, "elapsed": self.elapsed}
+                "best_epoch": self.best_epoch, "elapsed": self.elapsed, "best_val": self.best_val,
+                "best_val_auc": self.best_val_auc, "best_val_epoch": self.best_val_epoch,
+                "best_pt_epoch": self.best_pt_epoch}
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "RunState":
         return cls(int(d["epoch"]), int(d["step"]), dict(d["sums"]), list(d["history"]),
-                   float(d["best_acc"]), int(d["best_epoch"]), float(d.get("elapsed", 0.0)))
+                   float(d["best_acc"]), int(d["best_epoch"]), float(d.get("elapsed", 0.0)),
+                   float(d.get("best_val", -1.0)), float(d.get("best_val_auc", -1.0)),
+                   int(d.get("best_val_epoch", -1)), int(d.get("best_pt_epoch", d["best_epoch"])))
 
 
 class Trainer:
@@ -184,6 +207,7 @@ class Trainer:
         torch.manual_seed(_seed(cfg.seed, 0, 0))
         self.data = data if data is not None else load_data(cfg)
         self.model_kwargs = model_kwargs(cfg, self.data)
+        self.scale = training_scale(cfg, self.data)
         self.model = build_model(cfg.model, num_classes=self.data.num_classes,
                                  **self.model_kwargs).to(self.device)
         self.loss = build_loss(cfg.method, **loss_kwargs(cfg, self.data)).to(self.device)
@@ -204,9 +228,33 @@ class Trainer:
         self.train_x = self.data.train_x.to(self.device)   # uint8 stays small: keep it on device
         self.train_y = self.data.train_y.to(self.device)
         self.state = RunState()
+        self.select = cfg.select_best or ("val" if cfg.val_data else "test")
+        self.val = self._real_validation()
+        self._last_val = None             # the latest validation result (calibrates model.pt)
+
+    def model_info(self) -> ModelInfo:
+        """What the runtime will know about this model once exported (no decision rule yet)."""
+        return ModelInfo(self.data.class_names, self.data.preprocess, self.cfg.model,
+                         self.cfg.method, scale=self.scale)
+
+    def _real_validation(self):
+        if not self.cfg.val_data:
+            return None
+        from edge.judge import Camera
+        from train.validation import RealValidation
+
+        cfg = self.cfg
+        val = RealValidation(cfg.val_data, self.model_info(), cfg.val_mode,
+                             Camera(cfg.val_tile, cfg.val_gsd, cfg.val_altitude, cfg.val_hfov),
+                             cfg.val_map)
+        if self.dist.is_main:
+            for note in val.notes:
+                print(f"--val-data: note: {note}", file=sys.stderr, flush=True)
+        return val
 
     # -- persistence ---------------------------------------------------------------------
-    def checkpoint(self, metrics: Dict[str, Any], with_train_state: bool = False) -> Dict[str, Any]:
+    def checkpoint(self, metrics: Dict[str, Any], with_train_state: bool = False,
+                   decision: Optional[DecisionRule] = None) -> Dict[str, Any]:
         train_state = None
         if with_train_state:
             train_state = {
@@ -221,7 +269,8 @@ class Trainer:
             class_names=self.data.class_names, input_size=self.data.input_size,
             in_channels=self.data.in_channels, preprocess=self.data.preprocess.to_dict(),
             method=self.cfg.method, config=self.cfg.to_dict(), metrics=metrics,
-            train_state=train_state)
+            train_state=train_state, scale=None if self.scale is None else self.scale.to_dict(),
+            decision=None if decision is None else decision.to_dict())
 
     def save_state(self) -> None:
         if not self.dist.is_main:
@@ -268,6 +317,7 @@ class Trainer:
             "train_size": len(self.data.train_y), "test_size": len(self.data.test_y),
             "preprocess": self.data.preprocess.to_dict(), "augment": self.data.augment,
             "model_kwargs": self.model_kwargs,
+            "scale": None if self.scale is None else self.scale.to_dict(),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "loss_kwargs": effective_loss_kwargs(self.cfg, self.data),
             "device": str(self.device), "torch": str(torch.__version__), "python": platform.python_version(),
@@ -424,16 +474,27 @@ class Trainer:
         correct = st.sums.pop("correct", 0.0)
         train_terms = {k: v / seen for k, v in st.sums.items()}
         test = self.evaluate()
-        if test["acc"] > st.best_acc:
+        val = self._last_val = self.val.run(self.model, self.device) if self.val is not None else None
+        better_test = test["acc"] > st.best_acc
+        if better_test:
             st.best_acc, st.best_epoch = test["acc"], epoch + 1
+        better_val = val is not None and val.score > (st.best_val, st.best_val_auc)
+        if better_val:
+            (st.best_val, st.best_val_auc), st.best_val_epoch = val.score, epoch + 1
+        if better_val if self.select == "val" else better_test:
+            st.best_pt_epoch = epoch + 1
             if self.dist.is_main:
-                save_checkpoint(self.checkpoint(self.summary(extra=test)), self.out / "best.pt")
+                rule = self._calibrated(val, f"epoch {epoch + 1}")
+                save_checkpoint(self.checkpoint(self.summary(extra=test), decision=rule), self.out / "best.pt")
         record = {
             "epoch": epoch + 1, "train": train_terms, "train_acc": correct / seen,
             "test_acc": test["acc"], "test_loss": test["loss"], "best_test_acc": st.best_acc,
             "best_epoch": st.best_epoch, "epoch_time_s": round(seconds, 3),
             "lr": self.optimizer.param_groups[0]["lr"],
         }
+        if val is not None:
+            record.update(val=val.metrics, best_val_balanced_accuracy=st.best_val,
+                          best_val_epoch=st.best_val_epoch, best_pt_epoch=st.best_pt_epoch)
         st.history.append(record)
         if self.dist.is_main:
             with open(self.out / "metrics.jsonl", "a") as f:
@@ -463,6 +524,12 @@ class Trainer:
             correct, total_loss, n = int(round(float(sums[0]))), float(sums[1]), int(round(float(sums[2])))
         return {"acc": correct / n, "loss": total_loss / n}
 
+    def _calibrated(self, val, when: str) -> Optional[DecisionRule]:
+        """The decision rule chosen on the validation frames (None without them)."""
+        if val is None:
+            return None
+        return self.val.calibrate(val, DecisionRule(), when)
+
     def summary(self, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         st = self.state
         last = st.history[-1] if st.history else {}
@@ -472,7 +539,11 @@ class Trainer:
             "final_test_acc": last.get("test_acc"), "best_test_acc": st.best_acc if st.history else None,
             "best_epoch": st.best_epoch if st.history else None,
             "final_train_acc": last.get("train_acc"), "wall_time_s": round(st.elapsed, 2),
+            "select_best": self.select, "best_pt_epoch": st.best_pt_epoch if st.history else None,
         }
+        if self.val is not None:
+            out.update(final_val=last.get("val"), best_val_balanced_accuracy=st.best_val,
+                       best_val_epoch=st.best_val_epoch)
         if extra:
             out["at_save"] = dict(extra)
         return out
@@ -480,7 +551,12 @@ class Trainer:
     def finish(self) -> Dict[str, Any]:
         summary = self.summary()
         if self.dist.is_main:
-            save_checkpoint(self.checkpoint(summary), self.out / "model.pt")
+            rule = None
+            if self.val is not None:         # the final weights get their own calibrated rule
+                val = self._last_val or self.val.run(self.model, self.device)
+                rule = self._calibrated(val, f"final weights, epoch {self.state.epoch}")
+                summary["decision"] = rule.to_dict()
+            save_checkpoint(self.checkpoint(summary, decision=rule), self.out / "model.pt")
             _write_json(self.out / "metrics.json", summary)
         if self.tap is not None:
             self.tap.remove()
@@ -532,9 +608,15 @@ def _bar_post(bar, record: Dict[str, Any]) -> None:
 
 def _epoch_line(r: Dict[str, Any], epochs: int) -> str:
     terms = " ".join(f"{k}={v:.4g}" for k, v in r["train"].items())   # posd terms are ~1e-4
+    val = ""
+    for mode, m in (r.get("val") or {}).items():     # balanced accuracy / ROC-AUC on real frames
+        auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+        val += f"val_{mode}={m['balanced_accuracy']:.3f}/{auc}  "
+    if val:
+        val += f"best.pt@{r['best_pt_epoch']}  "
     return (f"epoch {r['epoch']}/{epochs}  {terms}  train_acc={r['train_acc']:.4f}  "
             f"test_acc={r['test_acc']:.4f}  best={r['best_test_acc']:.4f}@{r['best_epoch']}  "
-            f"{r['epoch_time_s']:.1f}s")
+            f"{val}{r['epoch_time_s']:.1f}s")
 
 
 def train(cfg: TrainConfig, **kwargs: Any) -> Dict[str, Any]:

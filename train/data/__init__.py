@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
 
-from edge.contract import Preprocess
+from edge.contract import GroundScale, Preprocess
 from train.registry import Registry
 
 
@@ -34,6 +34,7 @@ class DataSplits:
     preprocess: Preprocess
     augment: str            # a key of train.data.augment.AUGMENTATIONS
     source: str = ""        # where the data came from, for the config record
+    scale: Optional[GroundScale] = None   # ground a training image covers, when known
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):

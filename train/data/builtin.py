@@ -190,13 +190,16 @@ def digits(input_size: Optional[int] = None, **_):
 def crowd_synth(root=None, synth_size: Optional[int] = None, synth_seed: int = 0,
                 input_size: Optional[int] = None, synth_version: Optional[int] = None, **_):
     """The built-in Crowd-drone-like aerial scenes (see :mod:`train.data.crowd_synth`)."""
-    from train.data.crowd_synth import GENERATOR_VERSION, PAPER_TRAIN_PER_CLASS, ensure_crowd_synth
+    from train.data.crowd_synth import (GENERATOR_VERSION, PAPER_TRAIN_PER_CLASS, ensure_crowd_synth,
+                                        ground_scale)
 
     per_class = int(synth_size or PAPER_TRAIN_PER_CLASS)
     folder = ensure_crowd_synth(per_class, seed=synth_seed, cache_dir=Path(root) if root else None,
                                 version=int(synth_version or GENERATOR_VERSION))
     size = int(input_size or 128)
-    return folder_dataset(folder, size, augment="aerial", name="crowd_synth")
+    splits = folder_dataset(folder, size, augment="aerial", name="crowd_synth")
+    splits.scale = ground_scale(int(synth_version or GENERATOR_VERSION))  # resizing keeps the ground covered
+    return splits
 
 
 def folder_dataset(root, size: int, augment: str = "aerial", name: Optional[str] = None,

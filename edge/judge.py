@@ -1,0 +1,332 @@
+"""One judge of one image: the crowd verdict that the runtime, ``edge.evaluate``, training's
+``--val-data`` and calibration all share, so a number measured offline is the number flown.
+
+A :class:`Judge` is built once from the model's :class:`~edge.contract.ModelInfo`, the mode, the
+camera and the :class:`~edge.contract.DecisionRule`. ``prepare`` turns a decoded image (OpenCV
+BGR/gray uint8) into network inputs, ``run`` calls the network, ``decide`` turns its logits into a
+:class:`Judgement`: probabilities or heat statistics, the calibrated score (0.5 exactly at the
+rule's boundary) and the verdict. The runtime spreads the three over its threads; :meth:`judge`
+does them in a row. Modes:
+
+* ``classify``: the whole frame is resized to the input (the recipe's resize policy, or the one
+  given) and the verdict is p(crowd) >= ``classify_threshold``.
+* ``heatmap``: the frame is seen at the training ground scale. The tile side in frame pixels comes
+  from the camera (:class:`Camera`): an explicit tile, or ``patch_m / gsd`` with the ground sample
+  distance given or computed from altitude and horizontal field of view. ``tiles`` cuts tiles of
+  that side (stride half a tile) and resizes each to the input; ``dense`` resizes the whole frame
+  by ``input / tile`` and runs the score map once. The verdict is: the share of the frame whose
+  crowd probability exceeds ``threshold`` is at least ``min_area``.
+
+With no camera information a heatmap assumes :data:`DEFAULT_ALTITUDE_M` and
+:data:`DEFAULT_HFOV_DEG` (a wide drone camera at a typical survey height) and says so once in
+:attr:`Judge.notes`; a model that records no ground scale is tiled at its input size in native
+frame pixels, as before the scale contract. numpy and OpenCV only (it runs on the Jetson).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from edge.contract import RESIZE_POLICIES, DecisionRule, GroundScale, ModelInfo, gsd_from_camera
+from edge.heatmap import HeatStats, TileGrid, cut_tiles, softmax, stats_from_dense, stats_from_tiles, tile_grid
+from edge.preprocess import FramePreprocessor
+
+MODES = ("classify", "heatmap")
+HEATMAP_IMPLS = ("auto", "dense", "tiles")
+#: the camera assumed when a heatmap is given none: ~40 m is a common survey/inspection height
+#: (well under the usual 120 m ceiling), 82 degrees the horizontal field of view of the usual
+#: 24 mm-equivalent drone camera. At 1920 px wide that is 3.6 cm per pixel.
+DEFAULT_ALTITUDE_M = 40.0
+DEFAULT_HFOV_DEG = 82.0
+MIN_DENSE_SIDE = 16          # crowd_fcn's output stride: a smaller input has no score-map cell
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+# ------------------------------------------------------------------------------ camera
+@dataclass(frozen=True)
+class Camera:
+    """How frame pixels relate to the ground. At most one of: ``tile`` (frame pixels, explicit),
+    ``gsd`` (metres per frame pixel), ``altitude`` + ``hfov`` (metres, degrees; GSD follows from
+    the frame width). None of them: the default camera (when the model has a scale)."""
+
+    tile: Optional[int] = None
+    gsd: Optional[float] = None
+    altitude: Optional[float] = None
+    hfov: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if (self.altitude is None) != (self.hfov is None):
+            raise ValueError("--altitude and --hfov go together (the ground width a frame shows "
+                             f"needs both), got altitude {self.altitude!r}, hfov {self.hfov!r}")
+        given = [n for n, v in (("--tile", self.tile), ("--gsd", self.gsd),
+                                ("--altitude/--hfov", self.altitude)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of --tile, --gsd, --altitude/--hfov, not {' and '.join(given)}")
+        if self.tile is not None and int(self.tile) < 1:
+            raise ValueError(f"--tile must be >= 1 frame pixel, got {self.tile!r}")
+        if self.gsd is not None and not (float(self.gsd) > 0 and math.isfinite(float(self.gsd))):
+            raise ValueError(f"--gsd must be a positive number of metres per pixel, got {self.gsd!r}")
+        if self.altitude is not None:
+            gsd_from_camera(self.altitude, self.hfov, 1)          # ValueError naming the bad value
+
+    @property
+    def given(self) -> bool:
+        return any(v is not None for v in (self.tile, self.gsd, self.altitude))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: v for k, v in (("tile", self.tile), ("gsd", self.gsd), ("altitude_m", self.altitude),
+                                  ("hfov_deg", self.hfov)) if v is not None}
+
+
+DEFAULT_CAMERA = Camera(altitude=DEFAULT_ALTITUDE_M, hfov=DEFAULT_HFOV_DEG)
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Frame width -> tile side in frame pixels, and where that came from (for records)."""
+
+    camera: Camera
+    scale: Optional[GroundScale]
+    input_width: int
+    source: str          # "tile", "gsd", "altitude+hfov", "default camera", "model input size"
+
+    def tile_px(self, frame_width: int) -> int:
+        c = self.camera
+        if c.tile is not None:
+            return int(c.tile)
+        if self.scale is None:
+            return self.input_width
+        gsd = c.gsd if c.gsd is not None else gsd_from_camera(c.altitude, c.hfov, frame_width)
+        return self.scale.tile_px(gsd)
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"source": self.source, **self.camera.to_dict()}
+        if self.scale is not None:
+            out["patch_m"] = float(self.scale.patch_m)
+        return out
+
+
+def resolve_tiling(camera: Camera, scale: Optional[GroundScale], input_width: int) -> Tiling:
+    """The camera against the model's scale; ``ValueError`` when a GSD or altitude is given for a
+    model that records no scale (only an explicit tile means anything then)."""
+    if camera.tile is not None:
+        return Tiling(camera, scale, input_width, "tile")
+    if scale is None:
+        if camera.given:
+            raise ValueError("this model records no ground scale, so --gsd/--altitude cannot set "
+                             "the tile size; pass --tile PX, or retrain with crowd_synth or "
+                             "--patch-metres M")
+        return Tiling(camera, None, input_width, "model input size")
+    if camera.gsd is not None:
+        return Tiling(camera, scale, input_width, "gsd")
+    if camera.altitude is not None:
+        return Tiling(camera, scale, input_width, "altitude+hfov")
+    return Tiling(DEFAULT_CAMERA, scale, input_width, "default camera")
+
+
+def resolve_impl(requested: str, has_dense: bool) -> str:
+    """``auto`` -> dense when the model has a dense score map, else tiles."""
+    if requested not in HEATMAP_IMPLS:
+        raise ValueError(f"heatmap impl {requested!r} not in {HEATMAP_IMPLS}")
+    if requested == "dense" and not has_dense:
+        raise ValueError("--heatmap-impl dense needs a model with a dynamic-size 'score_map' "
+                         "output; this one has none (use tiles or auto)")
+    if requested == "auto":
+        return "dense" if has_dense else "tiles"
+    return requested
+
+
+# ------------------------------------------------------------------------------ results
+@dataclass
+class Prepared:
+    """The network input of one image, and what ``decide`` needs to read the output."""
+
+    x: Optional[np.ndarray]              # float32 NCHW (released after inference)
+    frame_hw: tuple
+    tile_px: Optional[int] = None
+    grid: Optional[TileGrid] = None
+
+
+@dataclass
+class Judgement:
+    mode: str
+    crowd: bool                          # the rule's verdict for this image alone
+    score: float                         # calibrated: 0.5 at the rule's boundary
+    evidence: float                      # p(crowd) (classify) or crowd area share (heatmap)
+    probs: Optional[np.ndarray] = None   # classify: softmax over the classes
+    heat: Optional[HeatStats] = None     # heatmap
+    tile_px: Optional[int] = None
+
+    def to_record(self) -> Dict[str, Any]:
+        rec: Dict[str, Any] = {"crowd": bool(self.crowd), "score": round(self.score, 4),
+                               "evidence": round(self.evidence, 4)}
+        if self.tile_px is not None:
+            rec["tile_px"] = int(self.tile_px)
+        return rec
+
+
+# ------------------------------------------------------------------------------ the judge
+class Judge:
+    """Build once per model and setting; ``judge(image, predict)`` per image (see module doc)."""
+
+    def __init__(self, info: ModelInfo, mode: str = "classify", *, positive: int = 0,
+                 rule: Optional[DecisionRule] = None, camera: Camera = Camera(),
+                 impl: str = "tiles", stride: Optional[int] = None, resize: Optional[str] = None,
+                 tile_batch: int = 64) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} not in {MODES}")
+        if impl not in ("tiles", "dense"):
+            raise ValueError(f"heatmap impl {impl!r} must be resolved to tiles or dense")
+        if resize is not None and resize not in RESIZE_POLICIES:
+            raise ValueError(f"--resize {resize!r} not in {RESIZE_POLICIES}")
+        if stride is not None and int(stride) < 1:
+            raise ValueError(f"--stride must be >= 1 frame pixel, got {stride!r}")
+        if int(tile_batch) < 1:
+            raise ValueError(f"tile batch must be >= 1, got {tile_batch!r}")
+        if not 0 <= int(positive) < len(info.class_names):
+            raise ValueError(f"positive class index {positive} outside the model's classes")
+        self.info, self.mode, self.positive = info, mode, int(positive)
+        self.rule = rule if rule is not None else info.decision
+        self.impl = impl if mode == "heatmap" else "none"
+        self.stride, self.tile_batch = stride, int(tile_batch)
+        recipe = info.preprocess
+        if mode == "classify":
+            self.resize = resize or recipe.resize
+            self.prep = FramePreprocessor(replace(recipe, resize=self.resize))
+            self.tiling: Optional[Tiling] = None
+        else:                    # tiles already have the input's aspect ratio; dense keeps the frame's
+            self.resize = "stretch"
+            self.prep = FramePreprocessor(replace(recipe, resize="stretch"))
+            self.tiling = resolve_tiling(camera, info.scale, int(recipe.size[1]))
+        self.notes: List[str] = self._notes()
+
+    def _notes(self) -> List[str]:
+        if self.tiling is None:
+            return []
+        if self.tiling.source == "default camera":
+            return [f"no camera given: assuming altitude {DEFAULT_ALTITUDE_M:g} m and horizontal "
+                    f"field of view {DEFAULT_HFOV_DEG:g} deg to size the heatmap tiles (pass --gsd, "
+                    "--altitude/--hfov or --tile)"]
+        if self.tiling.source == "model input size":
+            return ["the model records no ground scale: heatmap tiles are its input size in "
+                    "frame pixels (pass --tile to choose)"]
+        return []
+
+    def describe(self) -> Dict[str, Any]:
+        """The settings, for records and reports."""
+        out: Dict[str, Any] = {"mode": self.mode, "rule": self.rule.to_dict()}
+        if self.mode == "classify":
+            out["resize"] = self.resize
+        else:
+            out.update(impl=self.impl, tiling=self.tiling.to_dict())
+        return out
+
+    # -- stages ------------------------------------------------------------------------
+    def prepare(self, image: np.ndarray) -> Prepared:
+        """A decoded BGR/gray uint8 image -> its network input."""
+        hw = tuple(int(v) for v in image.shape[:2])
+        if self.mode == "classify":
+            return Prepared(self.prep([image]), hw)                          # [1, C, H, W]
+        tile = self.tiling.tile_px(hw[1])
+        if self.impl == "dense":
+            f = self.prep.size[1] / tile                                      # frame -> training scale
+            size = (max(MIN_DENSE_SIDE, int(round(hw[0] * f))), max(MIN_DENSE_SIDE, int(round(hw[1] * f))))
+            return Prepared(self.prep.to_tensor(image, size=size)[None], hw, tile)   # [1, C, h', w']
+        stride = int(self.stride) if self.stride else max(1, tile // 2)
+        grid = tile_grid(hw, (tile, tile), (stride, stride))
+        return Prepared(self.prep(cut_tiles(image, grid)), hw, tile, grid)   # [T, C, H, W]
+
+    def run(self, prepared: Prepared, predict: Predict,
+            score_map: Optional[Predict] = None) -> np.ndarray:
+        """Network outputs for one prepared image: logits [C] (classify), [T, C] (tiles) or the
+        score map [C, h, w] (dense, through ``score_map``)."""
+        x = prepared.x
+        if self.impl == "dense":
+            if score_map is None:
+                raise ValueError("the dense heatmap needs the model's score_map")
+            return np.asarray(score_map(x))[0]
+        if self.mode == "classify":
+            return np.asarray(predict(x))[0]
+        tb = self.tile_batch
+        return np.concatenate([np.asarray(predict(x[i:i + tb])) for i in range(0, len(x), tb)])
+
+    def decide(self, out: np.ndarray, prepared: Prepared) -> Judgement:
+        """Network outputs (see :meth:`run`) -> the judgement of the image."""
+        rule = self.rule
+        if self.mode == "classify":
+            probs = softmax(np.asarray(out, np.float64))
+            p = float(probs[self.positive])
+            return Judgement("classify", p >= rule.classify_threshold, rule.classify_score(p), p,
+                             probs=probs)
+        if self.impl == "dense":
+            heat = stats_from_dense(softmax(out, axis=0)[self.positive], rule.threshold)   # [h, w]
+        else:
+            heat = stats_from_tiles(softmax(out)[:, self.positive], prepared.grid, rule.threshold)
+        area = heat.area_over
+        return Judgement("heatmap", area >= rule.min_area, rule.heatmap_score(area), area,
+                         heat=heat, tile_px=prepared.tile_px)
+
+    def judge(self, image: np.ndarray, predict: Predict,
+              score_map: Optional[Predict] = None) -> Judgement:
+        """All three stages for one image."""
+        prepared = self.prepare(image)
+        out = self.run(prepared, predict, score_map)
+        prepared.x = None
+        return self.decide(out, prepared)
+
+    def with_rule(self, rule: DecisionRule) -> "Judge":
+        """The same judge under another decision rule (calibration tries several)."""
+        other = copy.copy(self)
+        other.rule = rule
+        return other
+
+
+# ------------------------------------------------------------------------------ command lines
+def add_camera_args(group, prefix: str = "") -> None:
+    """``--tile``, ``--gsd``, ``--altitude``, ``--hfov`` (with ``prefix``: ``--val-tile`` ...)."""
+    p = f"--{prefix}"
+    group.add_argument(f"{p}tile", type=int, default=None, metavar="PX",
+                       help="heatmap tile side in frame pixels (overrides the camera)")
+    group.add_argument(f"{p}gsd", type=float, default=None, metavar="M_PER_PX",
+                       help="ground sample distance of the frames, metres per pixel: tile = "
+                            "the model's training patch in metres / GSD")
+    group.add_argument(f"{p}altitude", type=float, default=None, metavar="M",
+                       help="camera height above ground in metres (with --hfov; nadir view)")
+    group.add_argument(f"{p}hfov", type=float, default=None, metavar="DEG",
+                       help="horizontal field of view in degrees (with --altitude)")
+
+
+def camera_from_args(args, prefix: str = "") -> Camera:
+    key = prefix.replace("-", "_")
+    return Camera(getattr(args, f"{key}tile"), getattr(args, f"{key}gsd"),
+                  getattr(args, f"{key}altitude"), getattr(args, f"{key}hfov"))
+
+
+def add_decision_args(group) -> None:
+    group.add_argument("--resize", choices=RESIZE_POLICIES, default=None,
+                       help="classify: how the whole frame meets the input size (default: the model's, "
+                            "stretch)")
+    group.add_argument("--threshold", type=float, default=None,
+                       help="heatmap: crowd probability above which an area counts as crowd "
+                            "(default: the model's decision rule, else 0.5)")
+    group.add_argument("--min-area", type=float, default=None,
+                       help="heatmap: share of the frame that must count as crowd for a crowd "
+                            "verdict (default: the model's, else 0.02)")
+    group.add_argument("--classify-threshold", type=float, default=None,
+                       help="classify: p(crowd) at or above which the verdict is crowd "
+                            "(default: the model's, else 0.5)")
+
+
+def rule_from_args(base: DecisionRule, args) -> DecisionRule:
+    """The model's rule with the thresholds given on the command line replacing its own."""
+    given = {k: getattr(args, k) for k in ("threshold", "min_area", "classify_threshold")
+             if getattr(args, k) is not None}
+    if not given:
+        return base
+    names = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+    return base.replace(**given, source=f"{base.source}; {names} from the command line")

@@ -1,0 +1,127 @@
+"""python -m edge.evaluate on photos the test makes, with a model whose verdicts are known."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+from edge import evaluate as ev  # noqa: E402
+from edge.contract import META_SCALE  # noqa: E402
+
+try:
+    from edge_helpers import brightness_crowd_model, export_crowd_onnx
+except ImportError:
+    from tests.edge_helpers import brightness_crowd_model, export_crowd_onnx
+
+SCALE = {"patch_m": 25.6, "patch_m_range": [16.0, 40.0], "input_width": 64}
+# (file, brightness): bright = the model says crowd, dark = it says no crowd
+PHOTOS = {
+    "crowd/site1_day_a.png": 200, "crowd/site1_day_b.png": 220, "crowd/night/site2_dusk_c.png": 40,
+    "no_crowd/site1_day_d.png": 30, "no_crowd/site3_lot_e.png": 60, "no_crowd/site3_lot_decoy.png": 210,
+    "crowd_ground/street.jpg": 230, "borderline/odd.png": 128,
+}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return export_crowd_onnx(tmp_path_factory.mktemp("m") / "bright.onnx", size=64, dense=True,
+                             model=brightness_crowd_model(), extra_meta={META_SCALE: SCALE})
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    root = tmp_path / "photos"
+    for rel, v in PHOTOS.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / rel), np.full((90, 160, 3), v, np.uint8))
+    (root / "no_crowd" / "broken.png").write_bytes(b"\x89PNG broken")
+    cv2.imwrite(str(root / "loose.png"), np.zeros((8, 8, 3), np.uint8))
+    return root
+
+
+def _run(model, photos, tmp_path, *extra):
+    out = {k: tmp_path / f"out.{k}" for k in ("json", "csv", "png")}
+    rc = ev.main(["--model", str(model), "--data", str(photos), "--map", "crowd_ground=crowd",
+                  "--json", str(out["json"]), "--csv", str(out["csv"]), "--errors-sheet", str(out["png"]),
+                  "--threads", "1", *extra])
+    return rc, out
+
+
+@pytest.mark.parametrize("mode", ["classify", "heatmap"])
+def test_report_csv_and_errors_sheet(model, photos, tmp_path, capsys, mode):
+    rc, out = _run(model, photos, tmp_path, "--mode", mode, "--gsd", "0.2")
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "skipped folder borderline/ (1 images)" in err and "directly in" in err
+    rep = json.loads(out["json"].read_text())
+    m = rep["metrics"]
+    # crowd: 3 bright (right) + 1 dark (missed); no_crowd: 2 dark (right) + 1 bright decoy (false alarm)
+    assert m["confusion"] == [[3, 1], [1, 2]] and rep["confusion_labels"] == ["crowd", "no_crowd"]
+    assert m["balanced_accuracy"] == pytest.approx((3 / 4 + 2 / 3) / 2, abs=1e-6)
+    assert rep["per_class"] == {"crowd": {"n": 4, "accuracy": 0.75}, "no_crowd": {"n": 3, "accuracy": pytest.approx(2 / 3, abs=1e-6)}}
+    assert set(rep["groups"]) == {"crowd", "crowd/night", "crowd_ground", "no_crowd"}
+    assert rep["groups"]["crowd/night"]["accuracy"] == 0.0 and rep["groups"]["crowd_ground"]["n"] == 1
+    assert rep["unreadable"] == {"no_crowd/broken.png": "undecodable"}
+    assert sorted(rep["errors"]) == ["crowd/night/site2_dusk_c.png", "no_crowd/site3_lot_decoy.png"]
+    assert rep["judge"]["mode"] == mode and rep["map"] == {"crowd_ground": "crowd"}
+    rows = list(csv.DictReader(out["csv"].open()))
+    assert len(rows) == 8 and {r["path"] for r in rows} >= {"crowd_ground/street.jpg", "no_crowd/broken.png"}
+    good = [r for r in rows if not r["error"]]
+    # the reported AUC is the AUC of the per-image scores in the CSV (scikit-learn as the reference)
+    sk = pytest.importorskip("sklearn.metrics")
+    auc = sk.roc_auc_score([int(r["truth"]) for r in good], [float(r["score"]) for r in good])
+    assert m["roc_auc"] == pytest.approx(auc, abs=1e-6)
+    if mode == "heatmap":
+        assert {r["tile_px"] for r in good} == {"128"}                     # 25.6 m at 0.2 m/px
+    else:
+        assert all(abs(float(r["p_crowd"]) + float(r["p_no_crowd"]) - 1) < 1e-4 for r in good)
+    sheet = cv2.imread(str(out["png"]))
+    assert sheet.shape[:2] == (180 + 34 + 4, 2 * 244)                    # two wrong verdicts
+
+
+def test_group_by_prefix_and_no_outputs_by_default(model, photos, capsys):
+    assert ev.main(["--model", str(model), "--data", str(photos), "--group-by", "prefix"]) == 0
+    text = capsys.readouterr().out
+    for group in ("site1_day", "site2_dusk", "site3_lot"):
+        assert group in text
+    assert "crowd_ground" not in text                     # not mapped this time: skipped
+
+
+def test_nothing_to_fix_gives_a_note_sheet(model, tmp_path):
+    root = tmp_path / "easy"
+    for cls, v in (("crowd", 240), ("no_crowd", 10)):
+        (root / cls).mkdir(parents=True)
+        cv2.imwrite(str(root / cls / "x.png"), np.full((40, 40, 3), v, np.uint8))
+    sheet = tmp_path / "s.png"
+    assert ev.main(["--model", str(model), "--data", str(root), "--errors-sheet", str(sheet)]) == 0
+    assert cv2.imread(str(sheet)) is not None
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--map", "crowd_ground"], "expected FOLDER=CLASS"),
+    (["--map", "crowd_ground=people"], "not one of the model's classes"),
+    (["--map", "nowhere=crowd"], "does not have"),
+    (["--errors-sheet", "x.jpg"], "must end in .png"),
+    (["--mode", "heatmap", "--altitude", "50"], "go together"),
+    (["--classify-threshold", "2"], "classify_threshold must be in (0, 1)"),
+])
+def test_bad_input_exits_2_with_one_line(model, photos, tmp_path, capsys, extra, needle):
+    js = tmp_path / "never.json"
+    assert ev.main(["--model", str(model), "--data", str(photos), "--json", str(js), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not js.exists()
+
+
+def test_bad_data_folders_exit_2(model, tmp_path, capsys):
+    assert ev.main(["--model", str(model), "--data", str(tmp_path / "missing")]) == 2
+    assert "data folder not found" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    assert ev.main(["--model", str(model), "--data", str(tmp_path)]) == 2
+    assert "no labelled images" in capsys.readouterr().err
+    assert ev.main(["--model", str(tmp_path / "none.onnx"), "--data", str(tmp_path)]) == 2

@@ -1,0 +1,95 @@
+"""Choose a model's decision thresholds on validation frames and store them in its checkpoint.
+
+    python -m train.calibrate runs/crowd/model.pt --val-data val_frames/ --altitude 60 --hfov 82
+    python -m train.calibrate model.pt --val-data val_frames/ --mode classify --out model_cal.pt
+    python -m train.calibrate model.pt --val-data frames/ --map crowd_ground=crowd --gsd 0.05
+
+``--val-data`` holds full frames in class folders (``DIR/<class>/...``, ``--map FOLDER=CLASS``
+for others). Each frame is judged as ``edge.run`` judges it (edge/judge.py, the camera flags as
+edge.run's), then the thresholds that maximise balanced accuracy are chosen, ties to the higher
+crowd recall: the per-area ``threshold`` and ``min_area`` (heatmap) and ``classify_threshold``
+(classify). The rule, with where it came from, goes into the checkpoint's ``decision`` (written
+to a temporary file and renamed: the same file, or ``--out``); thresholds of a mode not judged
+keep their values. Re-export afterwards (``python -m export.onnx``) so the runtime reads them.
+Training with ``--val-data`` does this at the end by itself. Exit status 0, or 2 for a bad
+checkpoint, folder or flag (one line on stderr, nothing written).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+from edge.judge import add_camera_args, camera_from_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from train.validation import VAL_MODES
+
+    p = argparse.ArgumentParser(prog="python -m train.calibrate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="an edge-students checkpoint (model.pt / best.pt)")
+    p.add_argument("--val-data", required=True, metavar="DIR", help="full frames in class folders DIR/<class>/...")
+    p.add_argument("--mode", choices=VAL_MODES, default="both", help="which thresholds to choose (default: both)")
+    p.add_argument("--map", nargs="+", action="extend", default=[], metavar="FOLDER=CLASS",
+                   help="label other folders, e.g. crowd_ground=crowd")
+    p.add_argument("--heatmap-impl", choices=("tiles", "dense"), default="tiles",
+                   help="the heatmap path the runtime will use (dense: a --dense export)")
+    p.add_argument("--out", default=None, help="write the calibrated checkpoint here (default: in place)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    add_camera_args(p.add_argument_group("camera (as edge.run)"))
+    return p
+
+
+def _fmt(metrics) -> str:
+    return ", ".join(f"{m} balanced {v['balanced_accuracy']:.3f} (crowd {v['recall_positive']:.3f}, "
+                     f"other {v['recall_negative']:.3f})" for m, v in metrics.items())
+
+
+def calibrate_checkpoint(args):
+    """(calibrated checkpoint dict, rule, metrics before, metrics after); ValueError & co."""
+    from train.checkpoint import load_model, model_info
+    from train.validation import RealValidation
+
+    camera = camera_from_args(args)
+    if args.out is not None and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give a file name")
+    device = torch.device(args.device)
+    model, ckpt = load_model(args.checkpoint, map_location="cpu")
+    if args.heatmap_impl == "dense" and not hasattr(model, "score_map"):
+        raise ValueError(f"--heatmap-impl dense needs a fully convolutional model; {ckpt['arch']} is not one")
+    info = model_info(ckpt)
+    val = RealValidation(args.val_data, info, args.mode, camera, args.map, impl=args.heatmap_impl)
+    for note in val.notes:
+        print(f"train.calibrate: note: {note}", file=sys.stderr)
+    result = val.run(model.to(device), device)
+    rule = val.calibrate(result, info.decision, f"python -m train.calibrate --mode {args.mode}")
+    ckpt = dict(ckpt, decision=rule.to_dict())
+    return ckpt, rule, result.metrics, val.rescore(result, rule)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from train.checkpoint import CheckpointError, save_checkpoint
+    from train.data import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        ckpt, rule, before, after = calibrate_checkpoint(args)
+    except (ValueError, FileNotFoundError, CheckpointError, DataError, RuntimeError) as e:
+        print(f"train.calibrate: error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out or args.checkpoint)
+    save_checkpoint(ckpt, out)
+    print(f"with the rule it had: {_fmt(before)}")
+    print(f"with the chosen rule: {_fmt(after)}")
+    print(f"decision: threshold {rule.threshold:.3f}, min_area {rule.min_area:.4f}, "
+          f"classify_threshold {rule.classify_threshold:.3f}\n  source: {rule.source}")
+    print(f"wrote {out}; re-export it (python -m export.onnx {out}) for the runtime to use the rule")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

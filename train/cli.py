@@ -104,6 +104,9 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
     g.add_argument("--val-map", nargs="+", action="extend", default=None, metavar="FOLDER=CLASS",
                    help="label other folders of --val-data, e.g. crowd_ground=crowd")
     add_camera_args(g, prefix="val-")
+    g.add_argument("--no-calibrate", dest="calibrate", action="store_false", default=None,
+                   help="with --val-data: only log the validation frames; keep the default decision "
+                        "thresholds instead of choosing them on those frames")
     g.add_argument("--select-best", choices=("test", "val"), default=None,
                    help="best.pt is the epoch with the best test accuracy or the best validation "
                         "balanced accuracy (default: val with --val-data, else test)")

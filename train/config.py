@@ -31,6 +31,7 @@ class TrainConfig:
     val_altitude: Optional[float] = None
     val_hfov: Optional[float] = None
     select_best: Optional[str] = None     # what best.pt is chosen by: test or val (None: val if val_data)
+    calibrate: bool = True                # choose the decision thresholds on val_data (else: defaults)
     # model and method
     model: str = "crowd_fcn"
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)

@@ -526,7 +526,7 @@ class Trainer:
 
     def _calibrated(self, val, when: str) -> Optional[DecisionRule]:
         """The decision rule chosen on the validation frames (None without them)."""
-        if val is None:
+        if val is None or not self.cfg.calibrate:
             return None
         return self.val.calibrate(val, DecisionRule(), when)
 
@@ -552,7 +552,7 @@ class Trainer:
         summary = self.summary()
         if self.dist.is_main:
             rule = None
-            if self.val is not None:         # the final weights get their own calibrated rule
+            if self.val is not None and self.cfg.calibrate:   # the final weights get their own rule
                 val = self._last_val or self.val.run(self.model, self.device)
                 rule = self._calibrated(val, f"final weights, epoch {self.state.epoch}")
                 summary["decision"] = rule.to_dict()

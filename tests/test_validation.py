@@ -131,3 +131,19 @@ def test_bad_validation_flags_exit_2(tmp_path, folders, capsys, extra, needle):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "o" / "metrics.jsonl").exists()
+
+
+def test_monitoring_only_leaves_the_weights_and_thresholds_alone(tmp_path, folders):
+    """--select-best test --no-calibrate: the real frames are logged, and the run is the run
+    without them (same weights, same best.pt, default decision rule)."""
+    plain = _cfg(tmp_path, folders, out=str(tmp_path / "plain"), val_data=None, val_map=(), epochs=2)
+    Trainer(plain, progress=False).fit()
+    watched = _cfg(tmp_path, folders, out=str(tmp_path / "watched"), epochs=2, select_best="test",
+                   calibrate=False)
+    Trainer(watched, progress=False).fit()
+    for name in ("model.pt", "best.pt"):
+        a, b = (load_checkpoint(tmp_path / run / name) for run in ("plain", "watched"))
+        assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+        assert "decision" not in b or b["decision"] is None or b["decision"]["source"] == "default"
+    lines = [json.loads(ln) for ln in (tmp_path / "watched" / "metrics.jsonl").read_text().splitlines()]
+    assert all("val" in r for r in lines)

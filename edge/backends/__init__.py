@@ -6,8 +6,9 @@ backend that is not available is an error, never a silent downgrade.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
+
+from edge.builtin import resolve_model
 
 BACKENDS = ("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -15,10 +16,11 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 def open_backend(model, backend: str = "auto", threads: Optional[int] = None,
                  cache_dir=None, check_fingerprint: bool = True):
-    """Open ``model`` (.onnx or .engine) with ``backend`` (one of :data:`BACKENDS`)."""
+    """Open ``model`` (.onnx, .engine, or a built-in name such as ``crowd``) with ``backend``
+    (one of :data:`BACKENDS`)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} not in {BACKENDS}")
-    path = Path(model)
+    path = resolve_model(model)
     if not path.is_file():
         raise FileNotFoundError(f"model not found: {path}")
     is_engine = path.suffix.lower() in ENGINE_SUFFIXES

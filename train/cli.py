@@ -6,9 +6,11 @@
     python -m train --dataset digits --model cifar_cnn --posd --knn 2 --epochs 20 --out runs/digits
     python -m train --out runs/digits --resume        # after Ctrl-C: same flags plus --resume
 
-Flags left out take the preset's value (``--preset``, else the model's: lightweight nets ->
-"lightweight", ResNets/WRNs -> "wrn", crowd_fcn -> "crowd"), then the defaults of
-:class:`train.config.TrainConfig`. The resolved configuration is printed and saved.
+Flags left out take the preset's value (``--preset``, else the model's: the recipe of the
+paper's table that trains it, :data:`train.config.MODEL_PRESETS`: lightweight nets ->
+"lightweight", crowd_fcn -> "crowd", WRN-16-2 -> "wrn", CIFAR ResNets -> "resnet", ...), then the
+defaults of :class:`train.config.TrainConfig`. The resolved configuration, with the preset's
+name, is printed and saved in config.json.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import json
 import sys
 from typing import Any, Dict, Optional, Sequence
 
-from train.config import PRESETS, TrainConfig, resolve
+from train.config import PRESET_TABLES, PRESETS, TrainConfig, resolve
 
 #: aliases: --posd is --method posd, and so on (--kd and --dml take a value)
 FLAG_METHODS = ("ce", "posd", "oskd")
@@ -73,7 +75,9 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="the paper's settings (default: the model's preset)")
+                   help="the paper's settings: " + "; ".join(
+                       f"{k} ({v})" for k, v in sorted(PRESET_TABLES.items()))
+                   + " (default: the model's preset)")
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=None)

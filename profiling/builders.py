@@ -108,8 +108,8 @@ def _storage_models(pairs: Sequence[Pair]):
 
 def storage_table(pairs: Sequence[Pair], onnx: bool = True) -> Table:
     cols = ["Model", "Input", "Classes", "Parameters", "fp32 weights", "torch.save(state_dict)",
-            "same, legacy format", "checkpoint + SGD momentum", "ONNX file", "fp16 weights",
-            "int8 weights", "Paper"]
+            "same, legacy format", "checkpoint + SGD momentum", "checkpoint, legacy format",
+            "ONNX file", "fp16 weights", "int8 weights", "Paper"]
     rows, raw = [], []
     for name, pair in _storage_models(pairs):
         torch.manual_seed(0)
@@ -119,7 +119,8 @@ def storage_table(pairs: Sequence[Pair], onnx: bool = True) -> Table:
         rows.append([name, f"{pair.in_channels}×{pair.input_size}×{pair.input_size}",
                      pair.num_classes, f"{r['params']:,}", size(r["fp32_weight_bytes"]),
                      size(r["state_dict_file"]), size(r["state_dict_file_legacy"]),
-                     size(r["checkpoint_sgd_file"]), size(r.get("onnx_file", "n/a (--no-onnx)")),
+                     size(r["checkpoint_sgd_file"]), size(r["checkpoint_sgd_file_legacy"]),
+                     size(r.get("onnx_file", "n/a (--no-onnx)")),
                      size(r["fp16_weight_bytes"]), size(r["int8_weight_bytes"]), paper])
         raw.append({"model": name, "input_size": pair.input_size, "in_channels": pair.in_channels,
                     "num_classes": pair.num_classes, **r,

@@ -68,6 +68,10 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
                    help="representation POSD/OSKD read: penultimate, logits, or a module name")
     g.add_argument("--qmi", action="store_true", default=None,
                    help="POSD: optimise the full QMI (V_IN + V_ALL - 2 V_BTW) instead of V_IN")
+    g.add_argument("--ce-reduction", choices=("mean", "sum"), default=None,
+                   help="cross-entropy over the batch: mean (default) or sum, as eq. (2) of the POSD "
+                        "paper writes it; with a distillation term, sum weighs lambda N times less "
+                        "(ce, posd, oskd)")
     g.add_argument("--teacher", default=None, help="KD teacher checkpoint")
     g.add_argument("--temperature", type=float, default=None, help="KD/DML temperature (KD default 4)")
     g.add_argument("--kd-alpha", type=float, default=None, help="KD weight of the soft term (default 0.9)")
@@ -169,4 +173,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m train",
         return 2
     print(f"done: best test accuracy {summary['best_test_acc']:.4f} (epoch {summary['best_epoch']}), "
           f"final {summary['final_test_acc']:.4f}, {summary['wall_time_s']:.0f}s -> {cfg.out}")
+    for term, r in (summary.get("grad_ratio") or {}).items():
+        print(f"  |grad {term}| / |grad ce|: {r['first']:.2g} (epoch 1) -> {r['last']:.2g} "
+              f"(last epoch), range {r['min']:.2g}-{r['max']:.2g}")
     return 0

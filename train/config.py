@@ -29,6 +29,7 @@ class TrainConfig:
     kernel_d: float = 2.0                 # POSD power-kernel exponent d
     feature_layer: Optional[str] = None   # None: the method's default
     qmi: bool = False                     # POSD: full QMI (V_IN + V_ALL - 2 V_BTW) instead of V_IN
+    ce_reduction: str = "mean"            # CE over the batch: mean, or sum as in eq. (2)
     teacher: Optional[str] = None         # KD: teacher checkpoint
     temperature: Optional[float] = None   # KD / DML softening temperature
     kd_alpha: Optional[float] = None

@@ -27,6 +27,9 @@ IGNORED = {"seed", "out", "resume", "overwrite", "device", "eval_batch_size", "d
 METHOD_FIELDS = ("method", "knn", "lam", "kernel_d", "feature_layer", "qmi", "teacher", "temperature",
                  "kd_alpha", "peer_model")
 KNN_METHODS = ("posd", "oskd")
+#: settings added after runs were recorded, with the value the older runs ran with: a run that
+#: holds this value and one that predates the key share a setting
+LATER_KEYS = {"ce_reduction": "mean"}
 RUN_FILES = ("config.json", "metrics.jsonl", "metrics.json", "state.pt")
 
 
@@ -126,7 +129,8 @@ def setting_keys(config: Dict[str, Any]) -> Tuple[Tuple, Tuple]:
                                                                   "kd_alpha", "peer_model"}
     mkey = tuple((k, _freeze(config.get(k))) for k in METHOD_FIELDS if k in relevant)
     ckey = tuple(sorted((k, _freeze(v)) for k, v in config.items()
-                        if k not in IGNORED and k not in METHOD_FIELDS))
+                        if k not in IGNORED and k not in METHOD_FIELDS
+                        and not (k in LATER_KEYS and v == LATER_KEYS[k])))
     return ckey, mkey
 
 

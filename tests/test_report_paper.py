@@ -84,8 +84,11 @@ def test_the_report_renders_again_from_its_csv(report_rows, tmp_path):
     for png in (first / "curves").glob("*.png"):
         (again / "curves" / png.name).write_bytes(png.read_bytes())
     write_report_from_csv(first / "results.csv", again, commands=["python -m train.sweep ..."], note="n")
-    for name in ("results.md", "results.csv", "results.tex"):
+    for name in ("results.csv", "results.tex"):
         assert (again / name).read_text() == (first / name).read_text(), name
+    before, after = (first / "results.md").read_text(), (again / "results.md").read_text()
+    assert "from the run folders;" in before and "from `results.csv`, the run folders' figures" in after
+    assert after.splitlines()[3:] == before.splitlines()[3:]     # all but the provenance line
 
 
 def test_from_csv_errors_exit_2(tmp_path, capsys):

@@ -160,7 +160,8 @@ def report(args: argparse.Namespace) -> int:
             return 2
         res = write_report(out, Path(args.report_dir or out / "report"), commands=args.command or _commands(out),
                            title=args.title, regenerate=regenerate_commands(), note=args.note)
-    print(f"{res['runs']} run folders, {res['finished']} finished, {res['settings']} settings -> "
+    print(f"{res['runs']} runs{' (as recorded in the CSV)' if args.from_csv else ' folders'}, "
+          f"{res['finished']} finished, {res['settings']} settings -> "
           f"{res['markdown']}, {res['csv']}, {res['latex']}, {len(res['curves'])} curve PNGs")
     for path, why in res["problems"]:
         print(f"skipped {path}: {why}", file=sys.stderr)

@@ -9,6 +9,7 @@ import torch
 
 from profiling import notes
 from profiling.complexity import MacCount, count_macs, count_params, training_macs
+from profiling.paper_counter import count_paper_flops
 from profiling.memory import training_memory
 from profiling.report import Table, mib, size
 from profiling.specs import Pair, build
@@ -18,6 +19,8 @@ from profiling.timing import ratios, step_times
 
 TABLES = ("complexity", "storage", "memory", "time")
 PAPER_MODELS = ("resnet32", "resnet110", "wrn_16_2", "wrn_40_2")
+PAPER_COUNTER_COLUMN = "pytorch-estimate-flops: ops / image (the paper's counter)"
+FVCORE_COLUMN = "fvcore: MACs / image (eval)"
 
 # The paper's figures (Tables 14-17), keyed by what they describe.
 PAPER_T14 = {("posd", "resnet32"): "0.07 G (0.5 M)", ("kd", "resnet32"): "0.33 G (1.7 M + 0.5 M)",
@@ -33,12 +36,13 @@ PAPER_T15 = {("posd", "resnet32"): "1222", ("kd_teacher", "resnet32"): "1974",
 
 @lru_cache(maxsize=None)
 def _counts(name: str, pair: Pair):
-    """(params, eval-mode MACs, train-mode MACs, 100-class params) of ``name`` on ``pair``'s input."""
+    """(params, fvcore eval-mode MACs, the paper counter's ops, 100-class params) of ``name`` on
+    ``pair``'s input."""
     model = build(name, pair)
     ev = count_macs(model, pair.input_size, pair.in_channels, "eval")
-    tr = count_macs(model, pair.input_size, pair.in_channels, "train")
+    paper = count_paper_flops(model, pair.input_size, pair.in_channels).total
     p100 = count_params(build(name, pair, num_classes=100))
-    return count_params(model), ev, tr, p100
+    return count_params(model), ev, paper, p100
 
 
 def _g(n: int) -> str:
@@ -54,29 +58,29 @@ def _uncounted(*counts: MacCount) -> str:
 
 
 def complexity_table(pairs: Sequence[Pair]) -> Table:
-    cols = ["Method", "Models", "Input", "Parameters", "MACs / image (eval) — the paper's FLOPs",
-            "FLOPs = 2 × MACs", "MACs, BN in train mode", "Training MACs / image / step",
-            "Not counted (operator × calls)", "Paper (Table 14)"]
+    cols = ["Method", "Models", "Input", "Parameters", PAPER_COUNTER_COLUMN, FVCORE_COLUMN,
+            "fvcore: FLOPs = 2 × MACs", "fvcore: training MACs / image / step",
+            "fvcore: not counted (operator × calls)", "Paper (Table 14)"]
     rows, raw = [], []
     for pair in pairs:
-        ps, es, ts, ps100 = _counts(pair.student, pair)
-        pt, et, tt, pt100 = _counts(pair.teacher, pair)
+        ps, es, ops_s, ps100 = _counts(pair.student, pair)
+        pt, et, ops_t, pt100 = _counts(pair.teacher, pair)
         inp = f"{pair.in_channels}×{pair.input_size}×{pair.input_size}"
         entries = [
-            ("POSD", pair.student, [ps], [ps100], [es], [ts], training_macs(es.total), "student"),
+            ("POSD", pair.student, [ps], [ps100], [es], [ops_s], training_macs(es.total)),
             ("KD", f"{pair.teacher} + {pair.student}", [pt, ps], [pt100, ps100], [et, es],
-             [tt, ts], training_macs(es.total, et.total), "teacher fwd + student fwd/bwd"),
-            ("DML", f"{pair.student} × 2", [ps, ps], [ps100, ps100], [es, es], [ts, ts],
-             training_macs(2 * es.total), "two peers fwd/bwd"),
+             [ops_t, ops_s], training_macs(es.total, et.total)),
+            ("DML", f"{pair.student} × 2", [ps, ps], [ps100, ps100], [es, es], [ops_s, ops_s],
+             training_macs(2 * es.total)),
         ]
-        for method, models, params, p100, ev, tr, train, _ in entries:
-            macs, macs_tr = sum(c.total for c in ev), sum(c.total for c in tr)
+        for method, models, params, p100, ev, ops, train in entries:
+            macs, paper_ops = sum(c.total for c in ev), sum(ops)
             rows.append([method, models, inp, " + ".join(f"{p / 1e6:.2f} M" for p in params),
-                         _g(macs), _g(2 * macs), _g(macs_tr), _g(train), _uncounted(*ev),
+                         _g(paper_ops), _g(macs), _g(2 * macs), _g(train), _uncounted(*ev),
                          PAPER_T14.get((method.lower(), pair.student), "—")])
             raw.append({"method": method, "student": pair.student, "teacher": pair.teacher,
                         "input": inp, "num_classes": pair.num_classes, "params": params,
-                        "params_100_classes": p100, "macs_eval": macs, "macs_train_mode": macs_tr,
+                        "params_100_classes": p100, "pthflops_ops": paper_ops, "macs_eval": macs,
                         "flops_eval": 2 * macs, "training_macs_per_image_step": train,
                         "uncounted": _uncounted(*ev), "plot_label": f"{method} {models}",
                         "plot_value": macs / 1e9, "plot_unit": "GMACs / image (forward)"})
@@ -104,8 +108,8 @@ def _storage_models(pairs: Sequence[Pair]):
 
 def storage_table(pairs: Sequence[Pair], onnx: bool = True) -> Table:
     cols = ["Model", "Input", "Classes", "Parameters", "fp32 weights", "torch.save(state_dict)",
-            "same, legacy format", "checkpoint + SGD momentum", "ONNX file", "fp16 weights",
-            "int8 weights", "Paper"]
+            "same, legacy format", "checkpoint + SGD momentum", "checkpoint, legacy format",
+            "ONNX file", "fp16 weights", "int8 weights", "Paper"]
     rows, raw = [], []
     for name, pair in _storage_models(pairs):
         torch.manual_seed(0)
@@ -115,7 +119,8 @@ def storage_table(pairs: Sequence[Pair], onnx: bool = True) -> Table:
         rows.append([name, f"{pair.in_channels}×{pair.input_size}×{pair.input_size}",
                      pair.num_classes, f"{r['params']:,}", size(r["fp32_weight_bytes"]),
                      size(r["state_dict_file"]), size(r["state_dict_file_legacy"]),
-                     size(r["checkpoint_sgd_file"]), size(r.get("onnx_file", "n/a (--no-onnx)")),
+                     size(r["checkpoint_sgd_file"]), size(r["checkpoint_sgd_file_legacy"]),
+                     size(r.get("onnx_file", "n/a (--no-onnx)")),
                      size(r["fp16_weight_bytes"]), size(r["int8_weight_bytes"]), paper])
         raw.append({"model": name, "input_size": pair.input_size, "in_channels": pair.in_channels,
                     "num_classes": pair.num_classes, **r,

@@ -1,14 +1,14 @@
 """Parameters and multiply-accumulates, counted with fvcore.
 
 fvcore's ``FlopCountAnalysis`` counts one *multiply-accumulate* per "flop" for convolutions and
-matrix products (its documented convention), so ``count_macs`` returns MACs: the quantity the
-POSD paper calls FLOPs (Table 14). FLOPs in the strict sense are 2 x MACs.
+matrix products (its documented convention), so ``count_macs`` returns MACs; FLOPs in the strict
+sense are 2 x MACs. The POSD paper's own counter (Table 14) is pytorch-estimate-flops, whose
+rules :mod:`profiling.paper_counter` applies; the profiling tables give both, each named.
 
 fvcore also counts batch norm, and how depends on the module's mode: in eval mode 2 ops per
 element with an affine layer (1 without), in training mode 5 (4 without). A freshly built
-``nn.Module`` is in training mode, so a count taken without ``.eval()`` is larger. We count in
-eval mode (the deployed network) and report the training-mode count beside it, because that is
-the count that reproduces the paper's 0.33 G for ResNet-110 + ResNet-32 (eval mode gives 0.32 G).
+``nn.Module`` is in training mode, so a count taken without ``.eval()`` is larger; the tables
+count in eval mode (the deployed network).
 
 Operators fvcore has no formula for (element-wise ``add``, ``max_pool2d``, ``pad``...) are
 returned in ``uncounted`` with how often each occurs, never silently taken as zero.

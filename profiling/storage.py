@@ -7,6 +7,7 @@
   pre-1.6 format, less overhead);
 - ``checkpoint_sgd_file``: ``torch.save({"state_dict": ..., "optimizer": sgd.state_dict()})``
   after one SGD step with momentum, so the momentum buffers exist: about twice the weights;
+  ``checkpoint_sgd_file_legacy`` the same in the pre-1.6 format;
 - ``onnx_file``: ``torch.onnx.export`` (TorchScript exporter, ``dynamo=False``, opset 17) of the
   eval-mode model at batch 1;
 - ``fp16_weight_bytes`` / ``int8_weight_bytes``: parameters x 2 / x 1, computed from the count,
@@ -35,13 +36,15 @@ def _saved_size(obj, legacy: bool = False) -> int:
 
 
 def _checkpoint_with_momentum(model: nn.Module, input_size: int, in_channels: int,
-                              num_classes: int) -> int:
+                              num_classes: int) -> Dict[str, int]:
     model = copy.deepcopy(model).train()  # the caller's model is left as it was
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x = torch.randn(2, in_channels, input_size, input_size)
     F.cross_entropy(model(x), torch.arange(2) % num_classes).backward()
     opt.step()  # SGD creates its momentum buffers on the first step
-    return _saved_size({"state_dict": model.state_dict(), "optimizer": opt.state_dict()})
+    ckpt = {"state_dict": model.state_dict(), "optimizer": opt.state_dict()}
+    return {"checkpoint_sgd_file": _saved_size(ckpt),
+            "checkpoint_sgd_file_legacy": _saved_size(ckpt, legacy=True)}
 
 
 def onnx_size(model: nn.Module, input_size: int, in_channels: int) -> Union[int, str]:
@@ -78,6 +81,5 @@ def storage_report(model: nn.Module, input_size: int, in_channels: int = 3,
     }
     if onnx:
         out["onnx_file"] = onnx_size(model, input_size, in_channels)
-    out["checkpoint_sgd_file"] = _checkpoint_with_momentum(model, input_size, in_channels,
-                                                           num_classes)
+    out.update(_checkpoint_with_momentum(model, input_size, in_channels, num_classes))
     return out

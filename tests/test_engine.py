@@ -158,7 +158,7 @@ def test_cli_bad_inputs_exit_non_zero_with_a_message(tmp_path, argv, message, ca
 def test_cli_presets_and_explicit_flags(tmp_path):
     from train.cli import build_parser, config_from_args
 
-    cfg = config_from_args(build_parser().parse_args(["--model", "resnet32", "--posd"]))
+    cfg = config_from_args(build_parser().parse_args(["--model", "wrn_16_2", "--posd"]))
     assert (cfg.preset, cfg.lr, cfg.nesterov, cfg.epochs, cfg.method) == ("wrn", 0.1, True, 200, "posd")
     cfg = config_from_args(build_parser(preset="crowd").parse_args(["--posd", "--knn", "2", "--lr", "0.01"]))
     assert (cfg.model, cfg.batch_size, cfg.lr, cfg.epochs, cfg.dataset) == ("crowd_fcn", 32, 0.01, 100, "crowd_synth")

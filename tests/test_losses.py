@@ -82,8 +82,9 @@ def test_builder_signature_and_interface(name, teacher_path):
 
 
 def test_builder_keywords_as_documented():
-    expected = {"posd": ["k", "lam", "d", "feature_layer", "qmi"],
-                "oskd": ["k", "lam", "feature_layer"],
+    expected = {"ce": ["ce_reduction"],
+                "posd": ["k", "lam", "d", "feature_layer", "qmi", "ce_reduction"],
+                "oskd": ["k", "lam", "feature_layer", "ce_reduction"],
                 "kd": ["teacher", "temperature", "alpha"],
                 "dml": ["peer_arch", "num_classes", "in_channels", "input_size", "temperature"]}
     for name, keys in expected.items():

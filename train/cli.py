@@ -6,9 +6,11 @@
     python -m train --dataset digits --model cifar_cnn --posd --knn 2 --epochs 20 --out runs/digits
     python -m train --out runs/digits --resume        # after Ctrl-C: same flags plus --resume
 
-Flags left out take the preset's value (``--preset``, else the model's: lightweight nets ->
-"lightweight", ResNets/WRNs -> "wrn", crowd_fcn -> "crowd"), then the defaults of
-:class:`train.config.TrainConfig`. The resolved configuration is printed and saved.
+Flags left out take the preset's value (``--preset``, else the model's: the recipe of the
+paper's table that trains it, :data:`train.config.MODEL_PRESETS`: lightweight nets ->
+"lightweight", crowd_fcn -> "crowd", WRN-16-2 -> "wrn", CIFAR ResNets -> "resnet", ...), then the
+defaults of :class:`train.config.TrainConfig`. The resolved configuration, with the preset's
+name, is printed and saved in config.json.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import json
 import sys
 from typing import Any, Dict, Optional, Sequence
 
-from train.config import PRESETS, TrainConfig, resolve
+from train.config import PRESET_TABLES, PRESETS, TrainConfig, resolve
 
 #: aliases: --posd is --method posd, and so on (--kd and --dml take a value)
 FLAG_METHODS = ("ce", "posd", "oskd")
@@ -76,6 +78,10 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
                    help="representation POSD/OSKD read: penultimate, logits, or a module name")
     g.add_argument("--qmi", action="store_true", default=None,
                    help="POSD: optimise the full QMI (V_IN + V_ALL - 2 V_BTW) instead of V_IN")
+    g.add_argument("--ce-reduction", choices=("mean", "sum"), default=None,
+                   help="cross-entropy over the batch: mean (default) or sum, as eq. (2) of the POSD "
+                        "paper writes it; with a distillation term, sum weighs lambda N times less "
+                        "(ce, posd, oskd)")
     g.add_argument("--teacher", default=None, help="KD teacher checkpoint")
     g.add_argument("--temperature", type=float, default=None, help="KD/DML temperature (KD default 4)")
     g.add_argument("--kd-alpha", type=float, default=None, help="KD weight of the soft term (default 0.9)")
@@ -83,7 +89,9 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="the paper's settings (default: the model's preset)")
+                   help="the paper's settings: " + "; ".join(
+                       f"{k} ({v})" for k, v in sorted(PRESET_TABLES.items()))
+                   + " (default: the model's preset)")
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=None)
@@ -214,4 +222,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m train",
         return 2
     print(f"done: best test accuracy {summary['best_test_acc']:.4f} (epoch {summary['best_epoch']}), "
           f"final {summary['final_test_acc']:.4f}, {summary['wall_time_s']:.0f}s -> {cfg.out}")
+    for term, r in (summary.get("grad_ratio") or {}).items():
+        print(f"  |grad {term}| / |grad ce|: {r['first']:.2g} (epoch 1) -> {r['last']:.2g} "
+              f"(last epoch), range {r['min']:.2g}-{r['max']:.2g}")
     return 0

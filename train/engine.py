@@ -37,6 +37,7 @@ from train.config import RESUMABLE_CHANGES, TrainConfig
 from train.data import DataSplits, build_dataset
 from train.data.augment import AUGMENTATIONS, Normalizer, augment_batch
 from train.features import FeatureTap
+from train.grad_ratio import summarise as summarise_ratios, term_grad_ratios
 from train.losses import LOSSES, build_loss
 from train.models import MODELS, build_model
 
@@ -103,9 +104,12 @@ def loss_kwargs(cfg: TrainConfig, data: DataSplits) -> Dict[str, Any]:
         "qmi": cfg.qmi, "teacher": cfg.teacher, "temperature": cfg.temperature,
         "alpha": cfg.kd_alpha, "peer_arch": cfg.peer_model or cfg.model,
         "num_classes": data.num_classes, "in_channels": data.in_channels,
-        "input_size": int(data.input_size[0]),
+        "input_size": int(data.input_size[0]), "ce_reduction": cfg.ce_reduction,
     }
     params = inspect.signature(LOSSES.get(cfg.method)).parameters
+    if cfg.ce_reduction != "mean" and "ce_reduction" not in params:
+        raise ValueError(f"--ce-reduction {cfg.ce_reduction}: {cfg.method} averages its CE; "
+                         "ce, posd and oskd take --ce-reduction sum")
     return {k: v for k, v in candidates.items() if k in params and v is not None}
 
 
@@ -473,6 +477,7 @@ class Trainer:
         seen = max(st.sums.pop("seen", 1.0), 1.0)
         correct = st.sums.pop("correct", 0.0)
         train_terms = {k: v / seen for k, v in st.sums.items()}
+        ratios = self.grad_ratios(epoch)
         test = self.evaluate()
         val = self._last_val = self.val.run(self.model, self.device) if self.val is not None else None
         better_test = test["acc"] > st.best_acc
@@ -495,12 +500,22 @@ class Trainer:
         if val is not None:
             record.update(val=val.metrics, best_val_balanced_accuracy=st.best_val,
                           best_val_epoch=st.best_val_epoch, best_pt_epoch=st.best_pt_epoch)
+        if ratios:
+            record["grad_ratio"] = ratios
         st.history.append(record)
         if self.dist.is_main:
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
         st.epoch, st.step, st.sums = epoch + 1, 0, {}
         return record
+
+    def grad_ratios(self, epoch: int) -> Dict[str, float]:
+        """||grad term|| / ||grad ce|| of each distillation term on the epoch's first batch
+        (unaugmented), at the epoch's final weights; leaves the run unchanged (train.grad_ratio)."""
+        idx = epoch_batches(len(self.train_y), self.cfg.batch_size, self.cfg.seed, epoch)[0]
+        idx = idx.to(self.device)
+        return term_grad_ratios(self.model, self.loss, self.normalize(self.train_x[idx]),
+                                self.train_y[idx], self.tap)
 
     @torch.no_grad()
     def evaluate(self, model: Optional[nn.Module] = None) -> Dict[str, float]:
@@ -544,6 +559,9 @@ class Trainer:
         if self.val is not None:
             out.update(final_val=last.get("val"), best_val_balanced_accuracy=st.best_val,
                        best_val_epoch=st.best_val_epoch)
+        ratios = summarise_ratios(st.history)
+        if ratios:
+            out["grad_ratio"] = ratios
         if extra:
             out["at_save"] = dict(extra)
         return out
@@ -614,6 +632,7 @@ def _epoch_line(r: Dict[str, Any], epochs: int) -> str:
         val += f"val_{mode}={m['balanced_accuracy']:.3f}/{auc}  "
     if val:
         val += f"best.pt@{r['best_pt_epoch']}  "
+    terms += "".join(f"  |grad {k}|/|grad ce|={v:.2g}" for k, v in r.get("grad_ratio", {}).items())
     return (f"epoch {r['epoch']}/{epochs}  {terms}  train_acc={r['train_acc']:.4f}  "
             f"test_acc={r['test_acc']:.4f}  best={r['best_test_acc']:.4f}@{r['best_epoch']}  "
             f"{val}{r['epoch_time_s']:.1f}s")

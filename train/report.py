@@ -27,6 +27,9 @@ IGNORED = {"seed", "out", "resume", "overwrite", "device", "eval_batch_size", "d
 METHOD_FIELDS = ("method", "knn", "lam", "kernel_d", "feature_layer", "qmi", "teacher", "temperature",
                  "kd_alpha", "peer_model")
 KNN_METHODS = ("posd", "oskd")
+#: settings added after runs were recorded, with the value the older runs ran with: a run that
+#: holds this value and one that predates the key share a setting
+LATER_KEYS = {"ce_reduction": "mean"}
 RUN_FILES = ("config.json", "metrics.jsonl", "metrics.json", "state.pt")
 
 
@@ -126,7 +129,8 @@ def setting_keys(config: Dict[str, Any]) -> Tuple[Tuple, Tuple]:
                                                                   "kd_alpha", "peer_model"}
     mkey = tuple((k, _freeze(config.get(k))) for k in METHOD_FIELDS if k in relevant)
     ckey = tuple(sorted((k, _freeze(v)) for k, v in config.items()
-                        if k not in IGNORED and k not in METHOD_FIELDS))
+                        if k not in IGNORED and k not in METHOD_FIELDS
+                        and not (k in LATER_KEYS and v == LATER_KEYS[k])))
     return ckey, mkey
 
 
@@ -171,6 +175,7 @@ def rows(settings: Sequence[Setting]) -> List[Dict[str, Any]]:
             "knn": c.get("knn") if c["method"] in KNN_METHODS else None,
             "lam": c.get("lam"), "finished": len(fin), "runs": len(s.runs),
             "seeds": sorted(int(r.config["seed"]) for r in fin), "setting": s,
+            "optimizer": c.get("optimizer"), "lr": c.get("lr"),
         }
         row["best_mean"], row["best_std"] = mean_std(best) if best else (None, None)
         row["last_mean"], row["last_std"] = mean_std(last) if last else (None, None)
@@ -220,6 +225,58 @@ LONG_COLUMNS = ("dataset", "model", "batch", "epochs", "method", "seeds", "best 
                 "last-epoch acc %", "Δ best vs CE, pp [95% CI]", "p (Welch)", "paired Δ (same seeds) [95% CI]",
                 "p (paired)", "paper (best)", "ours − paper")
 
+#: data the paper did not use, and what its figures were measured on instead
+STAND_INS = {"crowd_synth": ("synthetic crowd_synth data", "the real Crowd-drone set")}
+#: the recipe behind each table's figures (the presets of train.config)
+PAPER_RECIPES = {"Table 1": "lightweight", "Table 2": "lightweight", "Table 3": "lightweight",
+                 "Table 4": "lightweight", "Table 5": "lightweight", "Table 6": "crowd",
+                 "Table 7": "wrn", "Table 8": "resnet", "Table 9": "resnet", "text, Tables 8-9": "resnet",
+                 "Table 10": "wrn_28_10", "Table 11": "wrn_28_10", "Table 12": "wrn_20_8",
+                 "Table 13": "wrn_20_8"}
+
+
+def _recipe(optimizer: Optional[str], lr: Optional[float], epochs: Optional[int]) -> str:
+    opt = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}.get(optimizer or "", optimizer or "optimiser not recorded")
+    return opt + (f" lr {lr:g}" if lr is not None else "") + (f", {epochs} epochs" if epochs else "")
+
+
+def _paper_recipe(table: str) -> Tuple[Optional[str], Optional[float], Optional[int]]:
+    from train.config import PRESETS
+
+    preset = PRESETS.get(PAPER_RECIPES.get(table, ""), {})
+    return preset.get("optimizer"), preset.get("lr"), preset.get("epochs")
+
+
+def comparisons(table_rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """What each "ours − paper" figure compares: per dataset with paper figures, our data and
+    recipe, the paper's, and whether they are the same (like for like)."""
+    out: "OrderedDict[Tuple, Dict[str, Any]]" = OrderedDict()
+    for r in table_rows:
+        if r["paper"] is None:
+            continue
+        ours_data, paper_data = STAND_INS.get(r["dataset"], (r["dataset"], r["dataset"]))
+        table = r["paper"]["table"]
+        ours = (r["optimizer"], r["lr"], r["epochs"])
+        theirs = _paper_recipe(table)
+        key = (r["dataset"], r["model"], ours, table if theirs == (None, None, None) else theirs)
+        entry = out.setdefault(key, {"dataset": r["dataset"], "ours_data": ours_data,
+                                     "paper_data": paper_data, "ours": _recipe(*ours),
+                                     "paper": _recipe(*theirs), "tables": [],
+                                     "like_for_like": ours_data == paper_data and ours == theirs})
+        if table not in entry["tables"]:
+            entry["tables"].append(table)
+    return list(out.values())
+
+
+def gap_heading(table_rows: Sequence[Dict[str, Any]]) -> str:
+    """The heading of the "ours − paper" column: what is set against what, and if it is fair."""
+    parts = []
+    for c in comparisons(table_rows):
+        verdict = "like for like" if c["like_for_like"] else "NOT like for like"
+        parts.append(f"ours on {c['ours_data']}, {c['ours']} − paper on {c['paper_data']}, "
+                     f"{c['paper']} ({', '.join(c['tables'])}): {verdict}")
+    return "ours − paper, pp" + (" (" + "; ".join(parts) + ")" if parts else "")
+
 
 def long_cells(r: Dict[str, Any]) -> List[str]:
     return [r["dataset"], r["model"], str(r["batch_size"]), str(r["epochs"]), r["method"],
@@ -238,6 +295,8 @@ def pivots(table_rows: Sequence[Dict[str, Any]]) -> "OrderedDict[str, Dict[str, 
     out: "OrderedDict[str, Dict[str, Any]]" = OrderedDict()
     for r in table_rows:
         title = f"{r['model']}, batch {r['batch_size']}, {r['epochs']} epochs"
+        if r.get("optimizer"):
+            title += f", {_recipe(r['optimizer'], r['lr'], None)}"
         t = out.setdefault(title, {"datasets": [], "methods": [], "cells": {}})
         if r["dataset"] not in t["datasets"]:
             t["datasets"].append(r["dataset"])
@@ -294,13 +353,16 @@ def _tex(s: str) -> str:
     return s.replace("λ", "$\\lambda$").replace("–", "--").replace("±", "$\\pm$")
 
 
+CSV_COLUMNS = ("dataset", "model", "batch_size", "epochs", "method", "method_name", "knn", "lam", "finished",
+               "runs", "seeds", "best_mean", "best_std", "last_mean", "last_std", "delta_vs_ce", "ci95_lo",
+               "ci95_hi", "p_welch", "paired_delta", "paired_lo", "paired_hi", "p_paired", "paper_mean",
+               "paper_std", "paper_table", "optimizer", "lr")
+
+
 def write_csv(path: Path, table_rows: Sequence[Dict[str, Any]]) -> None:
-    cols = ["dataset", "model", "batch_size", "epochs", "method", "method_name", "knn", "lam", "finished",
-            "runs", "seeds", "best_mean", "best_std", "last_mean", "last_std", "delta_vs_ce", "ci95_lo",
-            "ci95_hi", "p_welch", "paired_delta", "paired_lo", "paired_hi", "p_paired", "paper_mean", "paper_std", "paper_table"]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(cols)
+        w.writerow(CSV_COLUMNS)
         for r in table_rows:
             d, p, pd = r["vs_ce"] or {}, r["paper"] or {}, r["paired"] or {}
             w.writerow([r["dataset"], r["model"], r["batch_size"], r["epochs"], r["method"], r["method_name"],
@@ -308,11 +370,69 @@ def write_csv(path: Path, table_rows: Sequence[Dict[str, Any]]) -> None:
                         _num(r["best_mean"]), _num(r["best_std"]), _num(r["last_mean"]), _num(r["last_std"]),
                         _num(d.get("diff")), _num(d.get("lo")), _num(d.get("hi")), _num(d.get("p")),
                         _num(pd.get("diff")), _num(pd.get("lo")), _num(pd.get("hi")), _num(pd.get("p")),
-                        p.get("mean", ""), p.get("std", "") if p.get("std") is not None else "", p.get("table", "")])
+                        p.get("mean", ""), p.get("std", "") if p.get("std") is not None else "", p.get("table", ""),
+                        r.get("optimizer") or "", "" if r.get("lr") is None else repr(float(r["lr"]))])
 
 
 def _num(v: Optional[float]) -> str:
     return "" if v is None else f"{v:.4f}"
+
+
+def read_csv(path: Path) -> List[Dict[str, Any]]:
+    """The rows of a results.csv written by :func:`write_csv`, to render the report again when
+    the run folders are gone (figures as rounded in the file). ValueError names what is missing."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        table = list(reader)
+    missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or ())]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {', '.join(missing)} (a results.csv from before "
+                         "they were written? render it from the run folders)")
+
+    def num(v: str) -> Optional[float]:
+        return None if v == "" else float(v)
+
+    def stat(d: Dict[str, str], diff: str, lo: str, hi: str, pv: str) -> Optional[Dict[str, float]]:
+        return None if d[diff] == "" else {"diff": float(d[diff]), "lo": float(d[lo]), "hi": float(d[hi]),
+                                           "p": float(d[pv])}
+
+    out = []
+    for d in table:
+        paper = None if d["paper_table"] == "" else {"mean": float(d["paper_mean"]), "std": num(d["paper_std"]),
+                                                     "table": d["paper_table"]}
+        out.append({
+            "dataset": d["dataset"], "model": d["model"], "batch_size": int(d["batch_size"]),
+            "epochs": int(d["epochs"]), "method": d["method"], "method_name": d["method_name"],
+            "knn": None if d["knn"] == "" else int(d["knn"]), "lam": num(d["lam"]),
+            "finished": int(d["finished"]), "runs": int(d["runs"]),
+            "seeds": [int(v) for v in d["seeds"].split()], "setting": None,
+            "best_mean": num(d["best_mean"]), "best_std": num(d["best_std"]),
+            "last_mean": num(d["last_mean"]), "last_std": num(d["last_std"]),
+            "vs_ce": stat(d, "delta_vs_ce", "ci95_lo", "ci95_hi", "p_welch"),
+            "paired": stat(d, "paired_delta", "paired_lo", "paired_hi", "p_paired"),
+            "paper": paper, "optimizer": d["optimizer"] or None, "lr": num(d["lr"]),
+        })
+    return out
+
+
+def write_report_from_csv(csv_path: Path, out_dir: Path, commands: Sequence[str] = (), title: str = "Results",
+                          regenerate: Sequence[str] = (), note: str = "") -> Dict[str, Any]:
+    """:func:`write_report` from a results.csv instead of run folders: the same tables and text,
+    with the curves already in ``out_dir/curves`` (they need the runs to be drawn again)."""
+    out_dir = Path(out_dir)
+    table_rows = read_csv(Path(csv_path))
+    found = {p.stem: p for p in (out_dir / "curves").glob("*.png")}
+    order = [_slug(f"{r['dataset']}-{r['model']}-b{r['batch_size']}-e{r['epochs']}") for r in table_rows]
+    curves = [found.pop(stem) for stem in dict.fromkeys(order) if stem in found] + sorted(found.values())
+    md = render_markdown(table_rows, [], [], curves, out_dir, commands, title, regenerate, note,
+                         source=f"`{Path(csv_path).name}`, the run folders' figures as it records them")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.md").write_text(md)
+    write_csv(out_dir / "results.csv", table_rows)
+    (out_dir / "results.tex").write_text(latex(pivots(table_rows)))
+    return {"markdown": out_dir / "results.md", "csv": out_dir / "results.csv", "latex": out_dir / "results.tex",
+            "curves": curves, "settings": len(table_rows), "runs": sum(r["runs"] for r in table_rows),
+            "finished": sum(r["finished"] for r in table_rows), "problems": [], "rows": table_rows}
 
 
 # ---------------------------------------------------------------------------------- curves
@@ -391,15 +511,77 @@ def conclusions(table_rows: Sequence[Dict[str, Any]]) -> List[str]:
     return lines
 
 
+def _paper_posd_gains(dataset: str, model: str) -> Tuple[List[float], str]:
+    """The paper's POSD − CE differences (pp) for this data and model, or, where it has none,
+    those of its lightweight-net tables (Tables 2-4); and where they come from."""
+    from train.paper_results import PAPER
+
+    def gains(rows):
+        ce = {(r["table"], r["dataset"]): r["mean"] for r in rows if r["method"] == "ce"}
+        return [(r["table"], r["mean"] - ce[(r["table"], r["dataset"])]) for r in rows
+                if r["method"] == "posd" and (r["table"], r["dataset"]) in ce]
+
+    own = gains([r for r in PAPER if (r["dataset"], r["model"]) == (dataset, model)])
+    if own:
+        where = ", ".join(sorted({t for t, _ in own}))
+        if dataset in STAND_INS:
+            where += f", on {STAND_INS[dataset][1]}"
+        return [g for _, g in own], where
+    light = [r for r in PAPER if r["table"] in ("Table 2", "Table 3", "Table 4")]
+    names = {"cifar10": "CIFAR-10", "svhn": "SVHN", "fashion_mnist": "Fashion-MNIST"}
+    data = ", ".join(names.get(d, d) for d in dict.fromkeys(r["dataset"] for r in light))
+    return [g for _, g in gains(light)], f"Tables 2-4, on {data}; the paper has no {dataset} figures"
+
+
+def direction(table_rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """Per data set and recipe: does POSD beat CE, as the paper reports it does in every one of
+    its settings? A plain verdict with the effect sizes, from the paired (same-seed) differences."""
+    lines = []
+    contexts: "OrderedDict[Tuple, List[Dict[str, Any]]]" = OrderedDict()
+    for r in table_rows:
+        if r["method_name"] in KNN_METHODS and r["paired"] is not None:
+            key = (r["dataset"], r["model"], r["batch_size"], r["epochs"], r["optimizer"], r["lr"])
+            contexts.setdefault(key, []).append(r)
+    for (dataset, model, batch, epochs, opt, lr), group_ in contexts.items():
+        posd = [r for r in group_ if r["method_name"] == "posd"]
+        if not posd:
+            continue
+        diffs = [r["paired"]["diff"] for r in posd]
+        up = sum(r["paired"]["lo"] > 0 for r in posd)
+        down = sum(r["paired"]["hi"] < 0 for r in posd)
+        if up == len(posd):
+            verdict = "**Yes**"
+        elif up == 0:
+            verdict = "**No**"
+        else:
+            verdict = "**Not clearly**"
+        gains, where = _paper_posd_gains(dataset, model)
+        paper = (f"the paper reports POSD above CE in every setting, by {min(gains):+.2f} to "
+                 f"{max(gains):+.2f} pp ({where})")
+        text = (f"- {dataset}, {model}, batch {batch}, {_recipe(opt, lr, epochs)}: {verdict}. POSD is above "
+                f"CE in {sum(d > 0 for d in diffs)} of {len(posd)} settings, significantly (paired 95% CI "
+                f"above 0, uncorrected) in {up}, significantly below in {down}; the differences are "
+                f"{min(diffs):+.2f} to {max(diffs):+.2f} pp (paired, mean of same-seed differences), "
+                f"where {paper}.")
+        oskd = [r for r in group_ if r["method_name"] == "oskd"]
+        if oskd:
+            od = [r["paired"]["diff"] for r in oskd]
+            text += (f" OSKD (not in the POSD paper): {min(od):+.2f} to {max(od):+.2f} pp, significantly "
+                     f"above CE in {sum(r['paired']['lo'] > 0 for r in oskd)} of {len(oskd)}.")
+        lines.append(text)
+    return lines
+
+
 def _sig(p: float) -> str:
     return " (significant at 5%)" if p < 0.05 else " (not significant)"
 
 
 def render_markdown(table_rows, settings, problems, curves, out_dir: Path, commands: Sequence[str],
-                    title: str, regenerate: Sequence[str], note: str = "") -> str:
+                    title: str, regenerate: Sequence[str], note: str = "",
+                    source: str = "the run folders") -> str:
     unfinished = [(r.path, r.note) for s in settings for r in s.runs if not r.finished]
     md = [f"# {title}", "",
-          "Generated by `python -m train.sweep --report` from the run folders; do not edit by hand.",
+          f"Generated by `python -m train.sweep --report` from {source}; do not edit by hand.",
           "Accuracy: for each run the best test accuracy over its epochs (the paper's protocol) and the "
           "last epoch's; mean ± sample std over the finished seeds. Δ vs CE: difference of the mean best "
           "accuracy to the CE run of the same data, model and recipe, with Welch's 95% confidence "
@@ -413,7 +595,11 @@ def render_markdown(table_rows, settings, problems, curves, out_dir: Path, comma
     md += ["## Results (paper layout: best test accuracy %, best per column in bold)", ""]
     for name, t in pivots(table_rows).items():
         md += [f"### {name}", "", pivot_markdown(t), ""]
-    md += ["## All settings", "", markdown_table(LONG_COLUMNS, [long_cells(r) for r in table_rows]), ""]
+    header = list(LONG_COLUMNS[:-1]) + [gap_heading(table_rows)]
+    md += ["## All settings", "", markdown_table(header, [long_cells(r) for r in table_rows]), ""]
+    verdicts = direction(table_rows)
+    if verdicts:
+        md += ["## Does it reproduce the paper's direction?", ""] + verdicts + [""]
     said = conclusions(table_rows)
     if said:
         md += ["## What the numbers say", ""] + said + [""]

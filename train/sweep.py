@@ -8,6 +8,7 @@
     python -m train.sweep --preset table3 --out runs/table3 --dry-run        # list the jobs and their state
     python -m train.sweep --preset offline --out runs/offline --jobs 2       # what docs/results.md shows
     python -m train.sweep --out runs/offline --report --report-dir docs --title "Results (offline)"
+    python -m train.sweep --report --from-csv docs/results.csv --report-dir docs   # again, runs gone
 
 Every run is an ordinary ``python -m train`` run in ``OUT/<setting>/s<seed>``; rerunning a sweep
 skips finished runs and resumes interrupted ones (or ones asked for more ``--epochs``). Grid
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m train.sweep", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_preset_help())
-    p.add_argument("--out", required=True, metavar="DIR", help="root folder of the sweep's runs")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="root folder of the sweep's runs (required, except for --report --from-csv)")
     g = p.add_argument_group("grid (with --preset: replaces the preset's value)")
     g.add_argument("--preset", choices=sorted(PRESETS), default=None, help="the paper's settings (see below)")
     g.add_argument("--dataset", nargs="+", choices=list_datasets(), default=None)
@@ -72,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--report-dir", default=None, metavar="DIR", help="where the report goes (default OUT/report)")
     g.add_argument("--title", default="Results", help="report title")
     g.add_argument("--note", default="", help="a paragraph under the title (provenance, caveats)")
+    g.add_argument("--from-csv", default=None, metavar="CSV",
+                   help="render the report again from a results.csv it wrote (when the run folders are "
+                        "gone); curves already in --report-dir/curves are kept")
+    g.add_argument("--command", action="append", default=None, metavar="TEXT",
+                   help="a command to list in the report (repeatable; default: the commands the sweep "
+                        "recorded in OUT)")
     return p
 
 
@@ -129,16 +137,31 @@ def regenerate_commands() -> List[str]:
 
 
 def report(args: argparse.Namespace) -> int:
-    from train.report import write_report
+    from train.report import write_report, write_report_from_csv
 
-    out = Path(args.out)
-    if not out.is_dir():
-        print(f"python -m train.sweep: error: no sweep folder {out}", file=sys.stderr)
-        return 2
-    commands = _commands(out)
-    res = write_report(out, Path(args.report_dir or out / "report"), commands=commands, title=args.title,
-                       regenerate=regenerate_commands(), note=args.note)
-    print(f"{res['runs']} run folders, {res['finished']} finished, {res['settings']} settings -> "
+    if args.from_csv:
+        if not args.report_dir:
+            print("python -m train.sweep: error: --from-csv needs --report-dir", file=sys.stderr)
+            return 2
+        try:
+            res = write_report_from_csv(Path(args.from_csv), Path(args.report_dir), commands=args.command or (),
+                                        title=args.title, regenerate=regenerate_commands(), note=args.note)
+        except OSError as e:
+            print(f"python -m train.sweep: error: --from-csv: cannot read {args.from_csv} ({e.strerror})",
+                  file=sys.stderr)
+            return 2
+        except (ValueError, KeyError) as e:
+            print(f"python -m train.sweep: error: --from-csv: {e}", file=sys.stderr)
+            return 2
+    else:
+        out = Path(args.out)
+        if not out.is_dir():
+            print(f"python -m train.sweep: error: no sweep folder {out}", file=sys.stderr)
+            return 2
+        res = write_report(out, Path(args.report_dir or out / "report"), commands=args.command or _commands(out),
+                           title=args.title, regenerate=regenerate_commands(), note=args.note)
+    print(f"{res['runs']} runs{' (as recorded in the CSV)' if args.from_csv else ' folders'}, "
+          f"{res['finished']} finished, {res['settings']} settings -> "
           f"{res['markdown']}, {res['csv']}, {res['latex']}, {len(res['curves'])} curve PNGs")
     for path, why in res["problems"]:
         print(f"skipped {path}: {why}", file=sys.stderr)
@@ -170,7 +193,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from train.sweeps import runner
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.out is None and not (args.report and args.from_csv):
+        parser.error("--out is required (except for --report --from-csv)")
     if args.report:
         return report(args)
     try:

@@ -18,3 +18,17 @@ def check_positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or int(value) != value or int(value) < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
+
+
+#: how J_CE combines the samples of a batch: "mean" (PyTorch's default, what every run did before
+#: this option existed) or "sum", eq. (2) of the POSD paper as written. Summing makes the CE term
+#: and its gradient N times larger at batch N, so against a distillation term the weight lambda
+#: acts N times smaller than under "mean" (and plain SGD steps N times larger).
+CE_REDUCTIONS = ("mean", "sum")
+
+
+def check_ce_reduction(value: str) -> str:
+    """``value`` if it is one of :data:`CE_REDUCTIONS`, else a ValueError naming it."""
+    if value not in CE_REDUCTIONS:
+        raise ValueError(f"ce_reduction must be one of {', '.join(CE_REDUCTIONS)}, got {value!r}")
+    return value

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.losses import register_loss
+from train.losses._util import check_ce_reduction
 
 
 class CELoss(nn.Module):
@@ -15,12 +16,16 @@ class CELoss(nn.Module):
     needs_inputs = False
     feature_layer = "penultimate"
 
+    def __init__(self, ce_reduction: str = "mean") -> None:
+        super().__init__()
+        self.ce_reduction = check_ce_reduction(ce_reduction)
+
     def forward(self, logits: torch.Tensor, targets: torch.Tensor,
                 features: Optional[torch.Tensor] = None,
                 inputs: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        return {"ce": F.cross_entropy(logits, targets)}
+        return {"ce": F.cross_entropy(logits, targets, reduction=self.ce_reduction)}
 
 
 @register_loss("ce")
-def ce() -> nn.Module:
-    return CELoss()
+def ce(ce_reduction: str = "mean") -> nn.Module:
+    return CELoss(ce_reduction)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.losses import register_loss
-from train.losses._util import check_positive_int, teaching_target
+from train.losses._util import check_ce_reduction, check_positive_int, teaching_target
 
 # The poster gives no lambda. Quick sweep (benchmarks/sweep_oskd_lambda.py): sklearn digits at
 # 32x32 (the 70/30 split of train.data's "digits"), cifar_cnn(in_channels=1), k=2, SGD lr 0.01,
@@ -95,9 +95,11 @@ class OSKDLoss(nn.Module):
     needs_inputs = False
     feature_layer = "probs"
 
-    def __init__(self, k: int = 2, lam: float = DEFAULT_LAM, feature_layer: str = "probs") -> None:
+    def __init__(self, k: int = 2, lam: float = DEFAULT_LAM, feature_layer: str = "probs",
+                 ce_reduction: str = "mean") -> None:
         super().__init__()
         self.k = check_positive_int("k", k)
+        self.ce_reduction = check_ce_reduction(ce_reduction)
         self.lam = float(lam)
         self.feature_layer = feature_layer
         # an instance attribute shadows the class default: the loop reads it per instance
@@ -117,12 +119,14 @@ class OSKDLoss(nn.Module):
                 features: Optional[torch.Tensor] = None,
                 inputs: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         j1, j2 = oskd_loss(self.output_vector(logits, features), targets, self.k)
-        return {"ce": F.cross_entropy(logits, targets), "oskd": self.lam * (j1 + (1.0 - j2))}
+        return {"ce": F.cross_entropy(logits, targets, reduction=self.ce_reduction),
+                "oskd": self.lam * (j1 + (1.0 - j2))}
 
     def extra_repr(self) -> str:
-        return f"k={self.k}, lam={self.lam}, layer={self.feature_layer!r}"
+        return f"k={self.k}, lam={self.lam}, layer={self.feature_layer!r}, ce_reduction={self.ce_reduction!r}"
 
 
 @register_loss("oskd")
-def oskd(k: int = 2, lam: float = DEFAULT_LAM, feature_layer: str = "probs") -> nn.Module:
-    return OSKDLoss(k=k, lam=lam, feature_layer=feature_layer)
+def oskd(k: int = 2, lam: float = DEFAULT_LAM, feature_layer: str = "probs",
+         ce_reduction: str = "mean") -> nn.Module:
+    return OSKDLoss(k=k, lam=lam, feature_layer=feature_layer, ce_reduction=ce_reduction)

@@ -26,6 +26,12 @@ Design decisions (DESIGN.md, "The method, as this project reads the papers"):
   lower batch index in the native CPU kernel (:mod:`train.native`, used for float32 CPU features
   with d = 2); the value is invariant to permutations of the batch whenever the k-th neighbour
   is unique.
+- CE reduction: eq. (2) *sums* the cross-entropy over the N samples of the batch; we average it
+  by default (``ce_reduction="mean"``, PyTorch's default). V_IN carries its own 1/N^2, so the
+  choice sets the balance of eq. (12): relative to the summed CE of eq. (2), the averaged CE makes
+  -lam * V_IN weigh N times more (a mean-CE run at lam is eq. (12) as written at N * lam, with
+  SGD steps N times smaller). ``ce_reduction="sum"`` (``--ce-reduction sum``) runs eq. (12) as
+  written. The training log reports ||grad(lam V_IN)|| / ||grad(J_CE)|| per epoch either way.
 """
 from __future__ import annotations
 
@@ -38,7 +44,7 @@ from torch.autograd.function import once_differentiable
 
 from train import native
 from train.losses import register_loss
-from train.losses._util import check_positive_int
+from train.losses._util import check_ce_reduction, check_positive_int
 
 
 def neighbour_idx(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -244,9 +250,11 @@ class POSDLoss(nn.Module):
     feature_layer = "penultimate"
 
     def __init__(self, k: int = 2, lam: float = 1e-4, d: float = 2.0,
-                 feature_layer: str = "penultimate", qmi: bool = False) -> None:
+                 feature_layer: str = "penultimate", qmi: bool = False,
+                 ce_reduction: str = "mean") -> None:
         super().__init__()
         self.k = check_positive_int("k", k)
+        self.ce_reduction = check_ce_reduction(ce_reduction)   # eq. (2) sums: "sum"
         if not float(d) > 0.0:
             raise ValueError(f"d must be a finite number > 0 (e.g. 1, 2, 3), got {d!r}")
         self.lam, self.d, self.qmi = float(lam), float(d), bool(qmi)
@@ -262,13 +270,15 @@ class POSDLoss(nn.Module):
         if features.shape[0] == 0:
             raise ValueError("posd needs a non-empty batch")
         term = _posd_value(features, self.k, self.d, self.qmi, -self.lam)   # -lam * V
-        return {"ce": F.cross_entropy(logits, targets), "posd": term}
+        return {"ce": F.cross_entropy(logits, targets, reduction=self.ce_reduction), "posd": term}
 
     def extra_repr(self) -> str:
-        return f"k={self.k}, lam={self.lam}, d={self.d}, qmi={self.qmi}, layer={self.feature_layer!r}"
+        return (f"k={self.k}, lam={self.lam}, d={self.d}, qmi={self.qmi}, layer={self.feature_layer!r}, "
+                f"ce_reduction={self.ce_reduction!r}")
 
 
 @register_loss("posd")
 def posd(k: int = 2, lam: float = 1e-4, d: float = 2.0, feature_layer: str = "penultimate",
-         qmi: bool = False) -> nn.Module:
-    return POSDLoss(k=k, lam=lam, d=d, feature_layer=feature_layer, qmi=qmi)
+         qmi: bool = False, ce_reduction: str = "mean") -> nn.Module:
+    return POSDLoss(k=k, lam=lam, d=d, feature_layer=feature_layer, qmi=qmi,
+                    ce_reduction=ce_reduction)

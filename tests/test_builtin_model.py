@@ -1,0 +1,98 @@
+"""The built-in crowd model (edge/models): what it is, where it came from, and that it works.
+
+It ships as package data so that ``python -m edge.run --model crowd`` runs before anyone trains;
+docs/builtin_model.md gives the command that made it, and these tests hold the files to it."""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edge import contract as C
+from edge.builtin import BUILTIN_MODELS, MODELS_DIR, builtin_checkpoint, resolve_model
+from edge.sidecar import file_sha256
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "builtin_model.md"
+ONNX, CKPT = (MODELS_DIR / f for f in BUILTIN_MODELS["crowd"])
+
+
+def test_files_ship_small_and_resolve_by_name(tmp_path, monkeypatch):
+    assert ONNX.is_file() and CKPT.is_file()
+    assert ONNX.stat().st_size + CKPT.stat().st_size < 1024 * 1024
+    assert resolve_model("crowd") == ONNX and builtin_checkpoint("crowd") == CKPT
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "crowd").write_bytes(b"a file of that name")      # a real path wins over the name
+    assert resolve_model("crowd") == Path("crowd")
+    with pytest.raises(ValueError, match="no built-in model 'people'"):
+        builtin_checkpoint("people")
+
+
+def test_metadata_names_its_checkpoint_scale_and_rule():
+    from export.onnx import read_onnx_metadata
+    from train.checkpoint import load_checkpoint
+    from train.data.crowd_synth import ground_scale
+
+    meta = read_onnx_metadata(ONNX)
+    ckpt = load_checkpoint(CKPT)
+    assert meta[C.META_ARCH] == ckpt["arch"] == "crowd_fcn"
+    assert meta[C.META_CLASS_NAMES] == ckpt["class_names"] == ["crowd", "no_crowd"]
+    assert meta[C.META_CHECKPOINT_SHA256] == file_sha256(CKPT)    # exported from exactly this file
+    assert meta[C.META_SCALE] == ckpt["scale"] == ground_scale(3).to_dict()
+    assert C.DecisionRule.from_dict(meta[C.META_DECISION]).source == "default"   # not tuned on photos
+
+
+def test_checkpoint_is_what_the_documented_command_trains():
+    """The command in docs/builtin_model.md resolves to the configuration stored in the file."""
+    from train.checkpoint import load_checkpoint
+    from train.cli import build_parser, config_from_args
+
+    command = re.search(r"^python -m train\.crowd_drone (.+)$", DOC.read_text(), re.M).group(1)
+    args = build_parser("python -m train.crowd_drone", "crowd").parse_args(shlex.split(command))
+    documented = config_from_args(args).to_dict()
+    stored = load_checkpoint(CKPT)["config"]
+    keys = ("dataset", "model", "method", "knn", "synth_size", "synth_seed", "synth_version", "epochs",
+            "batch_size", "optimizer", "lr", "momentum", "schedule", "seed", "select_best", "calibrate")
+    assert {k: documented[k] for k in keys} == {k: stored[k] for k in keys}
+
+
+def _scenes(per_class: int):
+    from train.data.crowd_synth import render
+
+    images = [render(0, 1, c, i) for c in (0, 1) for i in range(per_class)]   # the model's test split
+    return images, np.repeat([0, 1], per_class)
+
+
+def test_onnx_equals_checkpoint_and_tells_the_scenes_apart():
+    import onnxruntime as ort
+
+    from train.checkpoint import load_model
+
+    model, ckpt = load_model(CKPT)
+    pre = C.Preprocess.from_dict(ckpt["preprocess"])
+    images, labels = _scenes(40)
+    x = pre(images)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    got = ort.InferenceSession(str(ONNX), providers=["CPUExecutionProvider"]).run(None, {C.INPUT_NAME: x})[0]
+    assert np.abs(ref - got).max() <= 1e-4 and (ref.argmax(1) == got.argmax(1)).all()
+    assert (got.argmax(1) == labels).mean() >= 0.75
+
+
+def test_edge_run_takes_it_by_name(tmp_path):
+    import cv2
+
+    from edge.run import main
+
+    images, _ = _scenes(2)
+    for i, im in enumerate(images):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), cv2.resize(im, (320, 240))[:, :, ::-1])
+    out = tmp_path / "r.jsonl"
+    assert main(["--model", "crowd", "--source", str(tmp_path / "*.png"), "--output", str(out),
+                 "--mode", "heatmap", "--tile", "160"]) == 0
+    records = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert len(records) == 4 and all("verdict" in r for r in records)

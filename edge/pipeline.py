@@ -72,10 +72,17 @@ class Pipeline:
         self.stride = (cfg.stride, cfg.stride) if cfg.stride else (max(1, self.tile[0] // 2),
                                                                    max(1, self.tile[1] // 2))
         self.stats = LatencyStats()
-        self.processed = self.skipped = self.flips = 0
+        self.processed = self.skipped = self.flips = self.invalid = 0
         self.stop = threading.Event()
         self.reason = "end of source"
         self._pub_error: Optional[BaseException] = None
+
+    def request_stop(self, reason: str) -> None:
+        """End the run early: the one way signals, the display window and callers stop it (the
+        loop then ends as at the end of the source, and the first reason given is reported)."""
+        if not self.stop.is_set():
+            self.reason = reason
+        self.stop.set()
 
     def _heatmap_impl(self) -> str:
         if self.cfg.mode != "heatmap":
@@ -206,6 +213,12 @@ class Pipeline:
                 continue                    # keep draining so the main thread never blocks
             kind, item, out, infer_ms = obj
             try:
+                if kind != "skip" and not np.isfinite(out).all():
+                    # NaN/inf scores decide nothing: the frame is recorded as invalid and the
+                    # flight-safety filter keeps its state
+                    self.invalid += 1
+                    item.frame.error = "invalid model output (NaN or inf)"
+                    kind = "skip"
                 if kind == "skip":
                     self._skip(item)
                 elif kind == "probs":
@@ -293,7 +306,8 @@ class Pipeline:
         if elapsed is None:  # after an error: time since the start of run()
             elapsed = time.perf_counter() - getattr(self, "t_start", time.perf_counter())
         describe = getattr(self.backend, "describe", lambda: {})()
-        return {"frames": self.processed, "skipped": self.skipped, "elapsed_s": round(elapsed, 3),
+        return {"frames": self.processed, "skipped": self.skipped, "invalid_outputs": self.invalid,
+                "elapsed_s": round(elapsed, 3),
                 "fps": round(self.processed / elapsed, 2) if elapsed > 0 else 0.0,
                 "mode": self.cfg.mode, "heatmap_impl": self.impl, "decision_changes": self.flips,
                 "final_decision": {"safe_to_overfly": self.safety.safe},

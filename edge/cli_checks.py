@@ -208,7 +208,10 @@ def shell_quote(arg: str) -> str:
     if not _CONTROL.search(arg):
         return shlex.quote(arg)
     body = arg.replace("\\", "\\\\").replace("'", "\\'")
-    return "$'" + _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", body) + "'"
+    # byte escapes of the UTF-8 encoding: bash's \xHH writes bytes, so a C1 control (U+009B)
+    # needs both of its bytes to come back as the same text
+    return "$'" + _CONTROL.sub(lambda m: "".join(f"\\x{b:02x}" for b in m.group().encode()),
+                                body) + "'"
 
 
 def shell_join(words: Iterable[str]) -> str:

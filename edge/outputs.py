@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from itertools import chain
 from pathlib import Path
@@ -76,7 +77,8 @@ class JsonlWriter:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # unbuffered bytes: a failed write leaves nothing queued that close() would retry
         self.file = open(self.path, "ab", buffering=0) if self._own else sys.stdout
-        self.fsync = fsync and self._own
+        # fsync is for files on a disk; a device or pipe (/dev/null, a FIFO) refuses it (EINVAL)
+        self.fsync = fsync and self._own and stat.S_ISREG(os.fstat(self.file.fileno()).st_mode)
         self.warn = warn
         self.records = 0
         self.lost = 0

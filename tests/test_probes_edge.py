@@ -340,6 +340,15 @@ def test_full_disk_from_the_start(models, capsys):
     assert sum("logging stopped" in l for l in err.splitlines()) == 1
 
 
+def test_a_device_as_output_is_written_without_fsync(models, capsys):
+    """/dev/null takes writes but refuses fsync (EINVAL): that is not a logging failure."""
+    rc = edge_run.main(["--model", str(models["good"]), "--source", "synthetic://64x48?frames=4",
+                        "--threads", "1", "--output", "/dev/null"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "warning" not in err, err
+    assert _summary(err)["records_lost"] == 0
+
+
 def test_image_folder_failing_mid_run_keeps_deciding(models, tmp_path, capsys, monkeypatch):
     real, calls = cv2.imwrite, []
 

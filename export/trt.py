@@ -147,8 +147,8 @@ def stage_int8(job: Job) -> None:
         return
     pre = C.Preprocess.from_dict(job.meta[C.META_PREPROCESS])
     if a.calib_data:
-        calib = _folder(a.calib_data, pre, a.calib_size, "--calib-data").x
-        where = f"{len(calib)} images of {a.calib_data}"
+        found = _folder(a.calib_data, pre, a.calib_size, "--calib-data")
+        calib, where = found.x, found.source       # the source names any corrupt files
     elif job.ckpt is not None:
         from export.onnx import own_split
 

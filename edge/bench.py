@@ -24,7 +24,7 @@ import numpy as np
 
 from edge.backends import BACKENDS
 from edge import sidecar as S
-from edge.cli_checks import OneLineParser, check_bench_args, write_text_output
+from edge.cli_checks import OneLineParser, check_bench_args, one_line, write_text_output
 from edge.model_checks import open_model
 from edge.outputs import JsonlWriter
 from edge.pipeline import Pipeline, PipelineConfig
@@ -162,7 +162,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         backend = open_model(args.model, args.backend, threads=args.threads)
         check_batches(backend, args.batch)
     except (ValueError, OSError, ImportError, RuntimeError) as e:
-        print(f"edge.bench: error: {e}", file=sys.stderr)
+        print(f"edge.bench: error: {e if isinstance(e, S.SidecarError) else one_line(e)}",
+              file=sys.stderr)
         return 2
     sampler = PowerSampler() if args.power else None
     with (sampler if sampler is not None else _Null()):

@@ -22,7 +22,7 @@ import sys
 from typing import List, Optional
 
 from edge.backends import BACKENDS
-from edge.cli_checks import OneLineParser, check_run_args, write_text_output
+from edge.cli_checks import OneLineParser, check_run_args, one_line, write_text_output
 from edge.contract import positive_class_index
 from edge.model_checks import open_model
 from edge.sidecar import SidecarError
@@ -141,7 +141,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         # outputs open last: a bad model, source or setting leaves no file behind
         pipe.publish = publisher = Publisher(args, on_quit=lambda: pipe.request_stop("window closed"))
     except (ValueError, OSError, ImportError, RuntimeError, SourceError, SidecarError) as e:
-        print(f"edge.run: error: {e}", file=sys.stderr)
+        # one line, except an engine refusal: it lists each difference and the rebuild command
+        print(f"edge.run: error: {e if isinstance(e, SidecarError) else one_line(e)}", file=sys.stderr)
         return 2
     print(f"edge.run: {args.model} on {backend.describe().get('provider')}, mode {args.mode}"
           + (f" ({pipe.impl})" if args.mode == "heatmap" else ""), file=sys.stderr)

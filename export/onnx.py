@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from edge import contract as C
-from edge.cli_checks import OneLineParser, UsageError, printable
+from edge.cli_checks import OneLineParser, UsageError, one_line, printable
 from export import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK, ExportInputError
 from export.checks import Staged, check_onnx_args
 from export.parity import (TOLERANCES, ParityReport, Samples, compare_outputs, folder_samples,
@@ -338,7 +338,7 @@ def main(argv=None) -> int:
                              dense=args.dense, check_data=args.check_data,
                              check_size=args.check_size, tolerance=args.tolerance)
     except (ExportInputError, UsageError) as e:
-        print(f"python -m export.onnx: error: {printable(e)}", file=sys.stderr)
+        print(f"python -m export.onnx: error: {printable(one_line(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     for r in result.reports:
         print(r.format())

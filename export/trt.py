@@ -26,7 +26,7 @@ from typing import List, Optional
 import numpy as np
 
 from edge import contract as C
-from edge.cli_checks import OneLineParser, UsageError, printable, shell_join
+from edge.cli_checks import OneLineParser, UsageError, one_line, printable, shell_join
 from export import (EXIT_BAD_INPUT, EXIT_GATE, EXIT_NO_TRT, EXIT_OK, ExportInputError,
                     GateFailed, TensorRTUnavailable)
 from export.checks import Staged, check_trt_args
@@ -308,7 +308,7 @@ def main(argv=None) -> int:
     try:
         check_trt_args(args)       # before anything is built or TensorRT is looked for
     except UsageError as e:
-        print(f"python -m export.trt: error: {printable(e)}", file=sys.stderr)
+        print(f"python -m export.trt: error: {printable(one_line(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     job = Job(args)
     try:
@@ -318,10 +318,10 @@ def main(argv=None) -> int:
         trt, gpu = probe_tensorrt()
         return stage_engine(job, trt, gpu)
     except ExportInputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"python -m export.trt: error: {printable(one_line(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except GateFailed as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"python -m export.trt: error: {e}", file=sys.stderr)
         return EXIT_GATE
     except TensorRTUnavailable as e:
         files = ", ".join(str(p) for p in job.written) or str(job.onnx)

@@ -141,6 +141,31 @@ def test_onnx_bad_paths(ckpt, previous, case, tmp_path, capsys):
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("content,needle", [
+    (b"garbage, not a zip", "is not a PyTorch checkpoint"),
+    (b"", "is not a PyTorch checkpoint"),
+    ("half", "error:"),
+])
+def test_onnx_unusable_checkpoints(ckpt, previous, content, needle, tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(ckpt.read_bytes()[: len(ckpt.read_bytes()) // 2] if content == "half" else content)
+    before = _snapshot(tmp_path)
+    assert _call(export_onnx_cli.main, [bad, "--out", previous]) == 2
+    _one_line(capsys.readouterr().err, needle)
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("content", [b"", b"\x08\x01garbage protobuf", "truncated"])
+def test_trt_unusable_onnx(good_onnx, content, tmp_path, trt_probe_calls, capsys):
+    bad = tmp_path / "bad.onnx"
+    data = good_onnx.read_bytes()
+    bad.write_bytes(data[: len(data) // 3] if content == "truncated" else content)
+    before = _snapshot(tmp_path)
+    assert _call(export_trt.main, [bad]) == 2
+    _one_line(capsys.readouterr().err, str(bad))
+    assert _snapshot(tmp_path) == before and not trt_probe_calls
+
+
 # --- export.onnx: temporary file, check, rename ---------------------------------------------------
 def _no_temporaries(folder: Path) -> bool:
     return not [p for p in folder.iterdir() if p.name.startswith(".")]

@@ -22,8 +22,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from edge.backends import BACKENDS, open_backend
+from edge.backends import BACKENDS
 from edge import sidecar as S
+from edge.cli_checks import OneLineParser, check_bench_args, one_line, write_text_output
+from edge.model_checks import open_model
 from edge.outputs import JsonlWriter
 from edge.pipeline import Pipeline, PipelineConfig
 from edge.power import PowerSampler, energy_report
@@ -31,8 +33,8 @@ from edge.sources import synthetic_frames
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m edge.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m edge.bench", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help=".onnx or .engine")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend")
     p.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes to measure")
@@ -156,9 +158,12 @@ def _watts(v) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        backend = open_backend(args.model, args.backend, threads=args.threads)
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
-        print(f"edge.bench: error: {e}", file=sys.stderr)
+        check_bench_args(args)
+        backend = open_model(args.model, args.backend, threads=args.threads)
+        check_batches(backend, args.batch)
+    except (ValueError, OSError, ImportError, RuntimeError) as e:
+        print(f"edge.bench: error: {e if isinstance(e, S.SidecarError) else one_line(e)}",
+              file=sys.stderr)
         return 2
     sampler = PowerSampler() if args.power else None
     with (sampler if sampler is not None else _Null()):
@@ -174,9 +179,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     result = {"environment": environment(backend), "batches": rows, "pipeline": pipe}
     print_table(result)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        try:
+            write_text_output(args.json, json.dumps(result, indent=2) + "\n")
+        except OSError as e:
+            print(f"edge.bench: error: --json {args.json} not written ({e.strerror or e})",
+                  file=sys.stderr)
+            return 2
     return 0
+
+
+def check_batches(backend, batches: List[int]) -> None:
+    """Every --batch fits the model (an engine's optimisation profile bounds it)."""
+    lo = getattr(backend, "min_batch", None) or 1
+    hi = getattr(backend, "max_batch", None)
+    bad = [b for b in batches if b < lo or (hi is not None and b > hi)]
+    if bad:
+        raise ValueError(f"--batch {' '.join(map(str, bad))}: this model takes batches "
+                         f"{lo}..{hi if hi is not None else 'any'}")
 
 
 class _Null:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from itertools import chain
 from pathlib import Path
-from typing import Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional
 
 import numpy as np
 
@@ -56,25 +57,85 @@ def dumps_record(record: Mapping) -> str:
     return text[:at] + grid_text + text[at + len(quoted):]
 
 
+def _warn(message: str) -> None:
+    print(f"edge.run: warning: {message}", file=sys.stderr, flush=True)
+
+
 class JsonlWriter:
     """One JSON object per line, flushed (and by default fsync'ed) per record, so a power cut
-    loses at most the record being written. ``path`` "-" writes to stdout."""
+    loses at most the record being written. ``path`` "-" writes to stdout.
 
-    def __init__(self, path, fsync: bool = True) -> None:
+    A write that fails (disk full, I/O error, closed pipe) stops the log, never the run: the
+    decisions matter more than their record. The file is cut back to its last complete line,
+    the failure is announced once through ``warn``, and every record after it is counted in
+    :attr:`lost`."""
+
+    def __init__(self, path, fsync: bool = True, warn: Callable[[str], None] = _warn) -> None:
         self.path = str(path)
         self._own = self.path != "-"
         if self._own:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "a", encoding="utf-8") if self._own else sys.stdout
-        self.fsync = fsync and self._own
+        # unbuffered bytes: a failed write leaves nothing queued that close() would retry
+        self.file = open(self.path, "ab", buffering=0) if self._own else sys.stdout
+        # fsync is for files on a disk; a device or pipe (/dev/null, a FIFO) refuses it (EINVAL)
+        self.fsync = fsync and self._own and stat.S_ISREG(os.fstat(self.file.fileno()).st_mode)
+        self.warn = warn
         self.records = 0
+        self.lost = 0
+        self.error: Optional[str] = None
 
     def write(self, record: Mapping) -> None:
-        self.file.write(dumps_record(record) + "\n")
-        self.file.flush()
+        if self.error is not None:
+            self.lost += 1
+            return
+        try:
+            line = dumps_record(record) + "\n"
+        except (TypeError, ValueError) as e:   # a value JSON cannot hold: lose this record only
+            self.lost += 1
+            self.warn(f"record of frame {record.get('frame')} not logged ({e})")
+            return
+        try:
+            self._append(line)
+        except OSError as e:
+            self._stop(e)
+            return
+        self.records += 1
+
+    def _append(self, line: str) -> None:
+        if not self._own:
+            self.file.write(line)
+            self.file.flush()
+            return
+        data = memoryview(line.encode("utf-8"))
+        while data:
+            data = data[os.write(self.file.fileno(), data):]
         if self.fsync:
             os.fsync(self.file.fileno())
-        self.records += 1
+
+    def _stop(self, e: OSError) -> None:
+        self.error = f"{self.path}: {e.strerror or e}"
+        self.lost += 1
+        if self._own:
+            self._cut_partial_line()
+        self.warn(f"logging stopped: cannot write {self.error}; decisions go on, lost records "
+                  "are counted in the summary")
+
+    def _cut_partial_line(self) -> None:
+        """Drop the half-written tail so the file stays valid JSON Lines (best effort: a device
+        like /dev/full cannot be cut, and a file that cannot be cut is left as it is)."""
+        try:
+            fd = self.file.fileno()
+            size = os.fstat(fd).st_size
+            if size == 0:
+                return
+            with open(self.path, "rb") as f:
+                f.seek(max(0, size - (1 << 20)))
+                tail = f.read()
+            keep = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else size - len(tail)
+            if keep < size:
+                os.ftruncate(fd, keep)
+        except OSError:
+            return                          # the warning already says logging stopped
 
     def close(self) -> None:
         if self._own and not self.file.closed:
@@ -187,10 +248,39 @@ class ImageSink:
     def write(self, frame_bgr: np.ndarray, index: int) -> None:
         import cv2
 
-        cv2.imwrite(str(self.folder / f"{index:06d}.jpg"), frame_bgr)
+        path = self.folder / f"{index:06d}.jpg"
+        if not cv2.imwrite(str(path), frame_bgr):    # OpenCV reports a failed write by False
+            raise OSError(f"cannot write {path}")
 
     def close(self) -> None:
         return None
+
+
+class GuardedSink:
+    """A video or image sink whose failure (disk full, codec, folder gone) ends that output, not
+    the run: the first error is announced once and later frames are counted in :attr:`lost`."""
+
+    def __init__(self, sink, flag: str, warn: Callable[[str], None] = _warn) -> None:
+        self.sink, self.flag, self.warn = sink, flag, warn
+        self.error: Optional[str] = None
+        self.lost = 0
+
+    def write(self, *args) -> None:
+        if self.error is not None:
+            self.lost += 1
+            return
+        try:
+            self.sink.write(*args)
+        except Exception as e:  # noqa: BLE001 - OSError, cv2.error, RuntimeError: all end the output
+            self.error = f"{self.flag}: {e}"
+            self.lost += 1
+            self.warn(f"{self.flag} stopped ({e}); decisions go on")
+
+    def close(self) -> None:
+        try:
+            self.sink.close()
+        except Exception as e:  # noqa: BLE001 - a sink that cannot finish must not hide the summary
+            self.warn(f"{self.flag}: cannot finish ({e})")
 
 
 class Window:

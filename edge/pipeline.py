@@ -71,10 +71,17 @@ class Pipeline:
                            camera=cfg.camera, impl=self.impl if cfg.mode == "heatmap" else "tiles",
                            stride=cfg.stride, resize=cfg.resize, tile_batch=cfg.tile_batch)
         self.stats = LatencyStats()
-        self.processed = self.skipped = self.flips = 0
+        self.processed = self.skipped = self.flips = self.invalid = 0
         self.stop = threading.Event()
         self.reason = "end of source"
         self._pub_error: Optional[BaseException] = None
+
+    def request_stop(self, reason: str) -> None:
+        """End the run early: the one way signals, the display window and callers stop it (the
+        loop then ends as at the end of the source, and the first reason given is reported)."""
+        if not self.stop.is_set():
+            self.reason = reason
+        self.stop.set()
 
     # --- reader thread: decode + preprocess --------------------------------------------------
     def _prepare(self, frame: Frame) -> Item:
@@ -187,6 +194,12 @@ class Pipeline:
                 continue                    # keep draining so the main thread never blocks
             kind, item, out, infer_ms = obj
             try:
+                if kind != "skip" and not np.isfinite(out).all():
+                    # NaN/inf scores decide nothing: the frame is recorded as invalid and the
+                    # flight-safety filter keeps its state
+                    self.invalid += 1
+                    item.frame.error = "invalid model output (NaN or inf)"
+                    kind = "skip"
                 if kind == "skip":
                     self._skip(item)
                 else:                       # logits [C], [T, C] or a score map [C, h, w]
@@ -264,7 +277,8 @@ class Pipeline:
         if elapsed is None:  # after an error: time since the start of run()
             elapsed = time.perf_counter() - getattr(self, "t_start", time.perf_counter())
         describe = getattr(self.backend, "describe", lambda: {})()
-        return {"frames": self.processed, "skipped": self.skipped, "elapsed_s": round(elapsed, 3),
+        return {"frames": self.processed, "skipped": self.skipped, "invalid_outputs": self.invalid,
+                "elapsed_s": round(elapsed, 3),
                 "fps": round(self.processed / elapsed, 2) if elapsed > 0 else 0.0,
                 "mode": self.cfg.mode, "heatmap_impl": self.impl, "judge": self.judge.describe(),
                 "decision_changes": self.flips,

@@ -24,20 +24,22 @@ import signal
 import sys
 from typing import List, Optional
 
-from edge.backends import BACKENDS, open_backend
+from edge.backends import BACKENDS
+from edge.cli_checks import OneLineParser, check_run_args, one_line, write_text_output
 from edge.contract import positive_class_index
+from edge.model_checks import open_model
 from edge.sidecar import SidecarError
 from edge.heatmap import FlightSafety
 from edge.judge import (add_camera_args, add_decision_args, camera_from_args, resolve_tiling,
                         rule_from_args)
-from edge.outputs import ImageSink, JsonlWriter, VideoSink, Window
+from edge.outputs import GuardedSink, ImageSink, JsonlWriter, VideoSink, Window
 from edge.pipeline import HEATMAP_IMPLS, MODES, Pipeline, PipelineConfig, annotate
 from edge.sources import SourceError, SourceLost, open_source
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m edge.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m edge.run", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="exported .onnx or TensorRT .engine (with its .json sidecar)")
     p.add_argument("--source", required=True, help="image, folder, glob, video, /dev/videoN, N, csi://N, rtsp://...")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default: auto)")
@@ -95,12 +97,16 @@ def judge_settings(args, info) -> dict:
 
 
 class Publisher:
-    def __init__(self, args) -> None:
+    """Records and annotated frames to the outputs; a failing output ends itself, never the run."""
+
+    def __init__(self, args, on_quit=lambda: None) -> None:
+        self.window = Window() if args.display else None     # first: it may refuse (headless)
         self.jsonl = JsonlWriter(args.output, fsync=args.fsync) if args.output else None
-        self.video = VideoSink(args.save_video, fps=args.video_fps) if args.save_video else None
-        self.images = ImageSink(args.save_images) if args.save_images else None
-        self.window = Window() if args.display else None
-        self.quit = False
+        self.video = GuardedSink(VideoSink(args.save_video, fps=args.video_fps),
+                                 "--save-video") if args.save_video else None
+        self.images = GuardedSink(ImageSink(args.save_images),
+                                  "--save-images") if args.save_images else None
+        self.on_quit = on_quit                 # the window's q / Esc stops the run
 
     @property
     def needs_images(self) -> bool:
@@ -119,7 +125,7 @@ class Publisher:
         if self.images is not None:
             self.images.write(frame, item.frame.index)
         if self.window is not None and not self.window.show(frame):
-            self.quit = True
+            self.on_quit()
         item.frame.image = None   # release the full-resolution frame at once
 
     def close(self) -> None:
@@ -127,24 +133,37 @@ class Publisher:
             if s is not None:
                 s.close()
 
+    def losses(self) -> dict:
+        """What the outputs could not write, for the summary."""
+        out = {"records_lost": self.jsonl.lost if self.jsonl is not None else 0}
+        errors = [s.error for s in (self.jsonl, self.video, self.images)
+                  if s is not None and s.error is not None]
+        if errors:
+            out["output_errors"] = errors
+        return out
+
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        backend = open_backend(args.model, args.backend, threads=args.threads)
+        check_run_args(args)
+        backend = open_model(args.model, args.backend, threads=args.threads)
         positive = positive_class_index(backend.info.class_names, args.positive_class)
         settings = judge_settings(args, backend.info)
         safety = FlightSafety(args.unsafe_above, args.safe_below, args.smooth, args.hold)
         frames = open_source(args.source, args.reconnect_timeout, tuple(args.csi_size), args.csi_fps, args.loop)
-        publisher = Publisher(args)
         cfg = PipelineConfig(mode=args.mode, positive=positive, **settings,
                              heatmap_impl=args.heatmap_impl, stride=args.stride,
                              tile_batch=args.tile_batch, batch=args.batch, queue_size=args.queue_size,
-                             max_frames=args.max_frames, keep_images=publisher.needs_images,
+                             max_frames=args.max_frames,
+                             keep_images=bool(args.save_video or args.save_images or args.display),
                              record_grid=args.record_grid)
-        pipe = Pipeline(backend, frames, cfg, publish=publisher, safety=safety)
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError, SourceError, SidecarError) as e:
-        print(f"edge.run: error: {e}", file=sys.stderr)
+        pipe = Pipeline(backend, frames, cfg, safety=safety)
+        # outputs open last: a bad model, source or setting leaves no file behind
+        pipe.publish = publisher = Publisher(args, on_quit=lambda: pipe.request_stop("window closed"))
+    except (ValueError, OSError, ImportError, RuntimeError, SourceError, SidecarError) as e:
+        # one line, except an engine refusal: it lists each difference and the rebuild command
+        print(f"edge.run: error: {e if isinstance(e, SidecarError) else one_line(e)}", file=sys.stderr)
         return 2
     print(f"edge.run: {args.model} on {backend.describe().get('provider')}, mode {args.mode}"
           + (f" ({pipe.impl})" if args.mode == "heatmap" else ""), file=sys.stderr)
@@ -152,8 +171,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"edge.run: note: {note}", file=sys.stderr)
 
     def on_signal(signum, _frame):
-        pipe.reason = f"signal {signal.Signals(signum).name}"
-        pipe.stop.set()
+        pipe.request_stop(f"signal {signal.Signals(signum).name}")
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     status = 0
@@ -171,8 +189,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for s, h in old.items():
             signal.signal(s, h)
         publisher.close()
-    if publisher.quit:
-        summary["stopped_by"] = "window closed"
+    summary.update(publisher.losses())
     report(summary, args.summary_json)
     return status
 
@@ -184,8 +201,11 @@ def report(summary, path: Optional[str]) -> None:
           f"p99 {lat.get('p99', 'n/a')} ms; stopped by {summary['stopped_by']}", file=sys.stderr)
     print(json.dumps({"summary": summary}), file=sys.stderr)
     if path:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
+        try:
+            write_text_output(path, json.dumps(summary, indent=2) + "\n")
+        except OSError as e:               # the summary is on stderr above: say so, end normally
+            print(f"edge.run: warning: --summary-json {path} not written ({e.strerror or e})",
+                  file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -390,12 +390,23 @@ def sidecar_metadata(doc: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def rebuild_command(doc: Mapping[str, Any], engine_path) -> str:
-    """The command that rebuilds the engine, as recorded (or a generic one for a bare sidecar)."""
-    cmd = doc.get(KEY_REBUILD_COMMAND)
-    if cmd:
-        return str(cmd)
-    src = doc.get(KEY_SOURCE_ONNX) or "MODEL.onnx"
-    return f"python -m export.trt {src} --out {Path(engine_path).name}"
+    """The command that rebuilds the engine, safe to print and to paste.
+
+    The recorded command is split into words and quoted again word by word
+    (:func:`edge.cli_checks.shell_quote`): a sidecar is a file anyone may have edited, and its
+    shell metacharacters must stay arguments of ``export.trt``, its terminal escape codes must
+    not reach the terminal. A command that does not split, or is not ``python -m export.trt``,
+    is replaced by the generic one (as for a bare sidecar)."""
+    from edge.cli_checks import shell_join
+
+    try:
+        words = shlex.split(str(doc.get(KEY_REBUILD_COMMAND) or ""))
+    except ValueError:                   # unbalanced quotes
+        words = []
+    if len(words) > 3 and words[1:3] == ["-m", "export.trt"] and "python" in Path(words[0]).name:
+        return shell_join(words)
+    src = str(doc.get(KEY_SOURCE_ONNX) or "MODEL.onnx")
+    return shell_join(["python", "-m", "export.trt", src, "--out", Path(engine_path).name])
 
 
 def source_onnx_path(doc: Mapping[str, Any], engine_path) -> Optional[Path]:
@@ -409,14 +420,18 @@ def source_onnx_path(doc: Mapping[str, Any], engine_path) -> Optional[Path]:
 
 def mismatch_message(engine_path, differences: List[str], command: str,
                      onnx_note: Optional[str] = None) -> str:
+    """The refusal, one item per line; values read from the sidecar (GPU names, paths) are
+    shown with their control characters escaped (:func:`edge.cli_checks.printable`)."""
+    from edge.cli_checks import printable, shell_quote
+
     where = Path(engine_path).absolute().parent
     lines = [f"engine {engine_path} does not match this device (checked before deserialising):"]
     lines += [f"  - {d}" for d in differences]
     lines.append(f"rebuild it on this device (paths relative to {where}):")
-    lines.append(f"  cd {shlex.quote(str(where))} && {command}")
+    lines.append(f"  cd {shell_quote(str(where))} && {command}")
     if onnx_note:
         lines.append(onnx_note)
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def check_engine(engine_path, current: Optional[Mapping[str, Any]] = None,

@@ -2,13 +2,18 @@
 
 Every source yields :class:`Frame` objects holding OpenCV's BGR (or gray) uint8 image, or
 ``image=None`` with ``error`` set for a frame that could not be read (the pipeline skips and
-counts it). Live sources (cameras, streams) reconnect with exponential back-off for
-``reconnect_timeout`` seconds, then raise :class:`SourceLost`.
+counts it). Live sources (cameras, streams) bound every open and read (a watchdog thread,
+plus the backend's own timeouts where it honours them), report a stall or a drop as such a
+frame, reconnect with exponential back-off for ``reconnect_timeout`` seconds after the last good
+frame, then raise :class:`SourceLost`.
 """
 from __future__ import annotations
 
 import glob as globlib
+import math
+import queue
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,46 +95,158 @@ def _valid(img) -> bool:
 
 
 # --- live -----------------------------------------------------------------------------------
+_TIMED_OUT = object()
+
+
+def stall_after(reconnect_timeout: float) -> float:
+    """Seconds without a frame that count as a stall: half the reconnect budget, kept between
+    0.25 s (longer than a frame interval of any live camera) and 2 s (so the loss is reported
+    within the budget plus 2 s, whatever the budget)."""
+    return min(max(float(reconnect_timeout) / 2.0, 0.25), 2.0)
+
+
+def check_reconnect_timeout(value) -> float:
+    """``--reconnect-timeout`` as a float: finite and > 0 (NaN or inf would retry forever)."""
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not (math.isfinite(t) and t > 0):
+        raise SourceError(f"--reconnect-timeout {value}: must be a finite number of seconds > 0")
+    return t
+
+
+class WatchedCapture:
+    """An OpenCV capture whose every call (open, read, release) runs in one worker thread and is
+    waited for at most a timeout.
+
+    OpenCV's open and read block inside the backend (an FFmpeg HTTP/RTSP connection that accepts
+    and never answers blocks ~30 s; V4L2 and GStreamer have their own waits), and only some
+    backends honour ``CAP_PROP_OPEN_TIMEOUT_MSEC`` / ``CAP_PROP_READ_TIMEOUT_MSEC``. The worker
+    bounds all of them: a call that overruns is abandoned, and the worker releases the capture
+    itself when the backend finally returns, so no other thread ever touches a capture that is
+    still inside a call.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: "queue.Queue" = queue.Queue()
+        self._results: "queue.Queue" = queue.Queue()
+        self._cap = None
+        self._closed = False
+        threading.Thread(target=self._serve, name=f"capture {name}", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            try:
+                self._results.put((True, job()))
+            except Exception as e:  # noqa: BLE001 - handed to the waiting caller, which re-raises
+                self._results.put((False, e))
+        if self._cap is not None:
+            self._cap.release()
+
+    def _call(self, job: Callable[[], object], timeout: float):
+        self._jobs.put(job)
+        try:
+            ok, value = self._results.get(timeout=max(float(timeout), 0.0))
+        except queue.Empty:
+            self.release()                  # the worker releases once the backend returns
+            return _TIMED_OUT
+        if not ok:
+            self.release()
+            raise value
+        return value
+
+    def open(self, open_capture: Callable[[], object], timeout: float) -> bool:
+        """Open through ``open_capture()``; False when it fails or takes longer than ``timeout``."""
+        def job():
+            self._cap = open_capture()
+            return self._cap is not None and bool(self._cap.isOpened())
+        return self._call(job, timeout) is True
+
+    def read(self, timeout: float):
+        """``(ok, image)`` like ``cap.read()``, or :data:`_TIMED_OUT` after ``timeout`` s."""
+        return self._call(lambda: self._cap.read(), timeout)
+
+    def release(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._jobs.put(None)
+
+
 def live_frames(spec: str, open_capture: Callable[[], object], reconnect_timeout: float = 10.0,
                 backoff: float = 0.25, max_backoff: float = 4.0,
-                sleep: Callable[[float], None] = time.sleep) -> Iterator[Frame]:
-    """Frames of a camera/stream; on a drop, reopen with back-off until ``reconnect_timeout``."""
-    cap = _open_with_retry(spec, open_capture, reconnect_timeout, backoff, max_backoff, sleep)
-    index = 0
+                sleep: Callable[[float], None] = time.sleep,
+                stall_timeout: Optional[float] = None) -> Iterator[Frame]:
+    """Frames of a camera/stream; on a drop or a stall, reopen with back-off.
+
+    Every open and read is bounded (:class:`WatchedCapture`). A read that brings nothing for
+    ``stall_timeout`` s (default :func:`stall_after`) is a stall; a stall or a drop is yielded as
+    a frame without an image (the pipeline records it), then the source is reopened until
+    ``reconnect_timeout`` s have passed since the last good frame, and :class:`SourceLost` is
+    raised: the loss is known within the timeout plus at most 2 s.
+    """
+    timeout = check_reconnect_timeout(reconnect_timeout)
+    stall = stall_after(timeout) if stall_timeout is None else float(stall_timeout)
+    watch = _open_until(spec, open_capture, time.monotonic() + timeout, timeout, backoff,
+                        max_backoff, sleep, "could not be opened")
+    index, last_good = 0, time.monotonic()
     try:
         while True:
-            ok, img = cap.read()
-            if ok and _valid(img):
-                yield Frame(index, time.time(), img, spec)
-                index += 1
-                continue
-            if ok:  # the driver returned a frame we cannot use: skip it, keep the stream
-                yield Frame(index, time.time(), None, spec, "corrupt frame")
-                index += 1
-                continue
-            cap.release()
-            cap = _open_with_retry(spec, open_capture, reconnect_timeout, backoff, max_backoff,
-                                   sleep, dropped=True)
+            got = watch.read(stall)
+            if got is _TIMED_OUT:
+                what = f"stalled (no frame for {stall:g} s)"
+            else:
+                ok, img = got
+                if ok and _valid(img):
+                    yield Frame(index, time.time(), img, spec)
+                    index, last_good = index + 1, time.monotonic()
+                    continue
+                if ok:  # the driver returned a frame we cannot use: skip it, keep the stream
+                    yield Frame(index, time.time(), None, spec, "corrupt frame")
+                    index += 1
+                    continue
+                what = "dropped"
+            yield Frame(index, time.time(), None, spec, f"source {what}; reconnecting")
+            index += 1
+            watch.release()
+            watch = _open_until(spec, open_capture, last_good + timeout, timeout, backoff,
+                                max_backoff, sleep, f"{what} and did not come back")
     finally:
-        cap.release()
+        watch.release()
 
 
-def _open_with_retry(spec, open_capture, timeout, backoff, max_backoff, sleep, dropped=False):
-    deadline = time.monotonic() + timeout
+def _open_until(spec, open_capture, deadline, timeout, backoff, max_backoff, sleep,
+                what) -> WatchedCapture:
+    """A capture opened before ``deadline`` (monotonic), or :class:`SourceLost`."""
     delay, attempts = backoff, 0
-    while True:
-        cap = open_capture()
+    while time.monotonic() < deadline:
+        watch = WatchedCapture(spec)
         attempts += 1
-        if cap is not None and cap.isOpened():
-            return cap
-        if cap is not None:
-            cap.release()
+        if watch.open(open_capture, deadline - time.monotonic()):
+            return watch
+        watch.release()
         if time.monotonic() + delay > deadline:
-            what = "dropped and did not come back" if dropped else "could not be opened"
-            raise SourceLost(f"source {spec} {what} within --reconnect-timeout {timeout:g} s "
-                             f"({attempts} attempts)")
+            break
         sleep(delay)
         delay = min(delay * 2, max_backoff)
+    raise SourceLost(f"source {spec} {what} within --reconnect-timeout {timeout:g} s "
+                     f"({attempts} attempts)")
+
+
+def _ffmpeg_capture(spec: str, open_s: float, read_s: float):
+    """An FFmpeg capture with its own open/read timeouts (OpenCV >= 4.5.2), so an abandoned
+    worker thread ends soon after the watchdog gave up on it; plain on older OpenCV."""
+    import cv2
+
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_s * 1000),
+              cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_s * 1000)]
+    try:
+        return cv2.VideoCapture(spec, cv2.CAP_FFMPEG, params)
+    except (TypeError, AttributeError):
+        return cv2.VideoCapture(spec, cv2.CAP_FFMPEG)
 
 
 def synthetic_frames(width: int = 1280, height: int = 720, frames: Optional[int] = None,
@@ -146,6 +263,17 @@ def synthetic_frames(width: int = 1280, height: int = 720, frames: Optional[int]
 
 # --- dispatch -------------------------------------------------------------------------------
 _SYNTH = re.compile(r"^synthetic://(\d+)x(\d+)(?:\?frames=(\d+))?$")
+MAX_SYNTHETIC_SIDE = 8192     # the stream keeps a 2W x H x 3 base image: 400 MB at the limit
+
+
+def _synthetic_args(spec: str, m) -> tuple:
+    w, h = int(m.group(1)), int(m.group(2))
+    frames = int(m.group(3)) if m.group(3) else None
+    if not (1 <= w <= MAX_SYNTHETIC_SIDE and 1 <= h <= MAX_SYNTHETIC_SIDE):
+        raise SourceError(f"--source {spec}: width and height must be 1..{MAX_SYNTHETIC_SIDE} pixels")
+    if frames is not None and frames < 1:
+        raise SourceError(f"--source {spec}: frames must be >= 1")
+    return w, h, frames
 
 
 def open_source(spec: str, reconnect_timeout: float = 10.0, csi_size=(1280, 720), csi_fps: int = 30,
@@ -154,21 +282,23 @@ def open_source(spec: str, reconnect_timeout: float = 10.0, csi_size=(1280, 720)
     import cv2
 
     spec = str(spec)
+    timeout = check_reconnect_timeout(reconnect_timeout)
     m = _SYNTH.match(spec)
     if m:
-        return synthetic_frames(int(m.group(1)), int(m.group(2)),
-                                int(m.group(3)) if m.group(3) else None)
+        return synthetic_frames(*_synthetic_args(spec, m))
     if spec.startswith("csi://"):
         sensor = spec[len("csi://"):] or "0"
         if not sensor.isdigit():
             raise SourceError(f"csi source must be csi://N, got {spec}")
         pipe = csi_pipeline(int(sensor), csi_size[0], csi_size[1], csi_fps)
-        return live_frames(spec, lambda: cv2.VideoCapture(pipe, cv2.CAP_GSTREAMER), reconnect_timeout)
+        return live_frames(spec, lambda: cv2.VideoCapture(pipe, cv2.CAP_GSTREAMER), timeout)
     if re.match(r"^(rtsp|rtsps|rtmp|http|https)://", spec):
-        return live_frames(spec, lambda: cv2.VideoCapture(spec, cv2.CAP_FFMPEG), reconnect_timeout)
+        # FFmpeg's own timeouts a little past the watchdog's, which then always speaks first
+        read_s = stall_after(timeout) + 0.5
+        return live_frames(spec, lambda: _ffmpeg_capture(spec, timeout + 0.5, read_s), timeout)
     if spec.isdigit() or re.match(r"^/dev/video\d+$", spec):
         dev = int(spec) if spec.isdigit() else spec
-        return live_frames(spec, lambda: cv2.VideoCapture(dev, cv2.CAP_V4L2), reconnect_timeout)
+        return live_frames(spec, lambda: cv2.VideoCapture(dev, cv2.CAP_V4L2), timeout)
     if any(c in spec for c in "*?["):
         paths = sorted(Path(p) for p in globlib.glob(spec)
                        if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_EXTENSIONS)

@@ -11,7 +11,14 @@ input size, preprocessing, architecture, method and the checkpoint's sha256 are 
 ``metadata_props`` (keys in :mod:`edge.contract`). After writing, the model runs in ONNX Runtime
 (CPU) and in PyTorch on the same batch of real samples from the model's own test split (random
 inputs only when no data is available, and the report says so); max |delta logits| <= 1e-4 and
-100% top-1 agreement, else exit 1 with the figures. Exit 2: the input is not a usable checkpoint.
+100% top-1 agreement, else exit 1 with the figures. The ONNX is written to a temporary sibling
+and renamed over ``--out`` only once it passed: a failed gate, a full disk or an interruption
+leaves the previous file as it was. Exit 2: the input is not a usable checkpoint, a flag is out
+of range, or the output cannot be written.
+
+The samples come only from ``--check-data`` or from a built-in dataset at its default place
+(never from paths, downloads or generator settings stored in the checkpoint, see
+:func:`own_split`).
 """
 from __future__ import annotations
 
@@ -25,7 +32,9 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from edge import contract as C
+from edge.cli_checks import OneLineParser, UsageError, one_line, printable
 from export import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK, ExportInputError
+from export.checks import Staged, check_onnx_args
 from export.parity import (TOLERANCES, ParityReport, Samples, compare_outputs, folder_samples,
                            ort_run, random_samples, uint8_samples)
 
@@ -38,6 +47,7 @@ class ExportResult:
     metadata: Dict[str, Any]
     samples: Samples
     reports: List[ParityReport] = field(default_factory=list)
+    written: bool = False         # False: the gate failed and onnx_path was left as it was
 
     @property
     def passed(self) -> bool:
@@ -117,15 +127,21 @@ def model_samples(ckpt: Dict[str, Any], n: int, check_data=None, seed: int = 0) 
 
 
 def own_split(ckpt: Dict[str, Any], split: str):
-    """``(uint8 NCHW, labels, None)`` of the checkpoint's own data, or ``(None, None, why)``."""
-    cfg = ckpt.get("config") or {}
-    if not cfg.get("dataset") and not cfg.get("data"):
-        return None, None, "the checkpoint records no dataset"
-    try:
-        from train.config import TrainConfig
-        from train.engine import load_data
+    """``(uint8 NCHW, labels, None)`` of the checkpoint's own data, or ``(None, None, why)``.
 
-        data = load_data(TrainConfig.from_dict(cfg))
+    The checkpoint only *names* its dataset. Export loads a built-in one from its default place,
+    read-only: the config's ``data`` folder, ``data_root``, ``download`` flag and generator
+    settings are never followed, so a crafted checkpoint cannot make export read a folder of its
+    choosing, generate images or download anything. Other data comes through ``--check-data`` /
+    ``--calib-data``.
+    """
+    cfg = ckpt.get("config")
+    if not isinstance(cfg, dict) or not cfg.get("dataset"):
+        return None, None, "the checkpoint records no dataset"
+    if cfg.get("data") or cfg.get("dataset") == "folder":
+        return None, None, "it was trained on an image folder: pass --check-data DIR"
+    try:
+        data = _builtin_data(str(cfg["dataset"]), cfg)
     except Exception as e:  # noqa: BLE001  any failure to reload data means: no real samples
         return None, None, f"its data could not be loaded: {type(e).__name__}: {str(e)[:200]}"
     if tuple(data.input_size) != tuple(ckpt["input_size"]):
@@ -133,6 +149,29 @@ def own_split(ckpt: Dict[str, Any], split: str):
     x = data.train_x if split == "train" else data.test_x
     y = data.train_y if split == "train" else data.test_y
     return x.numpy(), y.numpy(), None
+
+
+def _builtin_data(name: str, cfg: Dict[str, Any]):
+    """A registered dataset from the default cache, never written to or downloaded into."""
+    from train.data import build_dataset
+
+    size = cfg.get("input_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"input_size {size!r} in the checkpoint is not a positive int")
+    if name != "crowd_synth":
+        return build_dataset(name, root=None, download=False, input_size=size)
+    from train.data.builtin import folder_dataset
+    from train.data.crowd_synth import PAPER_TRAIN_PER_CLASS, cache_folder, is_complete
+
+    per_class, seed = cfg.get("synth_size") or PAPER_TRAIN_PER_CLASS, cfg.get("synth_seed") or 0
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (per_class, seed)):
+        raise ValueError(f"crowd_synth size/seed {per_class!r}/{seed!r} are not ints")
+    folder = cache_folder(per_class, seed)
+    if not is_complete(folder, per_class, seed):   # generating it is training's job, not export's
+        raise FileNotFoundError(f"crowd_synth (seed {seed}, {per_class}/class) is not generated "
+                                f"at {folder}; pass --check-data DIR")
+    # crowd_synth's own default size (train/data/builtin.py) when the run did not set one
+    return folder_dataset(folder, int(size or 128), augment="aerial", name="crowd_synth")
 
 
 # ------------------------------------------------------------------------- export
@@ -237,16 +276,31 @@ def export_onnx(checkpoint, out=None, *, opset: int = DEFAULT_OPSET, probs: bool
     if dense and probs:
         raise ExportInputError("--dense and --probs do not combine (the dense output is a score map)")
     out = Path(out) if out else checkpoint.with_suffix(".onnx")
-    out.parent.mkdir(parents=True, exist_ok=True)
     outputs = [C.SCORE_MAP_NAME] if dense else [C.OUTPUT_NAME] + ([C.PROBS_NAME] if probs else [])
     samples = model_samples(ckpt, check_size, check_data, seed)
-    example = torch.from_numpy(samples.x[:2].copy())
-    torch_to_onnx(_wrapper(model, probs, dense), example, out, outputs, dense, opset)
     meta = build_metadata(ckpt, file_sha256(checkpoint), outputs, dense=dense,
                           fully_convolutional=fcn, opset=opset)
-    finish_onnx(out, meta)
     result = ExportResult(out, meta, samples)
     tol = TOLERANCES["fp32"][0] if tolerance is None else float(tolerance)
+    try:
+        with Staged(out) as stage:
+            example = torch.from_numpy(samples.x[:2].copy())
+            torch_to_onnx(_wrapper(model, probs, dense), example, stage.tmp, outputs, dense, opset)
+            finish_onnx(stage.tmp, meta)
+            parity_reports(result, model, ckpt, stage.tmp, tol, dense, seed)
+            if result.passed:
+                stage.commit()
+                result.written = True
+    except OSError as e:
+        raise ExportInputError(f"cannot write {out}: {e.strerror or e} (the previous file, if "
+                               "any, is unchanged)") from None
+    return result
+
+
+def parity_reports(result: ExportResult, model, ckpt, onnx_path: Path, tol: float, dense: bool,
+                   seed: int) -> None:
+    """The gate: PyTorch against ONNX Runtime on the samples (and, dense, on a larger frame)."""
+    samples, outputs, out = result.samples, result.metadata[C.META_OUTPUTS], onnx_path
     result.reports.append(compare_outputs(
         torch_outputs(model, samples.x, dense), ort_run(out, samples.x, outputs[0]),
         name=f"ONNX Runtime CPU vs PyTorch, {outputs[0]} (fp32)", source=samples.source,
@@ -261,13 +315,12 @@ def export_onnx(checkpoint, out=None, *, opset: int = DEFAULT_OPSET, probs: bool
             torch_outputs(model, big.x, True), ort_run(out, big.x, outputs[0]),
             name="ONNX Runtime CPU vs PyTorch, score_map on a larger frame (fp32)",
             source=big.source, max_abs_tol=tol, min_agreement=1.0))
-    return result
 
 
 # ------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m export.onnx", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_onnx_args(p)
     return p
 
@@ -275,32 +328,34 @@ def build_parser() -> argparse.ArgumentParser:
 def add_onnx_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="an edge-students checkpoint (model.pt)")
     p.add_argument("--out", default=None, help="output .onnx (default: beside the checkpoint)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 13..20 (default 17)")
     p.add_argument("--probs", action="store_true", help="also output softmax `probabilities`")
     p.add_argument("--dense", action="store_true",
                    help="fully convolutional models: export `score_map` with dynamic H/W")
     p.add_argument("--check-data", default=None, metavar="DIR",
                    help="images for the parity check (default: the model's own test split)")
-    p.add_argument("--check-size", type=int, default=64, help="samples in the parity check")
+    p.add_argument("--check-size", type=int, default=64, help="samples in the parity check (1..10000)")
     p.add_argument("--tolerance", type=float, default=None,
-                   help="max |delta logits| allowed (default 1e-4)")
+                   help="max |delta logits| allowed, >= 0 (default 1e-4)")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_onnx_args(args)
         result = export_onnx(args.checkpoint, args.out, opset=args.opset, probs=args.probs,
                              dense=args.dense, check_data=args.check_data,
                              check_size=args.check_size, tolerance=args.tolerance)
-    except ExportInputError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ExportInputError, UsageError) as e:
+        print(f"python -m export.onnx: error: {printable(one_line(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"wrote {result.onnx_path}")
     for r in result.reports:
         print(r.format())
     if not result.passed:
-        print("error: the ONNX model does not match PyTorch (figures above)", file=sys.stderr)
+        print(f"python -m export.onnx: error: the ONNX model does not match PyTorch (figures "
+              f"above); {result.onnx_path} not written", file=sys.stderr)
         return EXIT_GATE
+    print(f"wrote {result.onnx_path}")
     return EXIT_OK
 
 

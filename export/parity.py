@@ -8,12 +8,13 @@ report says which.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edge.cli_checks import printable
 from edge.contract import IMAGE_EXTENSIONS, Preprocess
 from edge.preprocess import decode_rgb
 
@@ -34,6 +35,7 @@ class Samples:
     y: Optional[np.ndarray]       # int64 labels when known
     source: str                   # where they came from, for the report
     real: bool
+    corrupt: List[str] = field(default_factory=list)   # files of the folder that did not decode
 
 
 @dataclass
@@ -113,15 +115,20 @@ def folder_samples(root, pre: Preprocess, limit: int, seed: int = 0) -> Samples:
     rng = np.random.default_rng(seed)
     if len(files) > limit:
         files = [files[i] for i in sorted(rng.choice(len(files), limit, replace=False))]
-    imgs, kept = [], []
+    imgs, corrupt = [], []
     for f in files:
         im = decode_rgb(f)
-        if im is not None:
+        if im is None:
+            corrupt.append(str(f))
+        else:
             imgs.append(pre.to_uint8(im))
-            kept.append(f)
     if not imgs:
-        raise FileNotFoundError(f"no decodable images under {root}")
-    return Samples(pre.normalize(np.stack(imgs)), None, f"{len(imgs)} images of {root}", True)
+        raise FileNotFoundError(f"no decodable images under {root} ({len(corrupt)} corrupt)")
+    source = f"{len(imgs)} images of {root}"
+    if corrupt:   # counted and named in the report, never dropped silently
+        shown = ", ".join(printable(Path(c).name) for c in corrupt[:3]) + (", ..." if len(corrupt) > 3 else "")
+        source += f" ({len(corrupt)} corrupt file(s) skipped: {shown})"
+    return Samples(pre.normalize(np.stack(imgs)), None, source, True, corrupt)
 
 
 def random_samples(pre: Preprocess, n: int, seed: int = 0, why: str = "no data") -> Samples:

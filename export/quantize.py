@@ -134,9 +134,20 @@ def quantize_qdq(fp32_onnx, out, calib_x: np.ndarray, *, method: str = "minmax",
         model = onnx.load(str(raw))
     fold_int32_bias(model)
     _retag(model, "int8", _sha256_file(fp32_onnx))
+    return _save_checked(model, out)
+
+
+def _save_checked(model, out) -> Path:
+    """Check, write to a temporary sibling, rename: ``out`` is the old file or the new one."""
+    import onnx
+
+    from export.checks import Staged
+
     onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(out))
-    return out
+    with Staged(out) as stage:
+        onnx.save(model, str(stage.tmp))
+        onnx.checker.check_model(str(stage.tmp))          # what is on disk, not what was meant
+        return stage.commit()
 
 
 def is_qdq(onnx_path) -> bool:
@@ -204,6 +215,4 @@ def convert_fp16(fp32_onnx, out) -> Path:
     model = onnx.load(str(fp32_onnx))
     half = float16.convert_float_to_float16(model, keep_io_types=True)
     _retag(half, "fp16", _sha256_file(fp32_onnx))
-    onnx.checker.check_model(half, full_check=True)
-    onnx.save(half, str(out))
-    return Path(out)
+    return _save_checked(half, out)

@@ -19,7 +19,6 @@ The ``.onnx`` path never imports torch.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -27,15 +26,17 @@ from typing import List, Optional
 import numpy as np
 
 from edge import contract as C
+from edge.cli_checks import OneLineParser, UsageError, one_line, printable, shell_join
 from export import (EXIT_BAD_INPUT, EXIT_GATE, EXIT_NO_TRT, EXIT_OK, ExportInputError,
                     GateFailed, TensorRTUnavailable)
+from export.checks import Staged, check_trt_args
 from export.parity import (TOLERANCES, Samples, compare_outputs, folder_samples, ort_run,
                            random_samples, uint8_samples)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export.trt", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m export.trt", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="model.pt (checkpoint) or model.onnx (exported, torch-free)")
     p.add_argument("--precision", choices=C.PRECISIONS, default="fp32", help="engine precision")
     p.add_argument("--min-batch", type=int, default=1, help="optimisation profile: min batch")
@@ -146,8 +147,8 @@ def stage_int8(job: Job) -> None:
         return
     pre = C.Preprocess.from_dict(job.meta[C.META_PREPROCESS])
     if a.calib_data:
-        calib = _folder(a.calib_data, pre, a.calib_size, "--calib-data").x
-        where = f"{len(calib)} images of {a.calib_data}"
+        found = _folder(a.calib_data, pre, a.calib_size, "--calib-data")
+        calib, where = found.x, found.source       # the source names any corrupt files
     elif job.ckpt is not None:
         from export.onnx import own_split
 
@@ -193,7 +194,7 @@ def target_command(job: Job, engine: Optional[Path] = None) -> str:
         parts += ["--out", engine.name]
     elif a.out:
         parts += ["--out", str(a.out)]
-    return " ".join(shlex.quote(p) for p in parts)
+    return shell_join(parts)
 
 
 def probe_tensorrt():
@@ -237,17 +238,25 @@ def stage_engine(job: Job, trt, gpu) -> int:
     cache = Path(a.timing_cache) if a.timing_cache else engine.with_name(base + ".timing.cache")
     print(f"building {engine} with TensorRT {trt.__version__} on {gpu[0]} (sm {gpu[1]}): "
           f"{plan.describe()}")
-    info = build_engine(job.onnx, engine, plan, profile, workspace_mb=a.workspace_mb,
-                        timing_cache=cache, dla_core=a.dla, verbose=a.verbose)
-    if info.get("dla"):
-        print(f"DLA: {info['dla']}")
-    fp = build_fingerprint(precision=a.precision, profile=profile, onnx_path=job.onnx,
-                           dla_core=a.dla if info.get("used_dla") else None,
-                           device=S.probe_device(trt.__version__, gpu))
+    # built and checked under a temporary name: a failed gate leaves the previous engine and
+    # its sidecar as they were
+    with Staged(engine) as stage:
+        info = build_engine(job.onnx, stage.tmp, plan, profile, workspace_mb=a.workspace_mb,
+                            timing_cache=cache, dla_core=a.dla, verbose=a.verbose)
+        if info.get("dla"):
+            print(f"DLA: {info['dla']}")
+        code = engine_parity(job, stage.tmp, fp32_onnx or _fp32_parent(job), profile)
+        if code != EXIT_OK:
+            print(f"{engine} not written", file=sys.stderr)
+            return code
+        fp = build_fingerprint(precision=a.precision, profile=profile, onnx_path=job.onnx,
+                               dla_core=a.dla if info.get("used_dla") else None,
+                               device=S.probe_device(trt.__version__, gpu))
+        stage.commit()
     side = write_engine_sidecar(engine, job.onnx, fp, rebuild_command=target_command(job, engine),
                                 build={"plan": plan.describe(), "dla": info.get("dla")})
     print(f"wrote {engine}, {side} and the timing cache {cache}")
-    return engine_parity(job, engine, fp32_onnx or _fp32_parent(job), profile)
+    return EXIT_OK
 
 
 def _fp32_parent(job: Job) -> Path:
@@ -260,13 +269,20 @@ def stage_fp16(job: Job) -> int:
     from export.quantize import convert_fp16
 
     fp32 = job.onnx
-    job.onnx = convert_fp16(fp32, fp32.with_name(fp32.name.split(".")[0] + ".fp16.onnx"))
     tol, agree = TOLERANCES["fp16"]
-    rep = compare_outputs(ort_run(fp32, job.samples.x), ort_run(job.onnx, job.samples.x),
-                          name="fp16 ONNX vs fp32 ONNX (ONNX Runtime CPU)",
-                          source=job.samples.source, max_abs_tol=tol, min_agreement=agree)
-    print(f"wrote {job.onnx}\n{rep.format()}")
-    return EXIT_OK if rep.passed else EXIT_GATE
+    with Staged(fp32.with_name(fp32.name.split(".")[0] + ".fp16.onnx")) as stage:
+        convert_fp16(fp32, stage.tmp)
+        rep = compare_outputs(ort_run(fp32, job.samples.x), ort_run(stage.tmp, job.samples.x),
+                              name="fp16 ONNX vs fp32 ONNX (ONNX Runtime CPU)",
+                              source=job.samples.source, max_abs_tol=tol, min_agreement=agree)
+        print(rep.format())
+        if not rep.passed:             # the previous fp16 ONNX, if any, stays as it was
+            print(f"{stage.final} not written", file=sys.stderr)
+            return EXIT_GATE
+        job.onnx = stage.commit()
+    job.written.append(job.onnx)
+    print(f"wrote {job.onnx}")
+    return EXIT_OK
 
 
 def engine_parity(job: Job, engine: Path, fp32_onnx: Path, profile) -> int:
@@ -289,6 +305,11 @@ def engine_parity(job: Job, engine: Path, fp32_onnx: Path, profile) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        check_trt_args(args)       # before anything is built or TensorRT is looked for
+    except UsageError as e:
+        print(f"python -m export.trt: error: {printable(one_line(e))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     job = Job(args)
     try:
         stage_onnx(job)
@@ -297,10 +318,10 @@ def main(argv=None) -> int:
         trt, gpu = probe_tensorrt()
         return stage_engine(job, trt, gpu)
     except ExportInputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"python -m export.trt: error: {printable(one_line(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except GateFailed as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"python -m export.trt: error: {e}", file=sys.stderr)
         return EXIT_GATE
     except TensorRTUnavailable as e:
         files = ", ".join(str(p) for p in job.written) or str(job.onnx)

@@ -197,9 +197,11 @@ def build_engine(onnx_path, engine_path, plan: BuildPlan, profile: Dict[str, Lis
     if plan_bytes is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} "
                            "(see the TensorRT log above)")
-    Path(engine_path).write_bytes(bytes(plan_bytes))
+    from edge.sidecar import atomic_write
+
+    atomic_write(engine_path, lambda f: f.write(bytes(plan_bytes)))
     if timing_cache is not None:
-        Path(timing_cache).write_bytes(bytes(cache.serialize()))
+        atomic_write(timing_cache, lambda f: f.write(bytes(cache.serialize())))
     return {"tensorrt_version": trt.__version__, "plan": plan.describe(),
             "dla": dla_note, "used_dla": dla_core is not None and dla_note is not None
             and dla_note.startswith("DLA core")}

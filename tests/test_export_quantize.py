@@ -63,10 +63,12 @@ def test_int8_crowd_fcn_within_bound(tmp_path):
     from train.engine import Trainer
 
     # a really trained model (~86% on 258 test scenes after 30 epochs, ~20 s): quantising an
-    # untrained one would test nothing
+    # untrained one would test nothing. The scenes go to the default cache (the session's, see
+    # conftest.py): export reads a checkpoint's built-in data only from there, never from a
+    # data_root the checkpoint names
     cfg = TrainConfig(dataset="crowd_synth", model="crowd_fcn", synth_size=300, synth_seed=0,
                       epochs=30, batch_size=32, optimizer="adam", lr=1e-3,
-                      data_root=str(tmp_path / "d"), out=str(tmp_path / "run"), overwrite=True)
+                      out=str(tmp_path / "run"), overwrite=True)
     Trainer(cfg, progress=False).fit()
     _, q, rep = quantize_and_report(tmp_path / "run" / "model.pt", tmp_path, calib_size=256)
     print(rep.format())

@@ -23,9 +23,10 @@ class ModelError(ValueError):
 def open_model(model, backend: str = "auto", threads: Optional[int] = None):
     """``edge.backends.open_backend`` plus the checks of :func:`check_model`."""
     from edge.backends import open_backend
+    from edge.builtin import resolve_model
     from edge.sidecar import SidecarError
 
-    path = Path(model)
+    path = resolve_model(model)
     if path.is_file() and zipfile.is_zipfile(path):
         raise ModelError(f"--model {path} is a PyTorch checkpoint (a zip archive), not an exported "
                          "model: export it with `python -m export.onnx MODEL.pt` (or "

@@ -244,7 +244,7 @@ RUN_RULES: Tuple[Rule, ...] = (
     ("safe_below", "--safe-below", _num(0, 1)),
     ("smooth", "--smooth", _num(0, 1, low_open=True)),
     ("hold", "--hold", _int(1)),
-    ("tile", "--tile", _int(1, note=" (omit it for the model's input size)")),
+    ("tile", "--tile", _int(1, note=" (omit it to size tiles from the camera)")),
     ("stride", "--stride", _int(1, note=" (omit it for half a tile)")),
     ("tile_batch", "--tile-batch", _int(1)),
     ("batch", "--batch", _int(1)),

@@ -188,9 +188,9 @@ def test_classify_rule_and_resize_from_flags(scaled_model, tmp_path):
 @pytest.mark.parametrize("flags,needle", [
     (["--altitude", "40"], "--altitude and --hfov go together"),
     (["--gsd", "0.1", "--tile", "100"], "give one of"),
-    (["--threshold", "1.5"], "threshold must be in (0, 1)"),
+    (["--threshold", "1.5"], "--threshold 1.5: must be a number in (0, 1)"),
     (["--min-area", "0"], "min_area must be in (0, 1)"),
-    (["--tile", "0"], "--tile must be >= 1"),
+    (["--tile", "0"], "--tile 0: must be an integer >= 1"),
 ])
 def test_bad_scale_and_decision_flags_exit_2(scaled_model, tmp_path, capsys, flags, needle):
     out = tmp_path / "never.jsonl"

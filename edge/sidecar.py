@@ -1,8 +1,8 @@
-"""The TensorRT engine sidecar (DESIGN.md, contract 3): schema, device probe, write, read, check.
+"""The TensorRT engine sidecar (contract 3, docs/export.md): schema, device probe, write, read, check.
 
 A serialised TensorRT plan only loads on the TensorRT version and GPU it was built for; a
 mismatch otherwise shows up as a bare ``None`` from ``deserialize_cuda_engine`` or a crash
-(TENSORRT_NOTES F6). So ``model.engine`` always travels with ``model.engine.json``, written by
+(docs/tensorrt.md, "Engines are tied to their device"). So ``model.engine`` always travels with ``model.engine.json``, written by
 ``python -m export.trt`` (through :func:`write_sidecar`), and the runtime
 (``edge/backends/trt.py``, through :func:`check_engine`) compares it with this device *before*
 deserialising, naming each difference and the command that rebuilds the engine.
@@ -99,7 +99,7 @@ KEY_SOURCE_ONNX = "source_onnx"
 KEY_REBUILD_COMMAND = "rebuild_command"
 KEY_BUILD = "build"
 
-# L4T release -> JetPack (TENSORRT_NOTES 4.1; dusty-nv/jetson-containers l4t_version.py)
+# L4T release -> JetPack (docs/tensorrt.md; dusty-nv/jetson-containers l4t_version.py)
 L4T_TO_JETPACK = {
     "32.6.1": "4.6", "32.7.1": "4.6.1", "32.7.2": "4.6.2", "32.7.3": "4.6.3", "32.7.4": "4.6.4",
     "32.7.5": "4.6.5", "32.7.6": "4.6.6",

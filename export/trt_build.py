@@ -4,7 +4,7 @@ Everything that decides *what* to do is a pure function of the TensorRT version 
 names its enums expose (:func:`plan_build`, :func:`network_flag_names_to_set`,
 :func:`profile_shapes`, :func:`dla_allowed`), so it is unit-tested on CPU. The functions that
 touch TensorRT (:func:`build_engine`, :func:`run_engine`) import it inside and follow
-shared/TENSORRT_NOTES.md sections 2.1-2.3 and 5: name-based API only (8.5 .. 11),
+docs/tensorrt.md: name-based API only (8.5 .. 11),
 ``set_memory_pool_limit``, ``build_serialized_network``, no EXPLICIT_BATCH from 10 on,
 STRONGLY_TYPED for Q/DQ or fp16 ONNX where the FP16/INT8 builder flags are gone (11), flags
 detected with ``hasattr`` rather than version arithmetic, a timing cache reused across builds,
@@ -31,7 +31,7 @@ def import_tensorrt():
     """``import tensorrt``, or ImportError naming the install (and the underlying cause)."""
     try:
         import tensorrt as trt
-    except ImportError as e:           # also: missing libnvinfer/libnvonnxparser (NOTES F4)
+    except ImportError as e:           # also: missing libnvinfer/libnvonnxparser (docs/tensorrt.md)
         raise ImportError(f"{INSTALL_HINT} (import tensorrt: {e})") from None
     return trt
 
@@ -124,7 +124,7 @@ def profile_shapes(chw: Sequence[int], min_batch: int, opt_batch: int,
 
 def dla_allowed(trt_version: str, num_dla_cores: int, dla_core: int,
                 precision: str) -> Tuple[bool, str]:
-    """Whether ``--dla dla_core`` can be honoured; the reason when not (NOTES F2, 2.3, 5.2)."""
+    """Whether ``--dla dla_core`` can be honoured; the reason when not (docs/tensorrt.md, "DLA")."""
     v = version_tuple(trt_version)
     if v[0] == 11 and v[:2] < (11, 4):
         return False, f"TensorRT {trt_version} has no DLA support (absent in 11.0-11.3)"
@@ -229,7 +229,7 @@ def run_engine(engine_path, x: np.ndarray, max_batch: int) -> Dict[str, np.ndarr
     """Run a serialised engine on ``x`` (float32 NCHW) in chunks of ``max_batch``; all outputs.
 
     Name-based API only (``num_io_tensors``, ``set_input_shape``, ``set_tensor_address``,
-    ``execute_async_v3``), which exists from TensorRT 8.5 to 11 (NOTES 2.2). Plain synchronous
+    ``execute_async_v3``), which exists from TensorRT 8.5 to 11 (docs/tensorrt.md). Plain synchronous
     copies: this is the parity check, not the benchmark.
     """
     trt = import_tensorrt()

@@ -1,6 +1,6 @@
 """TensorRT engine backend: name-based API (TensorRT 8.5 -> 11), cuda-python buffers, one stream.
 
-Written against the documented API (shared/TENSORRT_NOTES.md section 2.2) and NOT run on the
+Written against the documented API (docs/tensorrt.md, "The TensorRT API per line") and NOT run on the
 development machine (no GPU, TensorRT not installable): tests that exercise it carry the ``trt``
 marker. The sidecar fingerprint is checked (``edge.sidecar.check_engine``) before TensorRT is
 imported or the plan read.

@@ -12,8 +12,10 @@ ONNX ``model.int8.onnx`` (calibrated on ``--calib-size`` images of the training 
 ``--calib-data DIR``) and reports its accuracy against fp32 on CPU. Then it builds
 ``model.engine`` for the TensorRT found here (8.5 .. 11; see docs/export.md for what each version
 does), writes the sidecar with the build fingerprint, and checks the engine against ONNX
-Runtime fp32 on the same samples. Exit 0 ok, 1 a parity gate failed, 2 bad input, 3 TensorRT or a
-GPU is missing here: the ONNX files are written and the exact command for the target printed.
+Runtime fp32 on the same samples, every named output, run by the runtime's own engine class
+(``edge.backends.trt.TrtBackend``). Exit 0 ok, 1 a parity gate failed or TensorRT failed to
+build the engine, 2 bad input, 3 TensorRT or a GPU is missing or unusable here: the ONNX files
+are written and the exact command for the target printed.
 The ``.onnx`` path never imports torch.
 """
 from __future__ import annotations
@@ -269,25 +271,42 @@ def stage_fp16(job: Job) -> int:
     return EXIT_OK if rep.passed else EXIT_GATE
 
 
-def engine_parity(job: Job, engine: Path, fp32_onnx: Path, profile) -> int:
-    from export.trt_build import run_engine
+def open_engine(engine: Path):
+    """The shipped runtime class on a fresh engine, sidecar check included (the runtime's own)."""
+    from edge.backends.trt import TrtBackend
 
+    return TrtBackend(engine)
+
+
+def engine_parity(job: Job, engine: Path, fp32_onnx: Path, profile) -> int:
+    """Every named output of the engine against ONNX Runtime fp32, run by the runtime's class."""
     x = job.samples.x
     if job.args.input_size:   # a dense engine at a frame size: random frames of that size
         x = random_samples(C.Preprocess.from_dict({**job.meta[C.META_PREPROCESS],
                                                    "size": job.args.input_size}),
                            len(x), 0, "frames at --input-size").x
-    out_name = job.meta[C.META_OUTPUTS][0]
-    got = run_engine(engine, x, profile["max"][0])[out_name]
+    names = list(job.meta[C.META_OUTPUTS])
+    backend = open_engine(engine)
+    try:
+        got = backend.run_all(x, names)
+    except ValueError as e:            # an output the ONNX promises is not in the engine
+        raise GateFailed(f"{engine}: {e}") from None
+    finally:
+        backend.close()
     tol, agree = TOLERANCES["trt_" + job.args.precision]
-    rep = compare_outputs(ort_run(fp32_onnx, x, out_name), got,
-                          name=f"TensorRT {job.args.precision} engine vs ONNX Runtime fp32",
-                          source=job.samples.source, max_abs_tol=tol, min_agreement=agree)
-    print(rep.format())
-    return EXIT_OK if rep.passed else EXIT_GATE
+    passed = True
+    for name in names:
+        rep = compare_outputs(ort_run(fp32_onnx, x, name), got[name],
+                              name=f"TensorRT {job.args.precision} engine vs ONNX Runtime fp32 ({name})",
+                              source=job.samples.source, max_abs_tol=tol, min_agreement=agree)
+        print(rep.format())
+        passed &= rep.passed
+    return EXIT_OK if passed else EXIT_GATE
 
 
 def main(argv=None) -> int:
+    from edge.backends.trt import TensorRTUnusable
+
     args = build_parser().parse_args(argv)
     job = Job(args)
     try:
@@ -302,13 +321,16 @@ def main(argv=None) -> int:
     except GateFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_GATE
-    except TensorRTUnavailable as e:
+    except (TensorRTUnavailable, TensorRTUnusable) as e:
         files = ", ".join(str(p) for p in job.written) or str(job.onnx)
         print(f"TensorRT is not available here: {e}\n"
               f"ONNX ready: {files}\n"
               f"On the target (Jetson / GPU machine with TensorRT), run:\n"
               f"  {target_command(job)}", file=sys.stderr)
         return EXIT_NO_TRT
+    except RuntimeError as e:          # TensorRT could not parse/build/run (its log says why)
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_GATE
 
 
 if __name__ == "__main__":

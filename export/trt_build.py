@@ -1,14 +1,15 @@
-"""The thin TensorRT glue: version dispatch, builder settings, engine build and engine run.
+"""The thin TensorRT glue: version dispatch, builder settings and the engine build.
 
 Everything that decides *what* to do is a pure function of the TensorRT version string and the
-names its enums expose (:func:`plan_build`, :func:`network_flag_names_to_set`,
-:func:`profile_shapes`, :func:`dla_allowed`), so it is unit-tested on CPU. The functions that
-touch TensorRT (:func:`build_engine`, :func:`run_engine`) import it inside and follow
-docs/tensorrt.md: name-based API only (8.5 .. 11),
-``set_memory_pool_limit``, ``build_serialized_network``, no EXPLICIT_BATCH from 10 on,
-STRONGLY_TYPED for Q/DQ or fp16 ONNX where the FP16/INT8 builder flags are gone (11), flags
-detected with ``hasattr`` rather than version arithmetic, a timing cache reused across builds,
-DLA only where the version and the device have it.
+names its enums expose (:func:`plan_build`, :func:`profile_shapes`, :func:`dla_allowed`), so it
+is unit-tested on CPU, and against the real bindings of 8.6, 10.x and 11.x
+(tests/test_trt_bindings.py). :func:`build_engine` imports TensorRT inside and follows
+docs/tensorrt.md: name-based API only (8.5 .. 11), ``set_memory_pool_limit``,
+``build_serialized_network``, no EXPLICIT_BATCH from 10 on, STRONGLY_TYPED for Q/DQ or fp16 ONNX
+where the FP16/INT8 builder flags are gone (11), flags looked up by name rather than by version
+arithmetic, a timing cache reused across builds, DLA only where the version and the device have
+it. Running an engine is the runtime's job (``edge.backends.trt.TrtBackend``), for the export
+gate too.
 """
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-
+from edge.backends.trt import create_trt_object
 from edge.contract import INPUT_NAME, PRECISIONS
 
 INSTALL_HINT = (
@@ -169,10 +169,7 @@ def build_engine(onnx_path, engine_path, plan: BuildPlan, profile: Dict[str, Lis
     """Build and write the engine; returns what was done (for the report and the sidecar)."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
-    try:
-        builder = trt.Builder(logger)
-    except (TypeError, RuntimeError) as e:  # no GPU/driver: pybind factory returns nullptr (F5)
-        raise RuntimeError(f"TensorRT cannot create a builder (no usable GPU?): {e}") from None
+    builder = create_trt_object(trt, "Builder", logger)   # TensorRTUnusable without a GPU
     network = builder.create_network(network_flag_bits(trt, plan.network_flags))
     _parse(trt, network, logger, Path(onnx_path))
     config = builder.create_builder_config()
@@ -203,66 +200,3 @@ def build_engine(onnx_path, engine_path, plan: BuildPlan, profile: Dict[str, Lis
     return {"tensorrt_version": trt.__version__, "plan": plan.describe(),
             "dla": dla_note, "used_dla": dla_core is not None and dla_note is not None
             and dla_note.startswith("DLA core")}
-
-
-# ------------------------------------------------------------------------- run
-def _cudart():
-    try:
-        from cuda.bindings import runtime as cudart   # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart                    # older cuda-python
-        except ImportError:
-            raise ImportError("running an engine here needs cuda-python: "
-                              "pip install cuda-python") from None
-    return cudart
-
-
-def _check(result):
-    err, *rest = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise RuntimeError(f"CUDA error {err}")
-    return rest[0] if len(rest) == 1 else rest
-
-
-def run_engine(engine_path, x: np.ndarray, max_batch: int) -> Dict[str, np.ndarray]:
-    """Run a serialised engine on ``x`` (float32 NCHW) in chunks of ``max_batch``; all outputs.
-
-    Name-based API only (``num_io_tensors``, ``set_input_shape``, ``set_tensor_address``,
-    ``execute_async_v3``), which exists from TensorRT 8.5 to 11 (docs/tensorrt.md). Plain synchronous
-    copies: this is the parity check, not the benchmark.
-    """
-    trt = import_tensorrt()
-    cudart = _cudart()
-    logger = trt.Logger(trt.Logger.WARNING)
-    engine = trt.Runtime(logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
-    if engine is None:
-        raise RuntimeError(f"TensorRT could not deserialise {engine_path} on this device")
-    ctx = engine.create_execution_context()
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-    stream = _check(cudart.cudaStreamCreate())
-    h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-    results: Dict[str, List[np.ndarray]] = {n: [] for n in outputs}
-    for i in range(0, len(x), max_batch):
-        chunk = np.ascontiguousarray(x[i:i + max_batch], dtype=np.float32)
-        ctx.set_input_shape(INPUT_NAME, chunk.shape)
-        ptrs = [_check(cudart.cudaMalloc(chunk.nbytes))]
-        _check(cudart.cudaMemcpy(ptrs[0], chunk.ctypes.data, chunk.nbytes, h2d))
-        ctx.set_tensor_address(INPUT_NAME, int(ptrs[0]))
-        host = {}
-        for n in outputs:
-            dtype = trt.nptype(engine.get_tensor_dtype(n))
-            host[n] = np.empty(tuple(ctx.get_tensor_shape(n)), dtype=dtype)
-            ptrs.append(_check(cudart.cudaMalloc(host[n].nbytes)))
-            ctx.set_tensor_address(n, int(ptrs[-1]))
-        if not ctx.execute_async_v3(stream):
-            raise RuntimeError("TensorRT execute_async_v3 failed")
-        _check(cudart.cudaStreamSynchronize(stream))
-        for n, p in zip(outputs, ptrs[1:]):
-            _check(cudart.cudaMemcpy(host[n].ctypes.data, p, host[n].nbytes, d2h))
-            results[n].append(host[n].astype(np.float32))
-        for p in ptrs:
-            _check(cudart.cudaFree(p))
-    _check(cudart.cudaStreamDestroy(stream))
-    return {n: np.concatenate(v) for n, v in results.items()}

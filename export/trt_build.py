@@ -169,7 +169,7 @@ def build_engine(onnx_path, engine_path, plan: BuildPlan, profile: Dict[str, Lis
     """Build and write the engine; returns what was done (for the report and the sidecar)."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
-    builder = create_trt_object(trt, "Builder", logger)   # TensorRTUnusable without a GPU
+    builder = create_trt_object(trt, trt.Builder, logger)   # TensorRTUnusable without a GPU
     network = builder.create_network(network_flag_bits(trt, plan.network_flags))
     _parse(trt, network, logger, Path(onnx_path))
     config = builder.create_builder_config()

@@ -41,20 +41,20 @@ class TensorRTUnusable(RuntimeError):
     """TensorRT imports but cannot create its Builder/Runtime here (no usable GPU or driver)."""
 
 
-def create_trt_object(trt, cls_name: str, logger):
-    """``trt.Builder(logger)`` / ``trt.Runtime(logger)``, or :class:`TensorRTUnusable` in one line.
+def create_trt_object(trt, factory, logger):
+    """``factory(logger)`` (``trt.Builder``, ``trt.Runtime``), or :class:`TensorRTUnusable` in one line.
 
     Without a usable GPU or driver TensorRT's factory returns NULL and pybind11 raises
     ``TypeError: pybind11::init(): factory function returned nullptr`` (docs/tensorrt.md,
     "Without a GPU"); any other TypeError is a programming error and propagates unchanged.
     """
     try:
-        return getattr(trt, cls_name)(logger)
+        return factory(logger)
     except TypeError as e:
         if "nullptr" not in str(e):
             raise
-        raise TensorRTUnusable(f"TensorRT {trt.__version__} cannot create a {cls_name}: no usable CUDA "
-                           "GPU or driver here (see the TensorRT log line above)") from None
+        raise TensorRTUnusable(f"TensorRT {trt.__version__} cannot create a {factory.__name__}: no "
+                               "usable CUDA GPU or driver here (see the TensorRT log line above)") from None
 
 
 def _np_dtype(trt_dtype) -> np.dtype:
@@ -116,7 +116,7 @@ class TrtBackend:
         self.precision = str(fp.get(FP_PRECISION) or meta.get(META_PRECISION, "n/a"))
         trt = self.trt = _import_trt()
         self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = create_trt_object(trt, "Runtime", self.logger)
+        self.runtime = create_trt_object(trt, trt.Runtime, self.logger)
         if fp.get(FP_DLA_CORE) is not None:     # a DLA plan deserialises onto the core it targets
             self.runtime.DLA_core = int(fp[FP_DLA_CORE])
         self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())

@@ -24,6 +24,7 @@ import numpy as np
 
 from edge.backends import BACKENDS, open_backend
 from edge import sidecar as S
+from edge.contract import PRECISIONS
 from edge.outputs import JsonlWriter
 from edge.pipeline import Pipeline, PipelineConfig
 from edge.power import PowerSampler, energy_report
@@ -35,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help=".onnx or .engine")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="default: the model's own; ort-trt can run an fp32 ONNX at fp16; an engine's is fixed at build")
     p.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes to measure")
     p.add_argument("--warmup", type=int, default=20, help="untimed calls before measuring")
     p.add_argument("--iters", type=int, default=200, help="timed calls per batch size")
@@ -156,7 +159,8 @@ def _watts(v) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        backend = open_backend(args.model, args.backend, threads=args.threads)
+        backend = open_backend(args.model, args.backend, threads=args.threads,
+                               precision=args.precision)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
         print(f"edge.bench: error: {e}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ import sys
 from typing import List, Optional
 
 from edge.backends import BACKENDS, open_backend
-from edge.contract import positive_class_index
+from edge.contract import PRECISIONS, positive_class_index
 from edge.sidecar import SidecarError
 from edge.heatmap import FlightSafety
 from edge.outputs import ImageSink, JsonlWriter, VideoSink, Window
@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="exported .onnx or TensorRT .engine (with its .json sidecar)")
     p.add_argument("--source", required=True, help="image, folder, glob, video, /dev/videoN, N, csi://N, rtsp://...")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default: auto)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="default: the model's own; ort-trt can run an fp32 ONNX at fp16; an engine's is fixed at build")
     p.add_argument("--mode", default="classify", choices=MODES, help="one decision per frame, or a crowd heatmap")
     p.add_argument("--output", default=None, help="JSON Lines file, one record per frame, appended ('-' = stdout)")
     # a flag pair rather than BooleanOptionalAction: JetPack 5.1 runs Python 3.8
@@ -111,7 +113,8 @@ class Publisher:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        backend = open_backend(args.model, args.backend, threads=args.threads)
+        backend = open_backend(args.model, args.backend, threads=args.threads,
+                               precision=args.precision)
         positive = positive_class_index(backend.info.class_names, args.positive_class)
         safety = FlightSafety(args.unsafe_above, args.safe_below, args.smooth, args.hold)
         frames = open_source(args.source, args.reconnect_timeout, tuple(args.csi_size), args.csi_fps, args.loop)

@@ -19,6 +19,11 @@ from typing import Dict, Tuple
 
 import pytest
 
+try:
+    import pip_cache
+except ImportError:
+    from tests import pip_cache
+
 REPO = Path(__file__).resolve().parents[1]
 STANDIN_C = Path(__file__).with_name("trt_standin.c")
 PROBE = Path(__file__).with_name("trt_bindings_probe.py")
@@ -35,40 +40,12 @@ LIBRARIES = ("libnvinfer", "libnvonnxparser", "libnvinfer_plugin", "libnvparsers
 
 
 def cache_root() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "edge-students" / "trt-bindings"
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Rename a finished folder into place; another process may have won the race."""
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not final.is_dir():
-            raise
+    return pip_cache.cache_root() / "trt-bindings"
 
 
 def install_bindings(dist: str, version: str) -> Path:
     """The folder holding ``tensorrt_bindings`` for this version (downloaded once)."""
-    final = cache_root() / f"{dist}-{version}"
-    if (final / "tensorrt_bindings" / "__init__.py").is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "--quiet",
-           "--disable-pip-version-check", "--target", str(tmp), f"{dist}=={version}"]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired:
-        shutil.rmtree(tmp, ignore_errors=True)
-        pytest.skip(f"{dist}=={version}: the package registry did not answer within 300 s")
-    if r.returncode != 0 or not (tmp / "tensorrt_bindings" / "__init__.py").is_file():
-        shutil.rmtree(tmp, ignore_errors=True)
-        why = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"cannot install {dist}=={version} from the package registry: {why}")
-    _publish(tmp, final)
-    return final
+    return pip_cache.pip_target(dist, version, "tensorrt_bindings/__init__.py", cache_root())
 
 
 def build_standin(major: int) -> Path:
@@ -89,7 +66,7 @@ def build_standin(major: int) -> Path:
         if r.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
             pytest.skip(f"{cc} could not build the TensorRT stand-in: {r.stderr.strip()[-300:]}")
-    _publish(tmp, final)
+    pip_cache.publish(tmp, final)
     return final
 
 

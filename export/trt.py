@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-cache", default=None,
                    help="timing cache file, reused across builds (default: beside the engine)")
     p.add_argument("--dla", type=int, default=None, metavar="N",
-                   help="build for DLA core N with GPU fallback (Xavier, AGX Orin, Orin NX)")
+                   help="build for DLA core N with GPU fallback (Xavier, AGX Orin, Orin NX); needs "
+                        "fp16/int8 and a static batch (min = opt = max)")
     p.add_argument("--calib-data", default=None, metavar="DIR",
                    help="int8: calibration images (default: the checkpoint's training split)")
     p.add_argument("--calib-size", type=int, default=512, help="int8: calibration images")
@@ -241,15 +242,49 @@ def stage_engine(job: Job, trt, gpu) -> int:
           f"{plan.describe()}")
     info = build_engine(job.onnx, engine, plan, profile, workspace_mb=a.workspace_mb,
                         timing_cache=cache, dla_core=a.dla, verbose=a.verbose)
-    if info.get("dla"):
-        print(f"DLA: {info['dla']}")
+    build = {"plan": plan.describe(), "dla": info.get("dla")}
+    if info.get("used_dla"):
+        build["dla_layers"] = info["dla_layers"]
+        print_dla_placement(info["dla"], info["dla_layers"])
     fp = build_fingerprint(precision=a.precision, profile=profile, onnx_path=job.onnx,
                            dla_core=a.dla if info.get("used_dla") else None,
                            device=S.probe_device(trt.__version__, gpu))
     side = write_engine_sidecar(engine, job.onnx, fp, rebuild_command=target_command(job, engine),
-                                build={"plan": plan.describe(), "dla": info.get("dla")})
+                                build=build)
     print(f"wrote {engine}, {side} and the timing cache {cache}")
     return engine_parity(job, engine, fp32_onnx or _fp32_parent(job), profile)
+
+
+def print_dla_placement(note: str, report) -> None:
+    """Say where the layers run: a DLA build whose layers fall back to the GPU must not pass
+    for a DLA engine unnoticed."""
+    b, e = report["builder"], report["engine"]
+    print(f"DLA: {note}; the builder places {b['dla']} of {b['layers']} layers on DLA")
+    if b["gpu_fallback"]:
+        shown = ", ".join(b["gpu_fallback"][:8]) + (" ..." if len(b["gpu_fallback"]) > 8 else "")
+        print(f"WARNING: {len(b['gpu_fallback'])} layer(s) fall back to the GPU: {shown}",
+              file=sys.stderr)
+    if b["dla"] == 0:
+        print("WARNING: no layer can run on DLA: this engine runs entirely on the GPU",
+              file=sys.stderr)
+    if e["known"]:
+        print(f"engine inspector: {len(e['dla'])} of {e['layers']} engine layers on DLA")
+    else:
+        print(f"engine inspector: placement unknown ({e['why']})")
+
+
+def check_dla_request(args) -> None:
+    """Refuse a DLA request that no device can honour before anything is written."""
+    if args.dla is None:
+        return
+    from edge.sidecar import tensorrt_version
+    from export.trt_build import dla_request_problem
+
+    batches = (args.min_batch, args.opt_batch or args.max_batch, args.max_batch)
+    problem = dla_request_problem(args.precision, batches, tensorrt_version(),
+                                  qdq=args.precision == "int8")
+    if problem:
+        raise ExportInputError(f"--dla {args.dla}: {problem}")
 
 
 def _fp32_parent(job: Job) -> Path:
@@ -310,6 +345,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     job = Job(args)
     try:
+        check_dla_request(args)
         stage_onnx(job)
         if args.precision == "int8":
             stage_int8(job)

@@ -13,11 +13,13 @@ gate too.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from edge.backends.trt import create_trt_object
+from edge.sidecar import atomic_write
 from edge.contract import INPUT_NAME, PRECISIONS
 
 INSTALL_HINT = (
@@ -122,21 +124,73 @@ def profile_shapes(chw: Sequence[int], min_batch: int, opt_batch: int,
     return {"min": [min_batch, c, h, w], "opt": [opt_batch, c, h, w], "max": [max_batch, c, h, w]}
 
 
-def dla_allowed(trt_version: str, num_dla_cores: int, dla_core: int,
-                precision: str) -> Tuple[bool, str]:
-    """Whether ``--dla dla_core`` can be honoured; the reason when not (docs/tensorrt.md, "DLA")."""
+def dla_request_problem(precision: str, batches: Sequence[int], trt_version: Optional[str] = None,
+                        qdq: bool = False) -> Optional[str]:
+    """Why ``--dla`` cannot be honoured on any device (None when it can), from the request alone
+    and, when known, the TensorRT version (docs/tensorrt.md, "DLA"). With GPU fallback these
+    builds would run on the GPU while the sidecar says DLA, so they are refused."""
+    if precision == "fp32":
+        return "DLA runs fp16 or int8 only; pass --precision fp16 or int8"
+    lo, opt, hi = (int(b) for b in batches)
+    if not lo == opt == hi:
+        return (f"DLA needs a static shape, min = opt = max batch (got {lo}/{opt}/{hi}); pass "
+                f"--min-batch {hi} --opt-batch {hi} --max-batch {hi}")
+    if trt_version is None:
+        return None
     v = version_tuple(trt_version)
     if v[0] == 11 and v[:2] < (11, 4):
-        return False, f"TensorRT {trt_version} has no DLA support (absent in 11.0-11.3)"
+        return f"TensorRT {trt_version} has no DLA support (absent in 11.0-11.3)"
     if v[:3] == (10, 2, 0):
-        return False, "TensorRT 10.2.0 has a known DLA issue (excluded, as ultralytics does)"
+        return "TensorRT 10.2.0 has a known DLA issue (excluded, as ultralytics does)"
+    if v[0] < 10 and qdq:
+        return (f"TensorRT {trt_version} does not run explicitly quantised (Q/DQ) networks on DLA; "
+                "use --precision fp16 with --dla, or TensorRT >= 10")
+    return None
+
+
+def dla_allowed(trt_version: str, num_dla_cores: int, dla_core: int, precision: str, *,
+                batches: Optional[Sequence[int]] = None, qdq: bool = False) -> Tuple[bool, str]:
+    """Whether ``--dla dla_core`` can be honoured on this device; the reason when not."""
+    problem = dla_request_problem(precision, batches or (1, 1, 1), trt_version, qdq)
+    if problem:
+        return False, problem
     if num_dla_cores <= 0:
         return False, "this device has no DLA cores (e.g. Orin Nano, desktop GPUs)"
     if not 0 <= dla_core < num_dla_cores:
         return False, f"DLA core {dla_core} does not exist; this device has {num_dla_cores}"
-    if precision == "fp32":
-        return False, "DLA runs fp16 or int8 only; pass --precision fp16 or int8"
     return True, f"DLA core {dla_core} with GPU fallback"
+
+
+def dla_layer_report(builder_layers: Mapping[str, bool],
+                     inspector_json: Optional[str]) -> Dict[str, Any]:
+    """Which layers run where, as far as TensorRT tells (for the sidecar's ``build``).
+
+    ``builder_layers``: network layer name -> ``IBuilderConfig.can_run_on_DLA`` (the builder's
+    answer before building). ``inspector_json``: the engine inspector's
+    ``LayerInformationFormat.JSON`` of the built engine; with ``ProfilingVerbosity.DETAILED`` its
+    layers are objects with a ``LayerType``, and a layer TensorRT placed on DLA says so there.
+    With layer names only (or no inspector) the engine's own placement is left unknown.
+    """
+    gpu = [n for n, ok in builder_layers.items() if not ok]
+    out: Dict[str, Any] = {"builder": {"layers": len(builder_layers),
+                                       "dla": len(builder_layers) - len(gpu), "gpu_fallback": gpu}}
+    engine: Dict[str, Any] = {"source": "engine inspector", "known": False}
+    try:
+        layers = json.loads(inspector_json)["Layers"] if inspector_json else None
+    except (ValueError, KeyError, TypeError):
+        layers = None
+    if layers and all(isinstance(x, dict) for x in layers):
+        rows = [(str(x.get("Name", "?")), str(x.get("LayerType", "?"))) for x in layers]
+        on_dla = [n for n, kind in rows if "dla" in kind.lower()]
+        engine = {"source": "engine inspector", "known": True, "layers": len(rows),
+                  "dla": on_dla, "gpu": [n for n, kind in rows if "dla" not in kind.lower()],
+                  "layer_types": sorted({kind for _, kind in rows})}
+    elif layers is not None:
+        engine["why"] = "the inspector gave layer names only"
+    else:
+        engine["why"] = "no engine inspector output"
+    out["engine"] = engine
+    return out
 
 
 def network_flag_bits(trt, names: Sequence[str]) -> int:
@@ -181,22 +235,54 @@ def build_engine(onnx_path, engine_path, plan: BuildPlan, profile: Dict[str, Lis
         config.set_flag(getattr(trt.BuilderFlag, name))
     for name in plan.clear_flags:
         config.clear_flag(getattr(trt.BuilderFlag, name))
-    dla_note = None
-    if dla_core is not None:
-        ok, dla_note = dla_allowed(trt.__version__, int(getattr(builder, "num_DLA_cores", 0)),
-                                   dla_core, plan.precision)
-        if ok:
-            config.default_device_type = trt.DeviceType.DLA
-            config.DLA_core = int(dla_core)
-            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    dla = _configure_dla(trt, builder, network, config, plan, profile, dla_core) \
+        if dla_core is not None else None
     cache = _timing_cache(config, timing_cache)
     plan_bytes = builder.build_serialized_network(network, config)
     if plan_bytes is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} "
                            "(see the TensorRT log above)")
-    Path(engine_path).write_bytes(bytes(plan_bytes))
+    plan_bytes = bytes(plan_bytes)
+    atomic_write(engine_path, lambda f: f.write(plan_bytes))
     if timing_cache is not None:
-        Path(timing_cache).write_bytes(bytes(cache.serialize()))
-    return {"tensorrt_version": trt.__version__, "plan": plan.describe(),
-            "dla": dla_note, "used_dla": dla_core is not None and dla_note is not None
-            and dla_note.startswith("DLA core")}
+        cache_bytes = bytes(cache.serialize())
+        atomic_write(timing_cache, lambda f: f.write(cache_bytes))
+    info: Dict[str, Any] = {"tensorrt_version": trt.__version__, "plan": plan.describe(),
+                            "dla": None, "used_dla": False}
+    if dla is not None:
+        report = dla_layer_report(dla, _inspect(trt, logger, plan_bytes, dla_core))
+        info.update(dla=f"DLA core {dla_core} with GPU fallback", used_dla=True, dla_layers=report)
+    return info
+
+
+def _configure_dla(trt, builder, network, config, plan: BuildPlan, profile, dla_core: int):
+    """Target DLA core ``dla_core`` with GPU fallback, or refuse (ExportInputError); returns the
+    builder's per-layer answer (name -> can run on DLA)."""
+    from export import ExportInputError
+
+    ok, why = dla_allowed(trt.__version__, int(getattr(builder, "num_DLA_cores", 0)), dla_core,
+                          plan.precision, batches=[profile[k][0] for k in ("min", "opt", "max")],
+                          qdq=plan.onnx_kind == "int8")
+    if not ok:
+        raise ExportInputError(f"--dla {dla_core}: {why} (leave out --dla to build for the GPU)")
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = int(dla_core)
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    # layer-level detail in the plan, so the engine inspector can say where each layer runs
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    placement = {}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        placement[layer.name] = bool(config.can_run_on_DLA(layer))
+    return placement
+
+
+def _inspect(trt, logger, plan_bytes: bytes, dla_core: int) -> Optional[str]:
+    """The engine inspector's JSON of a freshly built plan (None if it cannot be read back)."""
+    runtime = create_trt_object(trt, trt.Runtime, logger)
+    runtime.DLA_core = int(dla_core)
+    engine = runtime.deserialize_cuda_engine(plan_bytes)
+    if engine is None:
+        return None
+    inspector = engine.create_engine_inspector()
+    return inspector.get_engine_information(trt.LayerInformationFormat.JSON)

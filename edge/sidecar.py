@@ -58,8 +58,8 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shlex
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -330,10 +330,11 @@ def write_sidecar(engine_path, metadata_props: Mapping[str, str], fingerprint: M
 
 def atomic_write(path, write, sync: bool = False) -> Path:
     """Write a file through ``write(binary_file)`` into a temporary sibling, then rename it over
-    ``path``: a crash leaves the old file or the new one, never half of one."""
+    ``path``: a crash leaves the old file or the new one, never half of one. The file gets the
+    permissions of any new file (0666 less the umask), not mkstemp's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_sibling(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -346,6 +347,18 @@ def atomic_write(path, write, sync: bool = False) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _create_sibling(path: Path) -> Tuple[int, str]:
+    """A new, exclusively created ``.<name>.<random>.tmp`` beside ``path`` (mode 0666 & ~umask)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                           0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 # ------------------------------------------------------------------------- read

@@ -315,9 +315,10 @@ def write_sidecar(engine_path, metadata_props: Mapping[str, str], fingerprint: M
                          f"{sorted(set(FINGERPRINT_KEYS) - keys)}")
     meta = {str(k): str(v) for k, v in metadata_props.items() if str(k).startswith(META_PREFIX)}
     decode_metadata(meta)                # ValueError naming a missing contract key
-    if not rebuild_command or "export.trt" not in rebuild_command:
-        raise ValueError(f"rebuild_command must be a `python -m export.trt ...` command, "
-                         f"got {rebuild_command!r}")
+    if not rebuild_command or not ("export.trt" in rebuild_command or
+                                   rebuild_command.startswith("trtexec ")):
+        raise ValueError(f"rebuild_command must be a `python -m export.trt ...` command (or the "
+                         f"trtexec one of an adopted engine), got {rebuild_command!r}")
     doc = {KEY_FORMAT: SIDECAR_FORMAT, KEY_FORMAT_VERSION: SIDECAR_FORMAT_VERSION,
            KEY_METADATA: meta, KEY_FINGERPRINT: dict(fingerprint),
            KEY_SOURCE_ONNX: relative_to_engine(source_onnx, engine_path),
@@ -463,3 +464,22 @@ def check_engine(engine_path, current: Optional[Mapping[str, Any]] = None,
                     "there first, or adjust the path in the command)")
         raise FingerprintMismatch(mismatch_message(engine_path, diffs, cmd, note), diffs, cmd)
     return doc
+
+
+# ------------------------------------------------------------------------- command line
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m edge.sidecar adopt ENGINE --onnx ONNX``: see edge/adopt.py."""
+    import sys  # noqa: PLC0415
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "adopt":
+        print("usage: python -m edge.sidecar adopt ENGINE --onnx ONNX [--precision P] [--dla N] "
+              "[--force]\n(writes the sidecar of an engine built with trtexec)", file=sys.stderr)
+        return 2
+    from edge.adopt import main as adopt_main  # noqa: PLC0415
+
+    return adopt_main(args[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,8 +9,8 @@ real bindings are installed and imported over a stand-in for the native librarie
 * ``plan_build`` picks the right network and builder flags per precision from the real enums;
 * the I/O dtype map agrees with the bindings' own ``trt.nptype``;
 * a Builder/Runtime that cannot be created (what the stand-in, like a machine without a usable
-  GPU, gives) ends in our one-line message from the runtime class, edge.run, edge.bench and
-  export.trt, never in pybind11's TypeError traceback.
+  GPU, gives) ends in our one-line message from the runtime class, edge.run, edge.bench,
+  ``edge.sidecar adopt`` and export.trt, never in pybind11's TypeError traceback.
 
 Every probe also scans a file with deliberately misspelt names, which must come out missing:
 the check is shown to fail where it should on every run.
@@ -144,6 +144,7 @@ def test_io_dtypes_agree_with_the_bindings(probe):
 @pytest.mark.parametrize("entry,prefix,code", [
     ("edge.run", "edge.run: error: ", 2),
     ("edge.bench", "edge.bench: error: ", 2),
+    ("adopt", "edge.sidecar adopt: error: ", 3),
 ])
 def test_no_usable_gpu_is_one_line_in_the_clis(probe, entry, prefix, code):
     got = probe["errors"][entry]
@@ -151,7 +152,7 @@ def test_no_usable_gpu_is_one_line_in_the_clis(probe, entry, prefix, code):
     lines = got["stderr"].strip().splitlines()
     assert got["rc"] == code and len(lines) == 1, got["stderr"]
     assert lines[0].startswith(prefix) and "cannot create a Runtime" in lines[0]
-    assert probe["version"] in lines[0]
+    assert probe["version"] in lines[0] and not got.get("wrote")
 
 
 def test_no_usable_gpu_in_the_runtime_class(probe):

@@ -102,7 +102,7 @@ def outcome(fn):
 
 
 def errors(work: Path):
-    from edge import bench, run
+    from edge import adopt, bench, run
     from edge import sidecar as S
     from edge.backends.trt import TrtBackend
     from export import trt as export_trt
@@ -112,6 +112,11 @@ def errors(work: Path):
            "edge.run": outcome(lambda: run.main(["--model", str(engine),
                                                  "--source", "synthetic://32x32?frames=1"])),
            "edge.bench": outcome(lambda: bench.main(["--model", str(engine), "--pipeline-frames", "0"]))}
+    built_elsewhere = work / "trtexec.engine"
+    built_elsewhere.write_bytes(b"never read either")
+    res["adopt"] = outcome(lambda: adopt.main([str(built_elsewhere), "--onnx", str(onnx_path),
+                                               "--precision", "fp16"]))
+    res["adopt"]["wrote"] = S.sidecar_path(built_elsewhere).exists()
     # the driver API sees a GPU but TensorRT cannot use it (e.g. a driver older than the CUDA
     # TensorRT was built with): the export gets as far as creating its Builder
     S.probe_gpu = lambda device=0: ("stand-in GPU", "8.7")

@@ -3,7 +3,6 @@ onnxruntime and per model, the precision a session runs at, and that a provider 
 drops or does not run on is never reported as running (docs/tensorrt.md, "ONNX Runtime")."""
 from __future__ import annotations
 
-import json
 import types
 import warnings
 
@@ -110,6 +109,10 @@ def test_trt_options_per_model_and_tensorrt(tmp_path):
     opts, _ = trt_options(tmp_path, "fp32", False, every, 10)
     assert opts["trt_fp16_enable"] is False and "trt_int8_enable" not in opts
     assert opts["trt_engine_cache_path"] == str(tmp_path)
+    prof = {"min": [1, 3, 4, 4], "opt": [8, 3, 4, 4], "max": [32, 3, 4, 4]}
+    opts, _ = trt_options(tmp_path, "fp16", False, every, 10, prof)
+    assert opts["trt_profile_min_shapes"] == "input:1x3x4x4"
+    assert opts["trt_profile_max_shapes"] == "input:32x3x4x4"
     old = every - {"trt_timing_cache_path"}
     opts, dropped = trt_options(tmp_path, "fp16", False, old, 10)
     assert "trt_timing_cache_path" not in opts and dropped == ["trt_timing_cache_path"]

@@ -38,6 +38,8 @@ TRT_OPTION_SINCE = {
     "trt_fp16_enable": (1, 16), "trt_int8_enable": (1, 16),
     "trt_engine_cache_enable": (1, 16), "trt_engine_cache_path": (1, 16),
     "trt_timing_cache_enable": (1, 16), "trt_timing_cache_path": (1, 17),
+    "trt_profile_min_shapes": (1, 16), "trt_profile_opt_shapes": (1, 16),
+    "trt_profile_max_shapes": (1, 16),
 }
 
 
@@ -80,7 +82,8 @@ def trt_major() -> Optional[int]:
 
 
 def trt_options(cache: Path, precision: str, qdq: bool, known: FrozenSet[str],
-                major: Optional[int]) -> Tuple[Dict[str, object], List[str]]:
+                major: Optional[int], profile: Optional[Mapping[str, List[int]]] = None
+                ) -> Tuple[Dict[str, object], List[str]]:
     """The TensorRT provider's options for ``precision``, and the useful ones this onnxruntime
     lacks (left out: an unknown option would drop the provider). A Q/DQ model needs
     ``trt_int8_enable`` on TensorRT <= 10 (11 has no INT8 flag; unknown counts as <= 10, what
@@ -92,6 +95,9 @@ def trt_options(cache: Path, precision: str, qdq: bool, known: FrozenSet[str],
         "trt_fp16_enable": precision in ("fp16", "int8")}
     if qdq and (major is None or major <= 10):
         want["trt_int8_enable"] = True
+    if profile is not None:      # one engine for every batch in range, not one per new shape
+        for k in ("min", "opt", "max"):
+            want[f"trt_profile_{k}_shapes"] = f"{INPUT_NAME}:" + "x".join(map(str, profile[k]))
     needed = {"trt_fp16_enable"} if precision == "fp16" else set()
     needed |= {"trt_int8_enable"} if "trt_int8_enable" in want else set()
     missing = sorted(needed - known)
@@ -198,7 +204,10 @@ class OrtBackend:
     kind = "ort"
 
     def __init__(self, path, backend: str = "ort-auto", threads: Optional[int] = None,
-                 cache_dir=None, precision: Optional[str] = None) -> None:
+                 cache_dir=None, precision: Optional[str] = None,
+                 trt_profile: Optional[Mapping[str, List[int]]] = None) -> None:
+        """``trt_profile``: the TensorRT provider's optimisation profile ({"min"/"opt"/"max":
+        [N, C, H, W]}); without it the provider builds a new engine for each new input shape."""
         ort = self.ort = _import_ort()
         self.path = Path(path)
         self.explicit = backend != "ort-auto"
@@ -222,7 +231,8 @@ class OrtBackend:
         if self.requested == PROVIDERS["ort-trt"]:
             known, self.trt_options_source = trt_option_names(ort)
             cache = Path(cache_dir) if cache_dir else trt_cache_dir(self.path)
-            trt, self.trt_options_dropped = trt_options(cache, self.precision, qdq, known, trt_major())
+            trt, self.trt_options_dropped = trt_options(cache, self.precision, qdq, known,
+                                                        trt_major(), trt_profile)
         chain = provider_chain(backend, available, self.path, cache_dir, trt)
         self._profile_dir = None
         if self.requested != PROVIDERS["ort-cpu"]:   # learn what ran from the first run's profile

@@ -239,7 +239,12 @@ class OrtBackend:
             self._profile_dir = tempfile.mkdtemp(prefix="edge-ort-profile-")
             opts.enable_profiling = True
             opts.profile_file_prefix = os.path.join(self._profile_dir, "first-run")
-        self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=chain)
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=chain)
+        except BaseException:
+            if self._profile_dir is not None:
+                shutil.rmtree(self._profile_dir, ignore_errors=True)
+            raise
         self.nodes_by_provider: Dict[str, int] = {}
         self._set_provider(self._registered_provider())
         meta = decode_metadata(self.session.get_modelmeta().custom_metadata_map)

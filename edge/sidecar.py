@@ -33,6 +33,7 @@ Sidecar schema, format 1 (every key is always written; unknown values are ``null
       "source_onnx": "crowd.onnx",       # that ONNX, relative to the engine's folder when possible
       "rebuild_command": "python -m export.trt crowd.onnx --precision fp16 --min-batch 1 ...",
                                          # run in the engine's folder; paths relative to it
+                                         # (adopted engines: "trtexec ... && python -m edge.sidecar adopt ...")
       "build": {"created": "2025-01-01T00:00:00+00:00", "plan": "precision fp16 ..."}
     }
 
@@ -41,8 +42,9 @@ repeated spaces): TensorRT version, GPU name, compute capability, L4T release. A
 here (no TensorRT importable, no GPU visible) is a difference: an engine we cannot vouch for is
 not loaded. When the source ONNX is beside the engine (or passed explicitly) its sha256 is
 checked too, so a re-exported model does not silently run on an engine built from the old one.
-``precision``/``profile``/``dla_core`` describe the build (and let ``export/`` decide whether an
-existing engine still fits a request, :func:`compare` with :data:`BUILD_KEYS`).
+An engine built elsewhere (``trtexec``) gets its sidecar from ``python -m edge.sidecar adopt``
+(edge/adopt.py). ``precision``/``profile``/``dla_core`` describe the build (and let ``export/``
+decide whether an existing engine still fits a request, :func:`compare` with :data:`BUILD_KEYS`).
 
 GPU identity has ONE source on both sides, :func:`probe_gpu`: the CUDA driver library
 (``libcuda``) through ctypes. It is present wherever an NVIDIA driver is (Jetson included),

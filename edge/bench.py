@@ -26,6 +26,7 @@ from edge.backends import BACKENDS
 from edge import sidecar as S
 from edge.cli_checks import OneLineParser, check_bench_args, one_line, write_text_output
 from edge.model_checks import open_model
+from edge.contract import PRECISIONS
 from edge.outputs import JsonlWriter
 from edge.pipeline import Pipeline, PipelineConfig
 from edge.power import PowerSampler, energy_report
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help=".onnx or .engine")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="default: the model's own; ort-trt can run an fp32 ONNX at fp16; an engine's is fixed at build")
     p.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes to measure")
     p.add_argument("--warmup", type=int, default=20, help="untimed calls before measuring")
     p.add_argument("--iters", type=int, default=200, help="timed calls per batch size")
@@ -159,7 +162,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_bench_args(args)
-        backend = open_model(args.model, args.backend, threads=args.threads)
+        backend = open_model(args.model, args.backend, threads=args.threads,
+                             precision=args.precision)
         check_batches(backend, args.batch)
     except (ValueError, OSError, ImportError, RuntimeError) as e:
         print(f"edge.bench: error: {e if isinstance(e, S.SidecarError) else one_line(e)}",

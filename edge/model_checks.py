@@ -20,7 +20,8 @@ class ModelError(ValueError):
     """The model file cannot be used; the message names the file and what is wrong."""
 
 
-def open_model(model, backend: str = "auto", threads: Optional[int] = None):
+def open_model(model, backend: str = "auto", threads: Optional[int] = None,
+               precision: Optional[str] = None):
     """``edge.backends.open_backend`` plus the checks of :func:`check_model`."""
     from edge.backends import open_backend
     from edge.builtin import resolve_model
@@ -34,11 +35,14 @@ def open_model(model, backend: str = "auto", threads: Optional[int] = None):
     if path.is_file() and path.stat().st_size == 0:
         raise ModelError(f"--model {path} is empty")
     try:
-        opened = open_backend(model, backend, threads=threads)
+        opened = open_backend(model, backend, threads=threads, precision=precision)
     except (FileNotFoundError, ImportError, SidecarError):
         raise                              # their own messages already say what to do
     except ValueError as e:                # metadata (json, missing keys, bad recipe), I/O names
-        raise ModelError(f"--model {path}: {one_line(e)}") from None
+        msg = one_line(e)
+        if msg.startswith(f"{path} "):     # "<path> is not a readable ONNX model: ..." says it once
+            raise ModelError(f"--model {msg}") from None
+        raise ModelError(f"--model {path}: {msg}") from None
     except Exception as e:  # noqa: BLE001 - the runtimes raise their own types on a bad file
         raise ModelError(f"--model {path} cannot be loaded ({type(e).__name__}: {one_line(e)}); "
                          "is it a complete .onnx/.engine written by export?") from None

@@ -26,7 +26,7 @@ from typing import List, Optional
 
 from edge.backends import BACKENDS
 from edge.cli_checks import OneLineParser, check_run_args, one_line, write_text_output
-from edge.contract import positive_class_index
+from edge.contract import PRECISIONS, positive_class_index
 from edge.model_checks import open_model
 from edge.sidecar import SidecarError
 from edge.heatmap import FlightSafety
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="exported .onnx or TensorRT .engine (with its .json sidecar)")
     p.add_argument("--source", required=True, help="image, folder, glob, video, /dev/videoN, N, csi://N, rtsp://...")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default: auto)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="default: the model's own; ort-trt can run an fp32 ONNX at fp16; an engine's is fixed at build")
     p.add_argument("--mode", default="classify", choices=MODES, help="one decision per frame, or a crowd heatmap")
     p.add_argument("--output", default=None, help="JSON Lines file, one record per frame, appended ('-' = stdout)")
     # a flag pair rather than BooleanOptionalAction: JetPack 5.1 runs Python 3.8
@@ -147,7 +149,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_run_args(args)
-        backend = open_model(args.model, args.backend, threads=args.threads)
+        backend = open_model(args.model, args.backend, threads=args.threads,
+                             precision=args.precision)
         positive = positive_class_index(backend.info.class_names, args.positive_class)
         settings = judge_settings(args, backend.info)
         safety = FlightSafety(args.unsafe_above, args.safe_below, args.smooth, args.hold)

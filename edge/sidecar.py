@@ -1,8 +1,8 @@
-"""The TensorRT engine sidecar (DESIGN.md, contract 3): schema, device probe, write, read, check.
+"""The TensorRT engine sidecar (contract 3, docs/export.md): schema, device probe, write, read, check.
 
 A serialised TensorRT plan only loads on the TensorRT version and GPU it was built for; a
 mismatch otherwise shows up as a bare ``None`` from ``deserialize_cuda_engine`` or a crash
-(TENSORRT_NOTES F6). So ``model.engine`` always travels with ``model.engine.json``, written by
+(docs/tensorrt.md, "Engines are tied to their device"). So ``model.engine`` always travels with ``model.engine.json``, written by
 ``python -m export.trt`` (through :func:`write_sidecar`), and the runtime
 (``edge/backends/trt.py``, through :func:`check_engine`) compares it with this device *before*
 deserialising, naming each difference and the command that rebuilds the engine.
@@ -33,6 +33,7 @@ Sidecar schema, format 1 (every key is always written; unknown values are ``null
       "source_onnx": "crowd.onnx",       # that ONNX, relative to the engine's folder when possible
       "rebuild_command": "python -m export.trt crowd.onnx --precision fp16 --min-batch 1 ...",
                                          # run in the engine's folder; paths relative to it
+                                         # (adopted engines: "trtexec ... && python -m edge.sidecar adopt ...")
       "build": {"created": "2025-01-01T00:00:00+00:00", "plan": "precision fp16 ..."}
     }
 
@@ -41,8 +42,9 @@ repeated spaces): TensorRT version, GPU name, compute capability, L4T release. A
 here (no TensorRT importable, no GPU visible) is a difference: an engine we cannot vouch for is
 not loaded. When the source ONNX is beside the engine (or passed explicitly) its sha256 is
 checked too, so a re-exported model does not silently run on an engine built from the old one.
-``precision``/``profile``/``dla_core`` describe the build (and let ``export/`` decide whether an
-existing engine still fits a request, :func:`compare` with :data:`BUILD_KEYS`).
+An engine built elsewhere (``trtexec``) gets its sidecar from ``python -m edge.sidecar adopt``
+(edge/adopt.py). ``precision``/``profile``/``dla_core`` describe the build (and let ``export/``
+decide whether an existing engine still fits a request, :func:`compare` with :data:`BUILD_KEYS`).
 
 GPU identity has ONE source on both sides, :func:`probe_gpu`: the CUDA driver library
 (``libcuda``) through ctypes. It is present wherever an NVIDIA driver is (Jetson included),
@@ -58,8 +60,8 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shlex
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -99,7 +101,7 @@ KEY_SOURCE_ONNX = "source_onnx"
 KEY_REBUILD_COMMAND = "rebuild_command"
 KEY_BUILD = "build"
 
-# L4T release -> JetPack (TENSORRT_NOTES 4.1; dusty-nv/jetson-containers l4t_version.py)
+# L4T release -> JetPack (docs/tensorrt.md; dusty-nv/jetson-containers l4t_version.py)
 L4T_TO_JETPACK = {
     "32.6.1": "4.6", "32.7.1": "4.6.1", "32.7.2": "4.6.2", "32.7.3": "4.6.3", "32.7.4": "4.6.4",
     "32.7.5": "4.6.5", "32.7.6": "4.6.6",
@@ -315,9 +317,10 @@ def write_sidecar(engine_path, metadata_props: Mapping[str, str], fingerprint: M
                          f"{sorted(set(FINGERPRINT_KEYS) - keys)}")
     meta = {str(k): str(v) for k, v in metadata_props.items() if str(k).startswith(META_PREFIX)}
     decode_metadata(meta)                # ValueError naming a missing contract key
-    if not rebuild_command or "export.trt" not in rebuild_command:
-        raise ValueError(f"rebuild_command must be a `python -m export.trt ...` command, "
-                         f"got {rebuild_command!r}")
+    if not rebuild_command or not ("export.trt" in rebuild_command or
+                                   rebuild_command.startswith("trtexec ")):
+        raise ValueError(f"rebuild_command must be a `python -m export.trt ...` command (or the "
+                         f"trtexec one of an adopted engine), got {rebuild_command!r}")
     doc = {KEY_FORMAT: SIDECAR_FORMAT, KEY_FORMAT_VERSION: SIDECAR_FORMAT_VERSION,
            KEY_METADATA: meta, KEY_FINGERPRINT: dict(fingerprint),
            KEY_SOURCE_ONNX: relative_to_engine(source_onnx, engine_path),
@@ -330,10 +333,11 @@ def write_sidecar(engine_path, metadata_props: Mapping[str, str], fingerprint: M
 
 def atomic_write(path, write, sync: bool = False) -> Path:
     """Write a file through ``write(binary_file)`` into a temporary sibling, then rename it over
-    ``path``: a crash leaves the old file or the new one, never half of one."""
+    ``path``: a crash leaves the old file or the new one, never half of one. The file gets the
+    permissions of any new file (0666 less the umask), not mkstemp's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_sibling(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -346,6 +350,18 @@ def atomic_write(path, write, sync: bool = False) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _create_sibling(path: Path) -> Tuple[int, str]:
+    """A new, exclusively created ``.<name>.<random>.tmp`` beside ``path`` (mode 0666 & ~umask)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                           0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 # ------------------------------------------------------------------------- read
@@ -465,3 +481,22 @@ def check_engine(engine_path, current: Optional[Mapping[str, Any]] = None,
                     "there first, or adjust the path in the command)")
         raise FingerprintMismatch(mismatch_message(engine_path, diffs, cmd, note), diffs, cmd)
     return doc
+
+
+# ------------------------------------------------------------------------- command line
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m edge.sidecar adopt ENGINE --onnx ONNX``: see edge/adopt.py."""
+    import sys  # noqa: PLC0415
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "adopt":
+        print("usage: python -m edge.sidecar adopt ENGINE --onnx ONNX [--precision P] [--dla N] "
+              "[--force]\n(writes the sidecar of an engine built with trtexec)", file=sys.stderr)
+        return 2
+    from edge.adopt import main as adopt_main  # noqa: PLC0415
+
+    return adopt_main(args[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

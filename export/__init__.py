@@ -1,8 +1,9 @@
 """Export edge-students checkpoints to ONNX (``python -m export.onnx``) and TensorRT
 (``python -m export.trt``), with parity gates, INT8 Q/DQ and build fingerprints (docs/export.md).
 
-Exit codes shared by the CLIs: 0 ok, 1 a parity/accuracy gate failed, 2 bad input,
-3 TensorRT or a GPU is missing (the ONNX was written and the command for the target printed).
+Exit codes shared by the CLIs: 0 ok, 1 a parity/accuracy gate failed (or TensorRT failed to
+build), 2 bad input, 3 TensorRT or a GPU is missing or unusable (the ONNX was written and the
+command for the target printed).
 """
 
 EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT, EXIT_NO_TRT = 0, 1, 2, 3

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,15 @@ def fold_int32_bias(model) -> int:
     return folded
 
 
+def calibration_kwargs(quantize_static) -> Dict[str, Any]:
+    """Calibrate on the CPU provider. The keyword exists from onnxruntime 1.21; before it (1.19.2
+    is the last release for Python 3.8, JetPack 5.1) the calibrator always uses the CPU provider
+    and the keyword is a TypeError (docs/tensorrt.md, "ONNX Runtime")."""
+    if "calibration_providers" in inspect.signature(quantize_static).parameters:
+        return {"calibration_providers": ["CPUExecutionProvider"]}
+    return {}
+
+
 class _Reader:
     """ONNX Runtime CalibrationDataReader over an in-memory float32 NCHW array."""
 
@@ -130,7 +140,7 @@ def quantize_qdq(fp32_onnx, out, calib_x: np.ndarray, *, method: str = "minmax",
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                            # float weights -> Q -> DQ: the pattern every TRT (8.x+) parses
                            "AddQDQPairToWeight": True},
-            calibration_providers=["CPUExecutionProvider"])
+            **calibration_kwargs(q.quantize_static))
         model = onnx.load(str(raw))
     fold_int32_bias(model)
     _retag(model, "int8", _sha256_file(fp32_onnx))
@@ -151,10 +161,10 @@ def _save_checked(model, out) -> Path:
 
 
 def is_qdq(onnx_path) -> bool:
-    import onnx
+    """Whether the ONNX is explicitly quantised (the runtime's own reader, edge/onnx_wire.py)."""
+    from edge.onnx_wire import is_qdq as wire_is_qdq
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    return wire_is_qdq(onnx_path)
 
 
 @dataclass

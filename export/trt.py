@@ -12,8 +12,10 @@ ONNX ``model.int8.onnx`` (calibrated on ``--calib-size`` images of the training 
 ``--calib-data DIR``) and reports its accuracy against fp32 on CPU. Then it builds
 ``model.engine`` for the TensorRT found here (8.5 .. 11; see docs/export.md for what each version
 does), writes the sidecar with the build fingerprint, and checks the engine against ONNX
-Runtime fp32 on the same samples. Exit 0 ok, 1 a parity gate failed, 2 bad input, 3 TensorRT or a
-GPU is missing here: the ONNX files are written and the exact command for the target printed.
+Runtime fp32 on the same samples, every named output, run by the runtime's own engine class
+(``edge.backends.trt.TrtBackend``). Exit 0 ok, 1 a parity gate failed or TensorRT failed to
+build the engine, 2 bad input, 3 TensorRT or a GPU is missing or unusable here: the ONNX files
+are written and the exact command for the target printed.
 The ``.onnx`` path never imports torch.
 """
 from __future__ import annotations
@@ -49,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-cache", default=None,
                    help="timing cache file, reused across builds (default: beside the engine)")
     p.add_argument("--dla", type=int, default=None, metavar="N",
-                   help="build for DLA core N with GPU fallback (Xavier, AGX Orin, Orin NX)")
+                   help="build for DLA core N with GPU fallback (Xavier, AGX Orin, Orin NX); needs "
+                        "fp16/int8 and a static batch (min = opt = max)")
     p.add_argument("--calib-data", default=None, metavar="DIR",
                    help="int8: calibration images (default: the checkpoint's training split)")
     p.add_argument("--calib-size", type=int, default=512, help="int8: calibration images")
@@ -238,25 +241,64 @@ def stage_engine(job: Job, trt, gpu) -> int:
     cache = Path(a.timing_cache) if a.timing_cache else engine.with_name(base + ".timing.cache")
     print(f"building {engine} with TensorRT {trt.__version__} on {gpu[0]} (sm {gpu[1]}): "
           f"{plan.describe()}")
-    # built and checked under a temporary name: a failed gate leaves the previous engine and
-    # its sidecar as they were
+    build: dict = {"plan": plan.describe(), "dla": None}
+    command = target_command(job, engine)
+    # built, described and gated under a temporary name, by the runtime's own class (which reads
+    # the sidecar): a failed gate leaves the previous engine and its sidecar as they were
     with Staged(engine) as stage:
         info = build_engine(job.onnx, stage.tmp, plan, profile, workspace_mb=a.workspace_mb,
                             timing_cache=cache, dla_core=a.dla, verbose=a.verbose)
-        if info.get("dla"):
-            print(f"DLA: {info['dla']}")
-        code = engine_parity(job, stage.tmp, fp32_onnx or _fp32_parent(job), profile)
-        if code != EXIT_OK:
-            print(f"{engine} not written", file=sys.stderr)
-            return code
+        build["dla"] = info.get("dla")
+        if info.get("used_dla"):
+            build["dla_layers"] = info["dla_layers"]
+            print_dla_placement(info["dla"], info["dla_layers"])
         fp = build_fingerprint(precision=a.precision, profile=profile, onnx_path=job.onnx,
                                dla_core=a.dla if info.get("used_dla") else None,
                                device=S.probe_device(trt.__version__, gpu))
+        staged_side = write_engine_sidecar(stage.tmp, job.onnx, fp, rebuild_command=command, build=build)
+        try:
+            code = engine_parity(job, stage.tmp, fp32_onnx or _fp32_parent(job), profile)
+        finally:
+            staged_side.unlink(missing_ok=True)
+        if code != EXIT_OK:
+            print(f"{engine} not written", file=sys.stderr)
+            return code
         stage.commit()
-    side = write_engine_sidecar(engine, job.onnx, fp, rebuild_command=target_command(job, engine),
-                                build={"plan": plan.describe(), "dla": info.get("dla")})
+    side = write_engine_sidecar(engine, job.onnx, fp, rebuild_command=command, build=build)
     print(f"wrote {engine}, {side} and the timing cache {cache}")
     return EXIT_OK
+
+
+def print_dla_placement(note: str, report) -> None:
+    """Say where the layers run: a DLA build whose layers fall back to the GPU must not pass
+    for a DLA engine unnoticed."""
+    b, e = report["builder"], report["engine"]
+    print(f"DLA: {note}; the builder places {b['dla']} of {b['layers']} layers on DLA")
+    if b["gpu_fallback"]:
+        shown = ", ".join(b["gpu_fallback"][:8]) + (" ..." if len(b["gpu_fallback"]) > 8 else "")
+        print(f"WARNING: {len(b['gpu_fallback'])} layer(s) fall back to the GPU: {shown}",
+              file=sys.stderr)
+    if b["dla"] == 0:
+        print("WARNING: no layer can run on DLA: this engine runs entirely on the GPU",
+              file=sys.stderr)
+    if e["known"]:
+        print(f"engine inspector: {len(e['dla'])} of {e['layers']} engine layers on DLA")
+    else:
+        print(f"engine inspector: placement unknown ({e['why']})")
+
+
+def check_dla_request(args) -> None:
+    """Refuse a DLA request that no device can honour before anything is written."""
+    if args.dla is None:
+        return
+    from edge.sidecar import tensorrt_version
+    from export.trt_build import dla_request_problem
+
+    batches = (args.min_batch, args.opt_batch or args.max_batch, args.max_batch)
+    problem = dla_request_problem(args.precision, batches, tensorrt_version(),
+                                  qdq=args.precision == "int8")
+    if problem:
+        raise ExportInputError(f"--dla {args.dla}: {problem}")
 
 
 def _fp32_parent(job: Job) -> Path:
@@ -285,25 +327,42 @@ def stage_fp16(job: Job) -> int:
     return EXIT_OK
 
 
-def engine_parity(job: Job, engine: Path, fp32_onnx: Path, profile) -> int:
-    from export.trt_build import run_engine
+def open_engine(engine: Path):
+    """The shipped runtime class on a fresh engine, sidecar check included (the runtime's own)."""
+    from edge.backends.trt import TrtBackend
 
+    return TrtBackend(engine)
+
+
+def engine_parity(job: Job, engine: Path, fp32_onnx: Path, profile) -> int:
+    """Every named output of the engine against ONNX Runtime fp32, run by the runtime's class."""
     x = job.samples.x
     if job.args.input_size:   # a dense engine at a frame size: random frames of that size
         x = random_samples(C.Preprocess.from_dict({**job.meta[C.META_PREPROCESS],
                                                    "size": job.args.input_size}),
                            len(x), 0, "frames at --input-size").x
-    out_name = job.meta[C.META_OUTPUTS][0]
-    got = run_engine(engine, x, profile["max"][0])[out_name]
+    names = list(job.meta[C.META_OUTPUTS])
+    backend = open_engine(engine)
+    try:
+        got = backend.run_all(x, names)
+    except ValueError as e:            # an output the ONNX promises is not in the engine
+        raise GateFailed(f"{engine}: {e}") from None
+    finally:
+        backend.close()
     tol, agree = TOLERANCES["trt_" + job.args.precision]
-    rep = compare_outputs(ort_run(fp32_onnx, x, out_name), got,
-                          name=f"TensorRT {job.args.precision} engine vs ONNX Runtime fp32",
-                          source=job.samples.source, max_abs_tol=tol, min_agreement=agree)
-    print(rep.format())
-    return EXIT_OK if rep.passed else EXIT_GATE
+    passed = True
+    for name in names:
+        rep = compare_outputs(ort_run(fp32_onnx, x, name), got[name],
+                              name=f"TensorRT {job.args.precision} engine vs ONNX Runtime fp32 ({name})",
+                              source=job.samples.source, max_abs_tol=tol, min_agreement=agree)
+        print(rep.format())
+        passed &= rep.passed
+    return EXIT_OK if passed else EXIT_GATE
 
 
 def main(argv=None) -> int:
+    from edge.backends.trt import TensorRTUnusable
+
     args = build_parser().parse_args(argv)
     try:
         check_trt_args(args)       # before anything is built or TensorRT is looked for
@@ -312,6 +371,7 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     job = Job(args)
     try:
+        check_dla_request(args)
         stage_onnx(job)
         if args.precision == "int8":
             stage_int8(job)
@@ -323,13 +383,16 @@ def main(argv=None) -> int:
     except GateFailed as e:
         print(f"python -m export.trt: error: {e}", file=sys.stderr)
         return EXIT_GATE
-    except TensorRTUnavailable as e:
+    except (TensorRTUnavailable, TensorRTUnusable) as e:
         files = ", ".join(str(p) for p in job.written) or str(job.onnx)
         print(f"TensorRT is not available here: {e}\n"
               f"ONNX ready: {files}\n"
               f"On the target (Jetson / GPU machine with TensorRT), run:\n"
               f"  {target_command(job)}", file=sys.stderr)
         return EXIT_NO_TRT
+    except RuntimeError as e:          # TensorRT could not parse/build/run (its log says why)
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_GATE
 
 
 if __name__ == "__main__":

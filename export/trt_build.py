@@ -1,23 +1,25 @@
-"""The thin TensorRT glue: version dispatch, builder settings, engine build and engine run.
+"""The thin TensorRT glue: version dispatch, builder settings and the engine build.
 
 Everything that decides *what* to do is a pure function of the TensorRT version string and the
-names its enums expose (:func:`plan_build`, :func:`network_flag_names_to_set`,
-:func:`profile_shapes`, :func:`dla_allowed`), so it is unit-tested on CPU. The functions that
-touch TensorRT (:func:`build_engine`, :func:`run_engine`) import it inside and follow
-shared/TENSORRT_NOTES.md sections 2.1-2.3 and 5: name-based API only (8.5 .. 11),
-``set_memory_pool_limit``, ``build_serialized_network``, no EXPLICIT_BATCH from 10 on,
-STRONGLY_TYPED for Q/DQ or fp16 ONNX where the FP16/INT8 builder flags are gone (11), flags
-detected with ``hasattr`` rather than version arithmetic, a timing cache reused across builds,
-DLA only where the version and the device have it.
+names its enums expose (:func:`plan_build`, :func:`profile_shapes`, :func:`dla_allowed`), so it
+is unit-tested on CPU, and against the real bindings of 8.6, 10.x and 11.x
+(tests/test_trt_bindings.py). :func:`build_engine` imports TensorRT inside and follows
+docs/tensorrt.md: name-based API only (8.5 .. 11), ``set_memory_pool_limit``,
+``build_serialized_network``, no EXPLICIT_BATCH from 10 on, STRONGLY_TYPED for Q/DQ or fp16 ONNX
+where the FP16/INT8 builder flags are gone (11), flags looked up by name rather than by version
+arithmetic, a timing cache reused across builds, DLA only where the version and the device have
+it. Running an engine is the runtime's job (``edge.backends.trt.TrtBackend``), for the export
+gate too.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
-
+from edge.backends.trt import create_trt_object
+from edge.sidecar import atomic_write
 from edge.contract import INPUT_NAME, PRECISIONS
 
 INSTALL_HINT = (
@@ -31,7 +33,7 @@ def import_tensorrt():
     """``import tensorrt``, or ImportError naming the install (and the underlying cause)."""
     try:
         import tensorrt as trt
-    except ImportError as e:           # also: missing libnvinfer/libnvonnxparser (NOTES F4)
+    except ImportError as e:           # also: missing libnvinfer/libnvonnxparser (docs/tensorrt.md)
         raise ImportError(f"{INSTALL_HINT} (import tensorrt: {e})") from None
     return trt
 
@@ -122,21 +124,73 @@ def profile_shapes(chw: Sequence[int], min_batch: int, opt_batch: int,
     return {"min": [min_batch, c, h, w], "opt": [opt_batch, c, h, w], "max": [max_batch, c, h, w]}
 
 
-def dla_allowed(trt_version: str, num_dla_cores: int, dla_core: int,
-                precision: str) -> Tuple[bool, str]:
-    """Whether ``--dla dla_core`` can be honoured; the reason when not (NOTES F2, 2.3, 5.2)."""
+def dla_request_problem(precision: str, batches: Sequence[int], trt_version: Optional[str] = None,
+                        qdq: bool = False) -> Optional[str]:
+    """Why ``--dla`` cannot be honoured on any device (None when it can), from the request alone
+    and, when known, the TensorRT version (docs/tensorrt.md, "DLA"). With GPU fallback these
+    builds would run on the GPU while the sidecar says DLA, so they are refused."""
+    if precision == "fp32":
+        return "DLA runs fp16 or int8 only; pass --precision fp16 or int8"
+    lo, opt, hi = (int(b) for b in batches)
+    if not lo == opt == hi:
+        return (f"DLA needs a static shape, min = opt = max batch (got {lo}/{opt}/{hi}); pass "
+                f"--min-batch {hi} --opt-batch {hi} --max-batch {hi}")
+    if trt_version is None:
+        return None
     v = version_tuple(trt_version)
     if v[0] == 11 and v[:2] < (11, 4):
-        return False, f"TensorRT {trt_version} has no DLA support (absent in 11.0-11.3)"
+        return f"TensorRT {trt_version} has no DLA support (absent in 11.0-11.3)"
     if v[:3] == (10, 2, 0):
-        return False, "TensorRT 10.2.0 has a known DLA issue (excluded, as ultralytics does)"
+        return "TensorRT 10.2.0 has a known DLA issue (excluded, as ultralytics does)"
+    if v[0] < 10 and qdq:
+        return (f"TensorRT {trt_version} does not run explicitly quantised (Q/DQ) networks on DLA; "
+                "use --precision fp16 with --dla, or TensorRT >= 10")
+    return None
+
+
+def dla_allowed(trt_version: str, num_dla_cores: int, dla_core: int, precision: str, *,
+                batches: Optional[Sequence[int]] = None, qdq: bool = False) -> Tuple[bool, str]:
+    """Whether ``--dla dla_core`` can be honoured on this device; the reason when not."""
+    problem = dla_request_problem(precision, batches or (1, 1, 1), trt_version, qdq)
+    if problem:
+        return False, problem
     if num_dla_cores <= 0:
         return False, "this device has no DLA cores (e.g. Orin Nano, desktop GPUs)"
     if not 0 <= dla_core < num_dla_cores:
         return False, f"DLA core {dla_core} does not exist; this device has {num_dla_cores}"
-    if precision == "fp32":
-        return False, "DLA runs fp16 or int8 only; pass --precision fp16 or int8"
     return True, f"DLA core {dla_core} with GPU fallback"
+
+
+def dla_layer_report(builder_layers: Mapping[str, bool],
+                     inspector_json: Optional[str]) -> Dict[str, Any]:
+    """Which layers run where, as far as TensorRT tells (for the sidecar's ``build``).
+
+    ``builder_layers``: network layer name -> ``IBuilderConfig.can_run_on_DLA`` (the builder's
+    answer before building). ``inspector_json``: the engine inspector's
+    ``LayerInformationFormat.JSON`` of the built engine; with ``ProfilingVerbosity.DETAILED`` its
+    layers are objects with a ``LayerType``, and a layer TensorRT placed on DLA says so there.
+    With layer names only (or no inspector) the engine's own placement is left unknown.
+    """
+    gpu = [n for n, ok in builder_layers.items() if not ok]
+    out: Dict[str, Any] = {"builder": {"layers": len(builder_layers),
+                                       "dla": len(builder_layers) - len(gpu), "gpu_fallback": gpu}}
+    engine: Dict[str, Any] = {"source": "engine inspector", "known": False}
+    try:
+        layers = json.loads(inspector_json)["Layers"] if inspector_json else None
+    except (ValueError, KeyError, TypeError):
+        layers = None
+    if layers and all(isinstance(x, dict) for x in layers):
+        rows = [(str(x.get("Name", "?")), str(x.get("LayerType", "?"))) for x in layers]
+        on_dla = [n for n, kind in rows if "dla" in kind.lower()]
+        engine = {"source": "engine inspector", "known": True, "layers": len(rows),
+                  "dla": on_dla, "gpu": [n for n, kind in rows if "dla" not in kind.lower()],
+                  "layer_types": sorted({kind for _, kind in rows})}
+    elif layers is not None:
+        engine["why"] = "the inspector gave layer names only"
+    else:
+        engine["why"] = "no engine inspector output"
+    out["engine"] = engine
+    return out
 
 
 def network_flag_bits(trt, names: Sequence[str]) -> int:
@@ -169,10 +223,7 @@ def build_engine(onnx_path, engine_path, plan: BuildPlan, profile: Dict[str, Lis
     """Build and write the engine; returns what was done (for the report and the sidecar)."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
-    try:
-        builder = trt.Builder(logger)
-    except (TypeError, RuntimeError) as e:  # no GPU/driver: pybind factory returns nullptr (F5)
-        raise RuntimeError(f"TensorRT cannot create a builder (no usable GPU?): {e}") from None
+    builder = create_trt_object(trt, trt.Builder, logger)   # TensorRTUnusable without a GPU
     network = builder.create_network(network_flag_bits(trt, plan.network_flags))
     _parse(trt, network, logger, Path(onnx_path))
     config = builder.create_builder_config()
@@ -184,87 +235,54 @@ def build_engine(onnx_path, engine_path, plan: BuildPlan, profile: Dict[str, Lis
         config.set_flag(getattr(trt.BuilderFlag, name))
     for name in plan.clear_flags:
         config.clear_flag(getattr(trt.BuilderFlag, name))
-    dla_note = None
-    if dla_core is not None:
-        ok, dla_note = dla_allowed(trt.__version__, int(getattr(builder, "num_DLA_cores", 0)),
-                                   dla_core, plan.precision)
-        if ok:
-            config.default_device_type = trt.DeviceType.DLA
-            config.DLA_core = int(dla_core)
-            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    dla = _configure_dla(trt, builder, network, config, plan, profile, dla_core) \
+        if dla_core is not None else None
     cache = _timing_cache(config, timing_cache)
     plan_bytes = builder.build_serialized_network(network, config)
     if plan_bytes is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} "
                            "(see the TensorRT log above)")
-    from edge.sidecar import atomic_write
-
-    atomic_write(engine_path, lambda f: f.write(bytes(plan_bytes)))
+    plan_bytes = bytes(plan_bytes)
+    atomic_write(engine_path, lambda f: f.write(plan_bytes))
     if timing_cache is not None:
-        atomic_write(timing_cache, lambda f: f.write(bytes(cache.serialize())))
-    return {"tensorrt_version": trt.__version__, "plan": plan.describe(),
-            "dla": dla_note, "used_dla": dla_core is not None and dla_note is not None
-            and dla_note.startswith("DLA core")}
+        cache_bytes = bytes(cache.serialize())
+        atomic_write(timing_cache, lambda f: f.write(cache_bytes))
+    info: Dict[str, Any] = {"tensorrt_version": trt.__version__, "plan": plan.describe(),
+                            "dla": None, "used_dla": False}
+    if dla is not None:
+        report = dla_layer_report(dla, _inspect(trt, logger, plan_bytes, dla_core))
+        info.update(dla=f"DLA core {dla_core} with GPU fallback", used_dla=True, dla_layers=report)
+    return info
 
 
-# ------------------------------------------------------------------------- run
-def _cudart():
-    try:
-        from cuda.bindings import runtime as cudart   # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart                    # older cuda-python
-        except ImportError:
-            raise ImportError("running an engine here needs cuda-python: "
-                              "pip install cuda-python") from None
-    return cudart
+def _configure_dla(trt, builder, network, config, plan: BuildPlan, profile, dla_core: int):
+    """Target DLA core ``dla_core`` with GPU fallback, or refuse (ExportInputError); returns the
+    builder's per-layer answer (name -> can run on DLA)."""
+    from export import ExportInputError
+
+    ok, why = dla_allowed(trt.__version__, int(getattr(builder, "num_DLA_cores", 0)), dla_core,
+                          plan.precision, batches=[profile[k][0] for k in ("min", "opt", "max")],
+                          qdq=plan.onnx_kind == "int8")
+    if not ok:
+        raise ExportInputError(f"--dla {dla_core}: {why} (leave out --dla to build for the GPU)")
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = int(dla_core)
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    # layer-level detail in the plan, so the engine inspector can say where each layer runs
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    placement = {}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        placement[layer.name] = bool(config.can_run_on_DLA(layer))
+    return placement
 
 
-def _check(result):
-    err, *rest = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise RuntimeError(f"CUDA error {err}")
-    return rest[0] if len(rest) == 1 else rest
-
-
-def run_engine(engine_path, x: np.ndarray, max_batch: int) -> Dict[str, np.ndarray]:
-    """Run a serialised engine on ``x`` (float32 NCHW) in chunks of ``max_batch``; all outputs.
-
-    Name-based API only (``num_io_tensors``, ``set_input_shape``, ``set_tensor_address``,
-    ``execute_async_v3``), which exists from TensorRT 8.5 to 11 (NOTES 2.2). Plain synchronous
-    copies: this is the parity check, not the benchmark.
-    """
-    trt = import_tensorrt()
-    cudart = _cudart()
-    logger = trt.Logger(trt.Logger.WARNING)
-    engine = trt.Runtime(logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
+def _inspect(trt, logger, plan_bytes: bytes, dla_core: int) -> Optional[str]:
+    """The engine inspector's JSON of a freshly built plan (None if it cannot be read back)."""
+    runtime = create_trt_object(trt, trt.Runtime, logger)
+    runtime.DLA_core = int(dla_core)
+    engine = runtime.deserialize_cuda_engine(plan_bytes)
     if engine is None:
-        raise RuntimeError(f"TensorRT could not deserialise {engine_path} on this device")
-    ctx = engine.create_execution_context()
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-    stream = _check(cudart.cudaStreamCreate())
-    h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-    results: Dict[str, List[np.ndarray]] = {n: [] for n in outputs}
-    for i in range(0, len(x), max_batch):
-        chunk = np.ascontiguousarray(x[i:i + max_batch], dtype=np.float32)
-        ctx.set_input_shape(INPUT_NAME, chunk.shape)
-        ptrs = [_check(cudart.cudaMalloc(chunk.nbytes))]
-        _check(cudart.cudaMemcpy(ptrs[0], chunk.ctypes.data, chunk.nbytes, h2d))
-        ctx.set_tensor_address(INPUT_NAME, int(ptrs[0]))
-        host = {}
-        for n in outputs:
-            dtype = trt.nptype(engine.get_tensor_dtype(n))
-            host[n] = np.empty(tuple(ctx.get_tensor_shape(n)), dtype=dtype)
-            ptrs.append(_check(cudart.cudaMalloc(host[n].nbytes)))
-            ctx.set_tensor_address(n, int(ptrs[-1]))
-        if not ctx.execute_async_v3(stream):
-            raise RuntimeError("TensorRT execute_async_v3 failed")
-        _check(cudart.cudaStreamSynchronize(stream))
-        for n, p in zip(outputs, ptrs[1:]):
-            _check(cudart.cudaMemcpy(host[n].ctypes.data, p, host[n].nbytes, d2h))
-            results[n].append(host[n].astype(np.float32))
-        for p in ptrs:
-            _check(cudart.cudaFree(p))
-    _check(cudart.cudaStreamDestroy(stream))
-    return {n: np.concatenate(v) for n, v in results.items()}
+        return None
+    inspector = engine.create_engine_inspector()
+    return inspector.get_engine_information(trt.LayerInformationFormat.JSON)

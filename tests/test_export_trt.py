@@ -12,7 +12,7 @@ from export import EXIT_NO_TRT
 from export.fingerprint import build_fingerprint, rebuild_reasons, write_engine_sidecar
 from export.trt_build import dla_allowed, plan_build, profile_shapes, version_tuple
 
-# enum names as each TensorRT line exposes them (NOTES 2.3)
+# enum names as each TensorRT line exposes them (docs/tensorrt.md)
 FLAGS_8 = {"FP16", "INT8", "TF32", "GPU_FALLBACK", "STRICT_TYPES"}
 NET_8_5 = {"EXPLICIT_BATCH", "EXPLICIT_PRECISION"}
 NET_8_6 = {"EXPLICIT_BATCH", "EXPLICIT_PRECISION", "STRONGLY_TYPED"}  # 8.6 lacks it in fact;

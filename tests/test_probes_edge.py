@@ -217,8 +217,8 @@ def test_run_bad_output_paths(run_base, case, tmp_path, capsys):
 
 # --- bad models: edge.run and edge.bench -------------------------------------------------------
 MODEL_CASES = [
-    ("truncated.onnx", "cannot be loaded"),
-    ("random.onnx", "cannot be loaded"),
+    ("truncated.onnx", "is not a readable ONNX model"),
+    ("random.onnx", "is not a readable ONNX model"),
     ("empty.onnx", "is empty"),
     ("model.pt", "is a PyTorch checkpoint"),
     ("size.onnx", "graph takes 3x32x32 (height 32 != 64)"),

@@ -1,15 +1,20 @@
 """TensorRT engine backend: name-based API (TensorRT 8.5 -> 11), cuda-python buffers, one stream.
 
-Written against the documented API (shared/TENSORRT_NOTES.md section 2.2) and NOT run on the
-development machine (no GPU, TensorRT not installable): tests that exercise it carry the ``trt``
-marker. The sidecar fingerprint is checked (``edge.sidecar.check_engine``) before TensorRT is
-imported or the plan read.
+Written against the documented API (docs/tensorrt.md, "The TensorRT API per line"). Every
+TensorRT name used here is checked against the real Python bindings of 8.6, 10.x and 11.x on CPU
+(tests/test_trt_bindings.py); running an engine needs a GPU, so the tests that do carry the
+``trt`` marker. The sidecar fingerprint is checked (``edge.sidecar.check_engine``) before
+TensorRT is imported or the plan read.
+
+This is the one engine runner: ``python -m export.trt`` checks a fresh engine with this class
+(:meth:`TrtBackend.run_all`, every named output), so the code checked at export is the code that
+runs on the device.
 """
 from __future__ import annotations
 
 import ctypes
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,11 +37,51 @@ def _import_trt():
     return trt
 
 
+class TensorRTUnusable(RuntimeError):
+    """TensorRT imports but cannot create its Builder/Runtime here (no usable GPU or driver)."""
+
+
+def create_trt_object(trt, factory, logger):
+    """``factory(logger)`` (``trt.Builder``, ``trt.Runtime``), or :class:`TensorRTUnusable` in one line.
+
+    Without a usable GPU or driver TensorRT's factory returns NULL and pybind11 raises
+    ``TypeError: pybind11::init(): factory function returned nullptr`` (docs/tensorrt.md,
+    "Without a GPU"); any other TypeError is a programming error and propagates unchanged.
+    """
+    try:
+        return factory(logger)
+    except TypeError as e:
+        if "nullptr" not in str(e):
+            raise
+        raise TensorRTUnusable(f"TensorRT {trt.__version__} cannot create a {factory.__name__}: no "
+                               "usable CUDA GPU or driver here (see the TensorRT log line above)") from None
+
+
 def _np_dtype(trt_dtype) -> np.dtype:
     name = getattr(trt_dtype, "name", str(trt_dtype)).split(".")[-1].upper()
     if name not in _NP_DTYPES:
         raise ValueError(f"unsupported TensorRT I/O dtype {trt_dtype}")
     return np.dtype(_NP_DTYPES[name])
+
+
+def batch_chunks(n: int, min_batch: int, max_batch: int) -> List[Tuple[int, int, int]]:
+    """How ``n`` samples go through a profile [min_batch, max_batch]: ``(start, stop, size)`` per
+    call, ``size`` >= ``stop - start`` being the batch actually sent (a chunk below the profile's
+    minimum is padded up to it; an engine refuses a shape outside its profile)."""
+    if not 1 <= min_batch <= max_batch:
+        raise ValueError(f"bad engine profile: min batch {min_batch}, max batch {max_batch}")
+    if n < 1:
+        raise ValueError(f"empty batch: {n} samples")
+    return [(i, min(i + max_batch, n), max(min(i + max_batch, n) - i, min_batch))
+            for i in range(0, n, max_batch)]
+
+
+def pad_batch(x: np.ndarray, size: int) -> np.ndarray:
+    """``x`` with its last sample repeated up to ``size`` rows (padding only: samples are
+    independent, and a real sample keeps the values in range for fp16/int8 engines)."""
+    if len(x) >= size:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)])
 
 
 class _Pinned:
@@ -70,15 +115,15 @@ class TrtBackend:
         fp = self.sidecar[KEY_FINGERPRINT]
         self.precision = str(fp.get(FP_PRECISION) or meta.get(META_PRECISION, "n/a"))
         trt = self.trt = _import_trt()
-        self.rt = cudart()
         self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
+        self.runtime = create_trt_object(trt, trt.Runtime, self.logger)
         if fp.get(FP_DLA_CORE) is not None:     # a DLA plan deserialises onto the core it targets
             self.runtime.DLA_core = int(fp[FP_DLA_CORE])
         self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
             raise RuntimeError(f"TensorRT could not deserialise {self.path} although its sidecar "
                                "matches this device; rebuild it with `python -m export.trt`")
+        self.rt = cudart()
         self.context = self.engine.create_execution_context()
         self.provider = f"TensorRT {trt.__version__}"
         self.has_dense = False
@@ -113,18 +158,30 @@ class TrtBackend:
         self.outputs = [n for n in names if modes[n] == trt.TensorIOMode.OUTPUT]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Logits [N, classes] for a float32 NCHW batch of any size."""
+        return self.run_all(batch, (OUTPUT_NAME,))[OUTPUT_NAME]
+
+    def run_all(self, batch: np.ndarray,
+                names: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+        """Every named output (or those in ``names``) for a batch of any size: chunks of the
+        profile's maximum, the last one padded up to its minimum and the padding dropped."""
         x = np.asarray(batch)
         if tuple(x.shape[1:]) != self.input_shape_chw:
             raise ValueError(f"engine {self.path.name} takes [N, {', '.join(map(str, self.input_shape_chw))}], "
                              f"got {list(x.shape)}")
-        if x.shape[0] > self.max_batch:  # larger than the profile: run it in chunks
-            return np.concatenate([self(x[i:i + self.max_batch])
-                                   for i in range(0, x.shape[0], self.max_batch)])
-        if x.shape[0] < self.min_batch:
-            raise ValueError(f"batch {x.shape[0]} below the engine profile's minimum {self.min_batch}")
-        return self._run(x)
+        names = tuple(self.outputs if names is None else names)
+        unknown = [n for n in names if n not in self.outputs]
+        if unknown:
+            raise ValueError(f"engine {self.path.name} has no output {unknown}; it has {self.outputs}")
+        parts: Dict[str, List[np.ndarray]] = {n: [] for n in names}
+        for start, stop, size in batch_chunks(len(x), self.min_batch, self.max_batch):
+            out = self._run(pad_batch(x[start:stop], size), names)
+            for n in names:
+                parts[n].append(out[n][:stop - start])
+        return {n: v[0] if len(v) == 1 else np.concatenate(v) for n, v in parts.items()}
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray, names: Sequence[str]) -> Dict[str, np.ndarray]:
+        """One call inside the profile: H2D, execute, D2H of ``names`` (timed with CUDA events)."""
         rt, s, ev = self.rt, self.stream, self._events
         h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         self.context.set_input_shape(INPUT_NAME, tuple(x.shape))
@@ -137,16 +194,17 @@ class TrtBackend:
         if not self.context.execute_async_v3(int(s)):   # the raw cudaStream_t handle
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
         check(rt.cudaEventRecord(ev[2], s), "cudaEventRecord")
-        shape = tuple(self.context.get_tensor_shape(OUTPUT_NAME))
-        n = int(np.prod(shape))
-        out = self.host[OUTPUT_NAME]
-        check(rt.cudaMemcpyAsync(out.ptr, self.device[OUTPUT_NAME], n * self.dtypes[OUTPUT_NAME].itemsize,
-                                 d2h, s), "cudaMemcpyAsync D2H")
+        shapes = {n: tuple(self.context.get_tensor_shape(n)) for n in names}
+        for n in names:
+            nbytes = int(np.prod(shapes[n])) * self.dtypes[n].itemsize
+            check(rt.cudaMemcpyAsync(self.host[n].ptr, self.device[n], nbytes, d2h, s),
+                  f"cudaMemcpyAsync D2H ({n})")
         check(rt.cudaEventRecord(ev[3], s), "cudaEventRecord")
         check(rt.cudaStreamSynchronize(s), "cudaStreamSynchronize")
         ms = [check(rt.cudaEventElapsedTime(ev[i], ev[i + 1]), "cudaEventElapsedTime") for i in range(3)]
         self.last_timing = {"h2d_ms": float(ms[0]), "compute_ms": float(ms[1]), "d2h_ms": float(ms[2])}
-        return out.array[:n].reshape(shape).astype(np.float32, copy=True)
+        return {n: self.host[n].array[:int(np.prod(shapes[n]))].reshape(shapes[n]).astype(np.float32, copy=True)
+                for n in names}
 
     def describe(self) -> Dict[str, object]:
         fp = self.sidecar.get(KEY_FINGERPRINT, {})

@@ -80,7 +80,9 @@ class TrainConfig:
 
 
 #: what may differ between an interrupted run and its --resume without changing the result
-RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "device", "eval_batch_size", "epochs", "data_root"})
+#: (``out``: a run folder may be moved, copied, or named as ./x, x/ or an absolute path)
+RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "device", "eval_batch_size", "epochs", "data_root",
+                               "out"})
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     # POSD paper, Crowd-drone (sec. 4.3, Table 6): batch 32, SGD lr 1e-3 momentum 0.9, 100 epochs

@@ -82,7 +82,21 @@ class KDLoss(nn.Module):
 
 
 @register_loss("kd")
-def kd(teacher: str, temperature: float = 4.0, alpha: float = 0.9) -> nn.Module:
-    """``teacher``: path of an edge-students checkpoint (a clear CheckpointError otherwise)."""
+def kd(teacher: str, temperature: float = 4.0, alpha: float = 0.9, num_classes: Optional[int] = None,
+       in_channels: Optional[int] = None, input_size: Optional[int] = None) -> nn.Module:
+    """``teacher``: path of an edge-students checkpoint (a clear CheckpointError otherwise).
+    ``num_classes``, ``in_channels``, ``input_size``: the student's data, which the teacher must
+    have been trained on (the teacher sees the student's batches unchanged)."""
     model, ckpt = load_model(teacher)
+    check_teacher_fits(ckpt, teacher, num_classes, in_channels, input_size)
     return KDLoss(model, int(ckpt["num_classes"]), temperature=temperature, alpha=alpha)
+
+
+def check_teacher_fits(ckpt, path, num_classes: Optional[int], in_channels: Optional[int],
+                       input_size: Optional[int]) -> None:
+    have = (int(ckpt["num_classes"]), int(ckpt["in_channels"]), [int(v) for v in ckpt["input_size"]])
+    want = (num_classes, in_channels, None if input_size is None else [int(input_size)] * 2)
+    for what, t, s in zip(("classes", "input channels", "input size"), have, want):
+        if s is not None and t != s:
+            raise ValueError(f"KD teacher {path} was trained with {what} {t}, but this run's data "
+                             f"has {s}; use a teacher trained on the same data and --input-size")

@@ -354,7 +354,7 @@ def atomic_write(path, write, sync: bool = False) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         first = sink.error if sink is not None else None
-        if first is not None and first is not e:
+        if first is not None:
             raise OSError(first.errno, first.strerror or str(first), str(path)) from None
         raise
     return path

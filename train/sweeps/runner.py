@@ -155,18 +155,26 @@ def _alive(pid: int, started: Optional[float] = None) -> bool:
         return False
     except PermissionError:
         pass
-    now = _start_time(pid)
+    state, now = _proc_stat(pid)
+    if state == "Z":                  # exited, not yet reaped (an orphan under a lazy init)
+        return False
     return started is None or now is None or now == started
 
 
-def _start_time(pid: int) -> Optional[int]:
-    """When the process started (Linux: clock ticks since boot, /proc/PID/stat field 22), to tell
-    a live lock holder from a later process that got its PID; None where unknown."""
+def _proc_stat(pid: int) -> Tuple[Optional[str], Optional[int]]:
+    """(state, start time) of a process from /proc/PID/stat (Linux; fields 3 and 22, the start in
+    clock ticks since boot): the start time tells a live lock holder from a later process that
+    got its PID. (None, None) where unknown."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat[stat.rindex(")") + 2:].split()[19])
+        fields = stat[stat.rindex(")") + 2:].split()
+        return fields[0], int(fields[19])
     except (OSError, ValueError, IndexError):
-        return None
+        return None, None
+
+
+def _start_time(pid: int) -> Optional[int]:
+    return _proc_stat(pid)[1]
 
 
 def _lock_record(pid: int) -> bytes:

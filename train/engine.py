@@ -37,6 +37,7 @@ from train.data.augment import AUGMENTATIONS, Normalizer, augment_batch
 from train.features import FeatureTap
 from train.losses import LOSSES, build_loss
 from train.models import MODELS, build_model
+from train.validation import check_knn_fits_batch
 
 
 class NonFiniteLoss(RuntimeError):
@@ -190,6 +191,9 @@ class Trainer:
         self.tap = FeatureTap(self.model, self.loss.feature_layer) if self.loss.needs_features else None
         # global scope: neighbours from the batch gathered across ranks (a no-op in one process)
         self.gather = self.dist.enabled and cfg.knn_scope == "global"
+        if self.dist.enabled and not self.gather:   # local scope: neighbours from the rank's slice
+            check_knn_fits_batch(cfg.method, cfg.knn, cfg.batch_size // self.dist.world,
+                                 f"each rank's share of --batch-size ({cfg.batch_size} / {self.dist.world})")
         if self.gather and getattr(self.loss, "needs_inputs", False):
             raise ValueError(f"--knn-scope global gathers logits/features for batch-relational losses "
                              f"(posd, oskd); {cfg.method} reads the inputs: use --knn-scope local")

@@ -103,15 +103,16 @@ def check_train_config(cfg) -> None:
     check_model_kwargs(cfg.model, cfg.model_kwargs)
 
 
-def check_knn_fits_batch(method: str, knn: int, batch_size: int) -> None:
+def check_knn_fits_batch(method: str, knn: int, batch_size: int, batch: str = "--batch-size") -> None:
     """Neighbours come from the sample's own batch: ``k`` of them need ``k + 1`` samples.
     Refused rather than silently clamped, so the recorded ``--knn`` is the one that ran (the
-    last, smaller batch of an epoch is still clamped; see train.losses.posd)."""
+    last, smaller batch of an epoch is still clamped; see train.losses.posd). ``batch`` names
+    the batch the neighbours come from (under DDP with local scope: each rank's share)."""
     from train.losses import LOSSES
 
     if "k" in inspect.signature(LOSSES.get(method)).parameters and knn >= batch_size:
         raise ValueError(f"--knn {knn} needs batches of more than {knn} samples (each sample's "
-                         f"neighbours come from its batch), but --batch-size is {batch_size}; "
+                         f"neighbours come from its batch), but {batch} is {batch_size}; "
                          f"use --knn <= {batch_size - 1} or a larger --batch-size")
 
 

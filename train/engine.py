@@ -3,9 +3,11 @@
 Outputs in ``cfg.out``: ``config.json``, ``metrics.jsonl`` (one line per epoch), ``metrics.json``
 (summary: final and best test accuracy; the paper reports the best), ``model.pt`` (final),
 ``best.pt`` (best test accuracy) and ``state.pt`` (resumable: weights, optimiser, scheduler,
-position, history). Ctrl-C saves ``state.pt`` at the current step; ``--resume`` continues from it
+position, history). Ctrl-C saves ``state.pt`` at the current step (a second Ctrl-C stops at once
+and saves nothing, keeping the last consistent ``state.pt``); ``--resume`` continues from it
 and, on CPU, ends with bit-identical weights to an uninterrupted run, because every random draw
-is a function of (seed, epoch, step).
+is a function of (seed, epoch, step). A run killed before its first ``state.pt`` resumes from
+epoch 1; ``metrics.jsonl`` is rewritten on resume to the epochs the state holds.
 """
 from __future__ import annotations
 

@@ -191,6 +191,9 @@ BAD_TRAIN_FLAGS = [
     (["--model-kwargs", '{"foo": 1}'], "'foo'"), (["--model-kwargs", '{"num_classes": 3}'], "'num_classes'"),
     (["--model-kwargs", '{"input_size": 64}'], "--input-size"),
     (["--method", "kd"], "teacher"), (["--method", "ce", "--kd", "x.pt"], "conflicts"),
+    (["--out", ""], "--out is empty"), (["--out", " "], "--out is empty"),
+    (["--feature-layer", "nope", "--posd"], "'nope'"), (["--preset", "nope"], "'nope'"),
+    (["--peer-model", "nope", "--dml"], "'nope'"), (["--amp", "--device", "cpu"], "--amp"),
 ]
 
 
@@ -628,6 +631,7 @@ SWEEP = ["--dataset", "digits", "--model", "cifar_cnn", "--methods", "ce", "--se
     (["--methods", "posd", "--lam", "-1"], "--lambda"), (["--methods", "posd", "--lam", "nan"], "--lambda"),
     (["--train-args", "--gamma nan"], "--gamma"), (["--train-args=--frobnicate"], "--frobnicate"),
     (["--seed-list", "-1"], "--seed"), (["--jobs", "x"], "'x'"), (["--pairs", "digits"], "DATASET:MODEL"),
+    (["--methods", "kd", "--teacher", "runs/{foo}/model.pt"], "{foo}"), (["--out", ""], "--out is empty"),
 ])
 def test_sweep_refuses_bad_flags(tmp_path, capsys, extra, word):
     out = tmp_path / "sweep"

@@ -138,6 +138,8 @@ def _validate(cfg: TrainConfig) -> None:
 
 def _check_paths(cfg: TrainConfig) -> None:
     """Before any data is loaded or generated: the folders the run writes can be written."""
+    if not str(cfg.out).strip():
+        raise ValueError("--out is empty; give the run's folder")
     check_output_dir(cfg.out, "--out")
     if cfg.data_root is not None:
         check_input_dir(cfg.data_root, "--data-root")

@@ -92,6 +92,8 @@ def _check_args(args: argparse.Namespace) -> None:
     check_int("--jobs", args.jobs, 1)
     check_int("--seeds", args.seeds, 1)
     check_int("--epochs", args.epochs, 1)
+    if not str(args.out).strip():
+        raise ValueError("--out is empty; give the sweep's folder")
     if not args.dry_run:
         check_output_dir(args.out, "--out")
 

@@ -587,7 +587,7 @@ def _start_run(out: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "train", *RUN, "--epochs", EPOCHS, "--out", str(out)]
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
-    deadline = time.time() + 60
+    deadline = time.time() + 180
     while not (out / "config.json").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     return proc
@@ -609,7 +609,7 @@ def test_kill_9_and_double_sigint_at_random_points(tmp_path, reference, kind, se
         time.sleep(rng.uniform(0.0, 0.05))
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=180)
     assert "Traceback" not in err, err
     if (out / "state.pt").exists():
         train_state_of(load_checkpoint(out / "state.pt"))
@@ -690,7 +690,7 @@ def test_a_killed_sweeps_trainer_keeps_its_folder_locked(tmp_path, capsys):
                       train_args=("--device", "cpu", "--no-progress")))[0]
     lock = job.out(out) / runner.LOCK
     trainer = None
-    deadline = time.time() + 60
+    deadline = time.time() + 180
     while time.time() < deadline and sweep.poll() is None:
         try:
             info = json.loads(lock.read_text())
@@ -713,7 +713,7 @@ def test_a_killed_sweeps_trainer_keeps_its_folder_locked(tmp_path, capsys):
     finally:
         if trainer is not None:
             os.kill(trainer, signal.SIGKILL)
-            deadline = time.time() + 20
+            deadline = time.time() + 60
             while runner._alive(trainer) and time.time() < deadline:
                 time.sleep(0.05)
     assert runner.plan([job], out)[0].status in ("new", "resume")   # its lock is stale now

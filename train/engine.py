@@ -190,6 +190,8 @@ class Trainer:
         self.model = build_model(cfg.model, num_classes=self.data.num_classes,
                                  **self.model_kwargs).to(self.device)
         self.loss = build_loss(cfg.method, **loss_kwargs(cfg, self.data)).to(self.device)
+        if hasattr(self.loss, "check_data"):   # a loss holding a trained model (KD's teacher) fits the data
+            self.loss.check_data(self.data.num_classes, self.data.in_channels, self.data.input_size)
         self.tap = FeatureTap(self.model, self.loss.feature_layer) if self.loss.needs_features else None
         # global scope: neighbours from the batch gathered across ranks (a no-op in one process)
         self.gather = self.dist.enabled and cfg.knn_scope == "global"

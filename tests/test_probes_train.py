@@ -217,7 +217,7 @@ def test_crowd_drone_refuses_bad_flags(tmp_path, capsys, extra, word):
     assert not out.exists()
 
 
-def test_knn_below_batch_size_is_accepted_and_recorded(tmp_path):
+def test_knn_just_below_the_batch_size_is_accepted():
     from train.cli import build_parser, config_from_args
 
     cfg = config_from_args(build_parser().parse_args(DIGITS + ["--posd", "--knn", "7", "--batch-size", "8"]))

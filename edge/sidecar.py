@@ -60,8 +60,9 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import shlex
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -333,35 +334,79 @@ def write_sidecar(engine_path, metadata_props: Mapping[str, str], fingerprint: M
 
 def atomic_write(path, write, sync: bool = False) -> Path:
     """Write a file through ``write(binary_file)`` into a temporary sibling, then rename it over
-    ``path``: a crash leaves the old file or the new one, never half of one. The file gets the
-    permissions of any new file (0666 less the umask), not mkstemp's private 0600."""
+    ``path``: a crash leaves the old file or the new one, never half of one.
+
+    The file gets the mode a plain ``open()`` would give it (0o666 less the umask), not the
+    0o600 of the temporary file, so a service user or a colleague can read it. A failing write
+    (a full disk) raises the ``OSError`` itself, naming ``path``, even when the writer (e.g.
+    ``torch.save``) would wrap it in its own error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_sibling(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sink = None
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            sink = _ErrorMemo(f)
+            write(sink)
+            sink.flush()
             if sync:
-                f.flush()
                 os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        first = sink.error if sink is not None else None
+        if first is not None:
+            raise OSError(first.errno, first.strerror or str(first), str(path)) from None
         raise
     return path
 
 
-def _create_sibling(path: Path) -> Tuple[int, str]:
-    """A new, exclusively created ``.<name>.<random>.tmp`` beside ``path`` (mode 0666 & ~umask)."""
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+class _ErrorMemo:
+    """A binary file that remembers the first ``OSError`` of a write or flush: writers that
+    report it as their own exception (``torch.save``: "enforce fail ... unexpected pos") would
+    hide a plain "No space left on device"."""
+
+    def __init__(self, f) -> None:
+        self._f = f
+        self.error: Optional[OSError] = None
+
+    def write(self, data) -> int:
+        return self._call(self._f.write, data)
+
+    def flush(self) -> None:
+        self._call(self._f.flush)
+
+    def _call(self, fn, *args):
         try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                           0o666), str(tmp)
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name beside {path}")
+            return fn(*args)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._f, name)
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc), else
+    set and restored at once under a lock, through a restrictive value, so a file another
+    thread creates meanwhile is never more open than intended."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        old = os.umask(0o077)
+        os.umask(old)
+    return old
 
 
 # ------------------------------------------------------------------------- read

@@ -48,7 +48,9 @@ def count_macs(model: nn.Module, input_size: int, in_channels: int = 3, mode: st
     """Forward multiply-accumulates per image (fvcore), in ``mode`` ('eval' or 'train')."""
     if mode not in ("eval", "train"):
         raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():          # fvcore's import scripts a loss: a torch deprecation warning
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     was_training = model.training
     model.train(mode == "train")

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+from edge.sidecar import atomic_write
+
 FORMATS = ("markdown", "csv", "json", "latex")
 EXT = {"markdown": "md", "csv": "csv", "json": "json", "latex": "tex"}
 
@@ -94,12 +96,16 @@ def write(tables: Sequence[Table], fmt: str, out_dir, header: str = "") -> List[
         paths = []
         for t in tables:
             p = out / f"{t.key}.{EXT[fmt]}"
-            p.write_text(to_csv(t) if fmt == "csv" else to_latex(t))
+            _write_text(p, to_csv(t) if fmt == "csv" else to_latex(t))
             paths.append(p)
         return paths
     p = out / f"profiling_tables.{EXT[fmt]}"
-    p.write_text(render(tables, fmt, header))
+    _write_text(p, render(tables, fmt, header))
     return [p]
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def plot(tables: Sequence[Table], out_dir) -> List[Path]:
@@ -124,7 +130,9 @@ def plot(tables: Sequence[Table], out_dir) -> List[Path]:
         ax.set_title(t.title, fontsize=9)
         fig.tight_layout()
         p = out / f"{t.key}.png"
-        fig.savefig(p, dpi=120)
+        png = io.BytesIO()
+        fig.savefig(png, dpi=120, format="png")
         plt.close(fig)
+        atomic_write(p, lambda f: f.write(png.getvalue()))
         paths.append(p)
     return paths

@@ -24,11 +24,14 @@ from profiling import report
 from profiling.builders import TABLES, build_tables
 from profiling.specs import DEFAULT_PAIRS, Pair, with_batch
 
+PROG = "python -m profiling.tables"
+
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     from train.models import list_models
+    from train.cli_checks import OneLineParser
 
-    p = argparse.ArgumentParser(prog="python -m profiling.tables", description=__doc__,
+    p = OneLineParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tables", nargs="+", default=["all"], choices=["all", *TABLES],
                    help="which tables to build (default: all)")
@@ -79,22 +82,50 @@ def header(args: argparse.Namespace, argv: Sequence[str]) -> str:
             "Definitions and the comparison with the paper: docs/profiling.md.")
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Flag values in range and the output folder writable, before anything is measured."""
+    from train.cli_checks import check_int, check_output_dir
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available to PyTorch")
+    if args.batch_size is not None and args.batch_size < 2:
+        raise ValueError(f"--batch-size must be >= 2 (POSD needs neighbours), got {args.batch_size}")
+    check_int("--repeats", args.repeats, 1)
+    check_int("--threads", args.threads, 0)
+    check_int("--input-size", args.input_size, 1)
+    check_int("--in-channels", args.in_channels, 1)
+    check_int("--num-classes", args.num_classes, 2)
+    if args.out is not None or args.plot:
+        check_output_dir(args.out or "reports", "--out")
+
+
+def _fail(message: str) -> "SystemExit":
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> List[report.Table]:
+    """Build, print or write the tables; bad input: one line on stderr and ``SystemExit(2)``."""
+    from train.cli_checks import describe_os_error
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available to PyTorch")
-    if args.batch_size is not None and args.batch_size < 2:
-        raise SystemExit(f"--batch-size must be >= 2 (POSD needs neighbours), got {args.batch_size}")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    which = TABLES if "all" in args.tables else tuple(t for t in TABLES if t in args.tables)
     try:
+        check_args(args)
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        which = TABLES if "all" in args.tables else tuple(t for t in TABLES if t in args.tables)
         tables = build_tables(pairs_from(args), which, device=args.device, repeats=args.repeats,
                               onnx=not args.no_onnx)
+        _emit(tables, args, header(args, argv))
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
-    head = header(args, argv)
+        raise _fail(str(e)) from None
+    except OSError as e:                  # a full disk, a folder that cannot be written
+        raise _fail(describe_os_error(e)) from None
+    return tables
+
+
+def _emit(tables: List[report.Table], args: argparse.Namespace, head: str) -> None:
     if args.out is None:
         sys.stdout.write(report.render(tables, args.format, head))
     else:
@@ -103,7 +134,6 @@ def main(argv: Optional[Sequence[str]] = None) -> List[report.Table]:
     if args.plot:
         for path in report.plot(tables, args.out or "reports"):
             print(f"wrote {path}")
-    return tables
 
 
 if __name__ == "__main__":

@@ -238,7 +238,7 @@ def test_step_times_and_ratios():
     assert set(ratios(t)) == {"posd_over_ce", "kd_over_posd", "dml_over_posd"}
 
 
-def test_unknown_model_and_impossible_size():
+def test_unknown_model_and_impossible_size(capsys):
     with pytest.raises(ValueError, match="unknown model 'resnet7'.*resnet32"):
         build("resnet7", RESNET)
     with pytest.raises(ValueError, match="too small|impossible"):
@@ -247,9 +247,13 @@ def test_unknown_model_and_impossible_size():
         build("crowd_fcn", Pair("crowd_fcn", "crowd_fcn", input_size=8))
     with pytest.raises(SystemExit):
         main(["--student", "resnet7"])
-    with pytest.raises(SystemExit, match="impossible|too small"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
         main(["--student", "cifar_cnn", "--teacher", "resnet20", "--input-size", "4",
               "--tables", "complexity"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("impossible" in err[0] or "too small" in err[0])
 
 
 def test_cli_all_formats(tmp_path, capsys):

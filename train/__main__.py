@@ -1,6 +1,7 @@
 """``python -m train``: train a student. See :mod:`train.cli` for the recipes."""
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -12,4 +13,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # exiting anyway: a late second Ctrl-C must not print a KeyboardInterrupt traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)

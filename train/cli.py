@@ -15,11 +15,11 @@ name, is printed and saved in config.json.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any, Dict, Optional, Sequence
 
 from train.config import PRESET_TABLES, PRESETS, TrainConfig, resolve
+from train.cli_checks import (OneLineParser, check_input_dir, check_output_dir, check_train_config,
+                              describe_os_error, fail, json_object)
 
 #: aliases: --posd is --method posd, and so on (--kd and --dml take a value)
 FLAG_METHODS = ("ce", "posd", "oskd")
@@ -35,8 +35,8 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
     from train.data.crowd_synth.layout import VERSIONS as SYNTH_VERSIONS
 
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=list_datasets(), default=None,
                    help=f"built-in or torchvision dataset (default: {d.dataset})")
@@ -60,7 +60,7 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
 
     g = p.add_argument_group("model and method")
     g.add_argument("--model", choices=list_models(), default=None, help=f"architecture (default: {d.model})")
-    g.add_argument("--model-kwargs", type=json.loads, default=None, metavar="JSON",
+    g.add_argument("--model-kwargs", type=json_object, default=None, metavar="JSON",
                    help='extra architecture arguments, e.g. \'{"widths": [24, 48, 96]}\'')
     g.add_argument("--method", choices=list_losses(), default=None, help=f"training method (default: {d.method})")
     for name in FLAG_METHODS:
@@ -169,18 +169,21 @@ def _one_method(v: Dict[str, Any], name: str) -> None:
 
 
 def _validate(cfg: TrainConfig) -> None:
-    for name in ("epochs", "batch_size", "eval_batch_size"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.knn < 1:
-        raise ValueError(f"--knn must be >= 1, got {cfg.knn}")
-    if cfg.lr <= 0:
-        raise ValueError(f"--lr must be > 0, got {cfg.lr}")
+    check_train_config(cfg)
     if cfg.patch_metres is not None and not (0 < cfg.patch_metres < float("inf")):
         raise ValueError(f"--patch-metres must be a positive number of metres, got {cfg.patch_metres}")
     _validate_val(cfg)
-    if cfg.synth_size is not None and cfg.synth_size < 1:
-        raise ValueError(f"--synth-size must be >= 1, got {cfg.synth_size}")
+
+
+def _check_paths(cfg: TrainConfig) -> None:
+    """Before any data is loaded or generated: the folders the run writes can be written."""
+    if not str(cfg.out).strip():
+        raise ValueError("--out is empty; give the run's folder")
+    check_output_dir(cfg.out, "--out")
+    if cfg.data_root is not None:
+        check_input_dir(cfg.data_root, "--data-root")
+    if cfg.data is not None:
+        check_input_dir(cfg.data, "--data")
 
 
 def _validate_val(cfg: TrainConfig) -> None:
@@ -211,15 +214,17 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m train",
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
+        _check_paths(cfg)
         print(f"{prog}: {cfg.method} {cfg.model} on {cfg.data or cfg.dataset} -> {cfg.out} "
               f"(preset {cfg.preset}, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr})",
               flush=True)
         summary = Trainer(cfg, progress=args.progress).fit()
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError, DataError, CheckpointError, RunExists, NonFiniteLoss) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, DataError, CheckpointError, RunExists, NonFiniteLoss) as e:
+        return fail(prog, str(e))
+    except OSError as e:               # a full disk, a folder that cannot be written
+        return fail(prog, describe_os_error(e))
     print(f"done: best test accuracy {summary['best_test_acc']:.4f} (epoch {summary['best_epoch']}), "
           f"final {summary['final_test_acc']:.4f}, {summary['wall_time_s']:.0f}s -> {cfg.out}")
     for term, r in (summary.get("grad_ratio") or {}).items():

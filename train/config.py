@@ -96,8 +96,10 @@ class TrainConfig:
 
 
 #: what may differ between an interrupted run and its --resume without changing the result
+#: (``out``: a run folder may be moved, copied, or named as ./x, x/ or an absolute path;
+#: ``patch_metres``: metadata, not weights)
 RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "device", "eval_batch_size", "epochs", "data_root",
-                               "patch_metres"})   # patch_metres: metadata, not weights
+                               "out", "patch_metres"})
 
 # Nesterov SGD, lr 0.1, momentum 0.9 and a step schedule: the common part of Tables 7-13. Weight
 # decay is not stated in the paper; 5e-4, the value of the works it follows, is assumed.

@@ -5,9 +5,12 @@ Outputs in ``cfg.out``: ``config.json``, ``metrics.jsonl`` (one line per epoch),
 ``best.pt`` (by ``--select-best``: best test accuracy, or best balanced accuracy on the real
 frames of ``--val-data``, see train/validation.py) and ``state.pt`` (resumable: weights,
 optimiser, scheduler, position, history). With ``--val-data`` both model files carry a decision
-rule calibrated on those frames. Ctrl-C saves ``state.pt`` at the current step; ``--resume`` continues from it
+rule calibrated on those frames (unless ``--no-calibrate``). Ctrl-C saves ``state.pt`` at the
+current step (a second Ctrl-C stops at once and saves nothing, keeping the last consistent
+``state.pt``); ``--resume`` continues from it
 and, on CPU, ends with bit-identical weights to an uninterrupted run, because every random draw
-is a function of (seed, epoch, step).
+is a function of (seed, epoch, step). A run killed before its first ``state.pt`` resumes from
+epoch 1; ``metrics.jsonl`` is rewritten on resume to the epochs the state holds.
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ from torch import nn
 from train import distributed as ddp
 from edge.contract import DecisionRule, GroundScale, ModelInfo
 from edge.sidecar import atomic_write
-from train.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
+from train.checkpoint import (CheckpointError, build_checkpoint, load_checkpoint, load_weights,
+                              save_checkpoint, train_state_of)
 from train.config import RESUMABLE_CHANGES, TrainConfig
 from train.data import DataSplits, build_dataset
 from train.data.augment import AUGMENTATIONS, Normalizer, augment_batch
@@ -40,6 +44,7 @@ from train.features import FeatureTap
 from train.grad_ratio import summarise as summarise_ratios, term_grad_ratios
 from train.losses import LOSSES, build_loss
 from train.models import MODELS, build_model
+from train.cli_checks import check_knn_fits_batch
 
 
 class NonFiniteLoss(RuntimeError):
@@ -215,9 +220,14 @@ class Trainer:
         self.model = build_model(cfg.model, num_classes=self.data.num_classes,
                                  **self.model_kwargs).to(self.device)
         self.loss = build_loss(cfg.method, **loss_kwargs(cfg, self.data)).to(self.device)
+        if hasattr(self.loss, "check_data"):   # a loss holding a trained model (KD's teacher) fits the data
+            self.loss.check_data(self.data.num_classes, self.data.in_channels, self.data.input_size)
         self.tap = FeatureTap(self.model, self.loss.feature_layer) if self.loss.needs_features else None
         # global scope: neighbours from the batch gathered across ranks (a no-op in one process)
         self.gather = self.dist.enabled and cfg.knn_scope == "global"
+        if self.dist.enabled and not self.gather:   # local scope: neighbours from the rank's slice
+            check_knn_fits_batch(cfg.method, cfg.knn, cfg.batch_size // self.dist.world,
+                                 f"each rank's share of --batch-size ({cfg.batch_size} / {self.dist.world})")
         if self.gather and getattr(self.loss, "needs_inputs", False):
             raise ValueError(f"--knn-scope global gathers logits/features for batch-relational losses "
                              f"(posd, oskd); {cfg.method} reads the inputs: use --knn-scope local")
@@ -282,34 +292,58 @@ class Trainer:
         save_checkpoint(self.checkpoint(self.summary(), with_train_state=True), self.out / "state.pt")
 
     def restore(self) -> None:
+        """Load ``state.pt``. A run killed before its first state was saved (only config.json,
+        perhaps a log and best.pt) starts again from epoch 1: that is where it stands."""
         path = self.out / "state.pt"
         if not path.is_file():
-            raise FileNotFoundError(f"--resume: no state.pt in {self.out} to resume from")
+            if not (self.out / "config.json").is_file():
+                raise FileNotFoundError(f"--resume: no state.pt in {self.out} to resume from")
+            self._check_same_run(_saved_config(self.out / "config.json"), self.out / "config.json")
+            self._say(f"{self.out}: no state.pt yet (stopped before the end of epoch 1); starting at epoch 1")
+            return
         ckpt = load_checkpoint(path, map_location=self.device)
-        saved = TrainConfig.from_dict(ckpt["config"])
-        diff = {k for k, v in saved.to_dict().items()
-                if self.cfg.to_dict()[k] != v and k not in RESUMABLE_CHANGES}
+        ts = train_state_of(ckpt, path)
+        self._check_same_run(ckpt["config"], path)
+        load_weights(self.model, ckpt["state_dict"], path)
+        try:
+            self.optimizer.load_state_dict(ts["optimizer"])
+            self.scheduler.load_state_dict(ts["scheduler"])
+            self.loss.load_state_dict(ts["loss_state"])
+            torch.set_rng_state(ts["torch_rng"])
+            self.state = RunState.from_dict(ts["run"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise CheckpointError(f"{path}: the training state does not fit this run "
+                                  f"({type(e).__name__}: {first})") from None
+
+    def _check_same_run(self, saved: Any, where: Path) -> None:
+        """--resume continues only the same run: settings that change the result must match
+        (the folder itself may have moved: ``out`` is one of the changes allowed)."""
+        try:
+            saved_cfg = TrainConfig.from_dict(saved).to_dict()
+        except (TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{where}: the saved configuration is not readable ({e})") from None
+        mine = self.cfg.to_dict()
+        diff = sorted(k for k, v in saved_cfg.items() if mine[k] != v and k not in RESUMABLE_CHANGES)
         if diff:
             raise ValueError(f"--resume: the configuration differs from the saved run in "
-                             f"{', '.join(sorted(diff))}; resume with the same settings")
-        self.model.load_state_dict(ckpt["state_dict"])
-        ts = ckpt["train_state"]
-        self.optimizer.load_state_dict(ts["optimizer"])
-        self.scheduler.load_state_dict(ts["scheduler"])
-        self.loss.load_state_dict(ts["loss_state"])
-        torch.set_rng_state(ts["torch_rng"])
-        self.state = RunState.from_dict(ts["run"])
+                             f"{', '.join(diff)}; resume with the same settings")
 
     def prepare_out(self) -> None:
-        existing = [n for n in ("state.pt", "metrics.jsonl", "model.pt") if (self.out / n).exists()]
+        existing = [n for n in ("state.pt", "metrics.jsonl", "model.pt", "best.pt") if (self.out / n).exists()]
         if existing and not (self.cfg.resume or self.cfg.overwrite):
             raise RunExists(f"{self.out} already holds a run ({', '.join(existing)}); pass --resume "
                             "to continue it, --overwrite to replace it, or choose another --out")
+        if self.cfg.resume:                 # before anything is written: a refused resume changes nothing
+            self.restore()
         if self.dist.is_main:               # every file is written by rank 0 only
             self.out.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temporaries(self.out)
             if self.cfg.overwrite and not self.cfg.resume:
-                for n in ("state.pt", "metrics.jsonl", "metrics.json", "model.pt", "best.pt"):
+                for n in OUTPUTS:
                     (self.out / n).unlink(missing_ok=True)
+            if self.cfg.resume:             # the log holds exactly the epochs of the restored state
+                _write_lines(self.out / "metrics.jsonl", self.state.history)
             record = {"config": self.cfg.to_dict(), "resolved": self.resolved_info()}
             _write_json(self.out / "config.json", record)
         ddp.barrier(self.dist)
@@ -411,8 +445,6 @@ class Trainer:
     def fit(self) -> Dict[str, Any]:
         cfg = self.cfg
         self.prepare_out()
-        if cfg.resume:
-            self.restore()
         if self.state.epoch >= cfg.epochs:
             self._say(f"{self.out}: all {cfg.epochs} epochs already done")
             return self.finish()
@@ -421,9 +453,21 @@ class Trainer:
         try:
             with _deferred_sigint() as self._interrupted:
                 self._epochs(start)
+        except AbortNow:                     # the state in memory may be half-updated: not saved
+            ddp.shutdown(self.dist)
+            kept = "keeps the last saved state" if (self.out / "state.pt").is_file() else "was not written yet"
+            print(f"\nsecond Ctrl-C: stopped at once without saving; {self.out / 'state.pt'} {kept}. "
+                  "Continue with the same command plus --resume", file=sys.stderr)
+            raise
         except KeyboardInterrupt:
             self.state.elapsed = self._start_elapsed + time.perf_counter() - start
-            self.save_state()
+            try:
+                self.save_state()
+            except KeyboardInterrupt:        # pressed again while saving: the old state.pt stays whole
+                ddp.shutdown(self.dist)
+                print(f"\nstopped while saving; {self.out / 'state.pt'} keeps the last saved state",
+                      file=sys.stderr)
+                raise AbortNow from None
             ddp.shutdown(self.dist)
             print(f"\ninterrupted at epoch {self.state.epoch + 1}, step {self.state.step}; state saved "
                   f"to {self.out / 'state.pt'}. Continue with the same command plus --resume",
@@ -584,10 +628,20 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------------- helpers
+#: the files of a run (each written through atomic_write, except the appended metrics.jsonl)
+OUTPUTS = ("state.pt", "metrics.jsonl", "metrics.json", "model.pt", "best.pt")
+
+
+class AbortNow(KeyboardInterrupt):
+    """A second Ctrl-C: stop at once. It can land anywhere (between an optimiser update and the
+    position that counts it, or between a scheduler step and the epoch's end), so the state in
+    memory is not saved; ``state.pt`` keeps the last consistent one."""
+
+
 @contextlib.contextmanager
 def _deferred_sigint():
     """While training, the first Ctrl-C only sets a flag, so the step in flight finishes and the
-    saved state is consistent; a second Ctrl-C interrupts at once."""
+    saved state is consistent; a second Ctrl-C aborts at once without saving (:class:`AbortNow`)."""
     flag = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -595,7 +649,7 @@ def _deferred_sigint():
 
     def handler(signum, frame):
         if flag.is_set():
-            raise KeyboardInterrupt
+            raise AbortNow
         flag.set()
         print("\nCtrl-C: finishing the current step and saving a resumable state "
               "(press again to abort at once)", file=sys.stderr)
@@ -609,6 +663,26 @@ def _deferred_sigint():
 
 def _write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+
+
+def _write_lines(path: Path, records: List[Dict[str, Any]]) -> None:
+    atomic_write(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
+
+
+def _saved_config(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is unreadable ({type(e).__name__}); the run cannot be resumed: "
+                         "pass --overwrite to start it again") from None
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files of a process killed mid-write (atomic_write names them ``.NAME.*.tmp``);
+    only this run's writer makes them, and it is this process."""
+    for name in (*OUTPUTS, "config.json"):
+        for tmp in out.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def _bar(it, enabled: Optional[bool], desc: str, total: int, initial: int, leave: bool = True):

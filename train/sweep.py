@@ -28,8 +28,10 @@ from typing import List, Optional, Sequence
 
 from train.sweeps.grid import Grid, expand, parse_shard, shard
 from train.sweeps.presets import PRESETS
+from train.cli_checks import OneLineParser, check_int, check_output_dir, describe_os_error, fail
 
 MANIFEST = ".sweep"
+PROG = "python -m train.sweep"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     from train.losses import list_losses
     from train.models import list_models
 
-    p = argparse.ArgumentParser(prog="python -m train.sweep", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="python -m train.sweep", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_preset_help())
     p.add_argument("--out", metavar="DIR", default=None,
                    help="root folder of the sweep's runs (required, except for --report --from-csv)")
@@ -68,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--download", action="store_true", help="fetch torchvision datasets once before running")
     g.add_argument("--redo-broken", action="store_true",
                    help="rerun (--overwrite) folders whose results cannot be continued, instead of skipping them")
+    g.add_argument("--break-locks", action="store_true",
+                   help="take over run folders locked by another machine (a crashed or unplugged one: make "
+                        "sure nothing trains there); locks of live processes on this machine always hold")
     g.add_argument("--dry-run", action="store_true", help="list the jobs and the state of their folders")
     g = p.add_argument_group("report")
     g.add_argument("--report", action="store_true", help="aggregate OUT into tables and curves; trains nothing")
@@ -88,6 +93,17 @@ def _preset_help() -> str:
     for name, p in PRESETS.items():
         lines.append(f"  {name:8s} {p['table'] or '':9s} {p['about']}")
     return "\n".join(lines)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """The sweep's own flags (each run's flags are checked by `python -m train`'s rules)."""
+    check_int("--jobs", args.jobs, 1)
+    check_int("--seeds", args.seeds, 1)
+    check_int("--epochs", args.epochs, 1)
+    if not str(args.out).strip():
+        raise ValueError("--out is empty; give the sweep's folder")
+    if not args.dry_run:
+        check_output_dir(args.out, "--out")
 
 
 def grid_from_args(args: argparse.Namespace) -> Grid:
@@ -141,25 +157,30 @@ def report(args: argparse.Namespace) -> int:
 
     if args.from_csv:
         if not args.report_dir:
-            print("python -m train.sweep: error: --from-csv needs --report-dir", file=sys.stderr)
-            return 2
+            return fail(PROG, "--from-csv needs --report-dir")
+        report_dir = Path(args.report_dir)
         try:
-            res = write_report_from_csv(Path(args.from_csv), Path(args.report_dir), commands=args.command or (),
+            check_output_dir(report_dir, "--report-dir")
+            res = write_report_from_csv(Path(args.from_csv), report_dir, commands=args.command or (),
                                         title=args.title, regenerate=regenerate_commands(), note=args.note)
         except OSError as e:
-            print(f"python -m train.sweep: error: --from-csv: cannot read {args.from_csv} ({e.strerror})",
-                  file=sys.stderr)
-            return 2
+            return fail(PROG, f"--from-csv: cannot read {args.from_csv} ({e.strerror})"
+                        if e.filename == args.from_csv else describe_os_error(e))
         except (ValueError, KeyError) as e:
-            print(f"python -m train.sweep: error: --from-csv: {e}", file=sys.stderr)
-            return 2
+            return fail(PROG, f"--from-csv: {e}")
     else:
         out = Path(args.out)
         if not out.is_dir():
-            print(f"python -m train.sweep: error: no sweep folder {out}", file=sys.stderr)
-            return 2
-        res = write_report(out, Path(args.report_dir or out / "report"), commands=args.command or _commands(out),
-                           title=args.title, regenerate=regenerate_commands(), note=args.note)
+            return fail(PROG, f"no sweep folder {out}")
+        report_dir = Path(args.report_dir or out / "report")
+        try:
+            check_output_dir(report_dir, "--report-dir" if args.report_dir else "--out")
+            res = write_report(out, report_dir, commands=args.command or _commands(out), title=args.title,
+                               regenerate=regenerate_commands(), note=args.note)
+        except ValueError as e:
+            return fail(PROG, str(e))
+        except OSError as e:              # a full disk
+            return fail(PROG, describe_os_error(e))
     print(f"{res['runs']} runs{' (as recorded in the CSV)' if args.from_csv else ' folders'}, "
           f"{res['finished']} finished, {res['settings']} settings -> "
           f"{res['markdown']}, {res['csv']}, {res['latex']}, {len(res['curves'])} curve PNGs")
@@ -200,15 +221,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.report:
         return report(args)
     try:
-        if args.jobs < 1:
-            raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+        _check_args(args)
         jobs = expand(grid_from_args(args))
         if args.shard:
             jobs = shard(jobs, *parse_shard(args.shard))
-        planned = runner.plan(jobs, Path(args.out), redo_broken=args.redo_broken)
+        planned = runner.plan(jobs, Path(args.out), redo_broken=args.redo_broken,
+                              break_locks=args.break_locks)
     except ValueError as e:
-        print(f"python -m train.sweep: error: {e}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(e))
     counts = {}
     for p in planned:
         counts[p.status] = counts.get(p.status, 0) + 1
@@ -222,10 +242,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     todo = [p for p in planned if p.runnable]
     if not todo:
         return 0
-    _record_command(Path(args.out), argv)
-    if args.download:
-        _prefetch(todo)
-    result = runner.run_all(todo, jobs=args.jobs, gpus=args.gpus or ())
+    try:
+        _record_command(Path(args.out), argv)
+        if args.download:
+            _prefetch(todo)
+        result = runner.run_all(todo, jobs=args.jobs, gpus=args.gpus or ())
+    except OSError as e:              # the sweep's own files: a full disk, a read-only folder
+        return fail(PROG, describe_os_error(e))
+    except ValueError as e:           # --download: a dataset that cannot be fetched
+        return fail(PROG, str(e))
     print(f"sweep: {result['ok']} finished, {result['failed']} failed, {result['interrupted']} interrupted, "
           f"{result['skipped']} taken by another process; "
           f"report: python -m train.sweep --out {args.out} --report")

@@ -37,6 +37,9 @@ class DataSplits:
     scale: Optional[GroundScale] = None   # ground a training image covers, when known
 
     def __post_init__(self) -> None:
+        if len(self.class_names) < 2:   # a classifier of one class is always right and learns nothing
+            raise DataError(f"{self.name} has {len(self.class_names)} class(es) "
+                            f"({', '.join(map(str, self.class_names)) or 'none'}); a classifier needs at least 2")
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
             if x.dtype != torch.uint8 or x.ndim != 4:
                 raise DataError(f"{self.name} {split} images must be uint8 NCHW, got {x.dtype} {tuple(x.shape)}")

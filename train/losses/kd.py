@@ -52,6 +52,20 @@ class KDLoss(nn.Module):
         self.num_classes = int(num_classes)
         self.temperature, self.alpha = float(temperature), float(alpha)
 
+    def check_data(self, num_classes: int, in_channels: int, input_size) -> None:
+        """The teacher sees the student's batches unchanged: it must have been trained on data of
+        the same classes, channels and size (else a shape error in the first step)."""
+        info = getattr(self, "teacher_data", None)
+        if info is None:
+            return
+        have = {"classes": int(num_classes), "input channels": int(in_channels),
+                "input size": [int(v) for v in input_size]}
+        for what, value in have.items():
+            if info[what] != value:
+                raise ValueError(f"KD teacher {info['source']} was trained with {what} {info[what]}, but "
+                                 f"this run's data has {value}; use a teacher trained on the same data "
+                                 "and --input-size")
+
     def train(self, mode: bool = True) -> "KDLoss":
         """The loop calls ``loss.train()``; the teacher must stay in eval mode regardless."""
         super().train(mode)
@@ -85,4 +99,8 @@ class KDLoss(nn.Module):
 def kd(teacher: str, temperature: float = 4.0, alpha: float = 0.9) -> nn.Module:
     """``teacher``: path of an edge-students checkpoint (a clear CheckpointError otherwise)."""
     model, ckpt = load_model(teacher)
-    return KDLoss(model, int(ckpt["num_classes"]), temperature=temperature, alpha=alpha)
+    loss = KDLoss(model, int(ckpt["num_classes"]), temperature=temperature, alpha=alpha)
+    loss.teacher_data = {"source": str(teacher), "classes": int(ckpt["num_classes"]),
+                         "input channels": int(ckpt["in_channels"]),
+                         "input size": [int(v) for v in ckpt["input_size"]]}
+    return loss

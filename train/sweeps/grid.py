@@ -80,10 +80,19 @@ def _job(grid: Grid, dataset, model, batch, method, knn, lam, seed) -> Job:
     if grid.epochs is not None:
         argv += ["--epochs", str(grid.epochs)]
     if method == "kd" and grid.teacher:
-        argv += ["--teacher", grid.teacher.format(dataset=dataset, model=model, seed=seed)]
+        argv += ["--teacher", teacher_path(grid.teacher, dataset, model, seed)]
     argv += list(grid.train_args)
     resolved_batch = batch if batch is not None else _preset_batch(model, grid.train_args)
     return Job(setting_name(dataset, model, resolved_batch, method, knn, lam), seed, tuple(argv))
+
+
+def teacher_path(template: str, dataset: str, model: str, seed: int) -> str:
+    """``--teacher`` with its fields filled in; any other ``{...}`` is a ValueError naming it."""
+    try:
+        return template.format(dataset=dataset, model=model, seed=seed)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"--teacher {template!r} may use only {{dataset}}, {{model}} and {{seed}} "
+                         f"(write {{{{ and }}}} for literal braces): {e}") from None
 
 
 def _preset_batch(model: str, train_args: Sequence[str]) -> int:

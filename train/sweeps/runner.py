@@ -2,13 +2,20 @@
 
 A folder is *done* when ``metrics.json`` says ``epochs_done >= epochs``; *resume* when it holds a
 ``state.pt`` (interrupted, or asked for more epochs); *broken* when it holds results that cannot be
-continued (unreadable JSON, a log without a state); *conflict* when its saved configuration differs
-from the job's in a setting that changes the result; *running* while another live process holds its
-lock. Broken, conflicting and running folders are reported and skipped, never fatal.
+continued (unreadable JSON, a final model without a state); *conflict* when its saved configuration
+differs from the job's in a setting that changes the result; *running* while another live process
+holds its lock. Broken, conflicting and running folders are reported and skipped, never fatal.
+
+The lock (``.sweep.lock``, JSON) names the host and the process that trains the folder: the
+sweep itself for in-process runs, the trainer subprocess otherwise (handed over once it starts),
+so a sweep killed with its trainers still running leaves locks that keep a rerun out until those
+trainers end. A lock of a dead process on this host is stale and taken over; a lock of another
+host cannot be checked from here and holds until ``--break-locks``.
 """
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import socket
@@ -22,6 +29,7 @@ from pathlib import Path
 from queue import Queue
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from edge.sidecar import atomic_write
 from train.config import RESUMABLE_CHANGES, TrainConfig
 from train.sweeps.grid import Job
 
@@ -35,6 +43,7 @@ class Planned:
     out: Path
     status: str          # new | done | resume | broken | conflict | running
     detail: str = ""
+    break_lock: bool = False   # another host's lock is overridden (--break-locks)
 
     @property
     def runnable(self) -> bool:
@@ -45,16 +54,23 @@ def resolve_config(job: Job, out: Path) -> TrainConfig:
     """The TrainConfig `python -m train` will build for this job (same parser, same presets)."""
     from train.cli import build_parser, config_from_args
 
+    said = io.StringIO()
     try:
-        args = build_parser().parse_args(list(job.argv) + ["--out", str(out)])
+        with contextlib.redirect_stderr(said):      # the parser's one error line goes in the message
+            args = build_parser().parse_args(list(job.argv) + ["--out", str(out)])
     except SystemExit:
-        raise ValueError(f"{job.name}: `python -m train` rejects {' '.join(job.argv)}") from None
+        why = said.getvalue().strip().splitlines()
+        raise ValueError(f"{job.name}: `python -m train` rejects {' '.join(job.argv)}"
+                         + (f" ({why[-1].split('error: ', 1)[-1]})" if why else "")) from None
     return config_from_args(args)
 
 
-def folder_status(out: Path, cfg: TrainConfig, check_lock: bool = True) -> Tuple[str, str]:
-    if check_lock and _lock_holder(out) is not None:
-        return "running", f"locked by {_lock_holder(out)}"
+def folder_status(out: Path, cfg: TrainConfig, check_lock: bool = True,
+                  break_locks: bool = False) -> Tuple[str, str]:
+    holder = _lock_holder(out, break_locks) if check_lock else None
+    if holder is not None:
+        return "running", f"locked by {holder}" + ("" if break_locks or holder.startswith(_HOST + ":")
+                                                   else "; --break-locks if nothing runs there")
     if (out / "metrics.json").is_file():
         try:
             summary = json.loads((out / "metrics.json").read_text())
@@ -68,9 +84,11 @@ def folder_status(out: Path, cfg: TrainConfig, check_lock: bool = True) -> Tuple
         return "broken", f"metrics.json has {done} epochs and there is no state.pt to continue"
     if (out / "state.pt").is_file():
         return _check_config(out, cfg, "resume", "interrupted")
-    leftovers = [n for n in ("metrics.jsonl", "model.pt") if (out / n).exists()]
-    if leftovers:
-        return "broken", f"{', '.join(leftovers)} without state.pt (killed before its first epoch ended?)"
+    if (out / "model.pt").exists():
+        return "broken", "model.pt without state.pt or metrics.json"
+    leftovers = [n for n in ("metrics.jsonl", "best.pt") if (out / n).exists()]
+    if leftovers:                       # killed before its first state.pt: --resume starts at epoch 1
+        return _check_config(out, cfg, "resume", f"{', '.join(leftovers)} but no state.pt yet; from epoch 1")
     return "new", ""
 
 
@@ -87,14 +105,15 @@ def _check_config(out: Path, cfg: TrainConfig, status: str, detail: str) -> Tupl
     return status, detail
 
 
-def plan(jobs: Sequence[Job], root: Path, redo_broken: bool = False) -> List[Planned]:
+def plan(jobs: Sequence[Job], root: Path, redo_broken: bool = False,
+         break_locks: bool = False) -> List[Planned]:
     out = []
     for job in jobs:
         path = job.out(root)
-        status, detail = folder_status(path, resolve_config(job, path))
+        status, detail = folder_status(path, resolve_config(job, path), break_locks=break_locks)
         if status == "broken" and redo_broken:
             status, detail = "new", f"redo ({detail})"
-        out.append(Planned(job, path, status, detail))
+        out.append(Planned(job, path, status, detail, break_lock=break_locks))
     return out
 
 
@@ -108,41 +127,82 @@ def train_argv(p: Planned) -> List[str]:
 
 
 # ---------------------------------------------------------------------------------- locks
-def _lock_holder(out: Path) -> Optional[str]:
-    """Who holds the folder's lock, or None (a lock left by a dead process on this host is stale)."""
+_HOST = socket.gethostname()
+
+
+def _lock_holder(out: Path, break_foreign: bool = False) -> Optional[str]:
+    """Who holds the folder's lock, or None: no lock, a stale one (its process on this host is
+    gone, or its PID now belongs to a later process), or another host's with ``break_foreign``."""
     path = out / LOCK
     try:
         info = json.loads(path.read_text())
+        host, pid = info.get("host"), int(info.get("pid", -1))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
-        return "unknown (unreadable lock)"
-    if info.get("host") == socket.gethostname() and not _alive(int(info.get("pid", -1))):
-        return None
-    return f"{info.get('host')}:{info.get('pid')}"
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None if break_foreign else "unknown (unreadable lock)"
+    if host == _HOST:
+        return f"{host}:{pid}" if _alive(pid, info.get("started")) else None
+    return None if break_foreign else f"{host}:{pid}"
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, started: Optional[float] = None) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return pid > 0
+        pass
+    state, now = _proc_stat(pid)
+    if state == "Z":                  # exited, not yet reaped (an orphan under a lazy init)
+        return False
+    return started is None or now is None or now == started
+
+
+def _proc_stat(pid: int) -> Tuple[Optional[str], Optional[int]]:
+    """(state, start time) of a process from /proc/PID/stat (Linux; fields 3 and 22, the start in
+    clock ticks since boot): the start time tells a live lock holder from a later process that
+    got its PID. (None, None) where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        return fields[0], int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None, None
+
+
+def _start_time(pid: int) -> Optional[int]:
+    return _proc_stat(pid)[1]
+
+
+def _lock_record(pid: int) -> bytes:
+    return json.dumps({"host": _HOST, "pid": pid, "started": _start_time(pid), "sweep_pid": os.getpid(),
+                       "since": time.time()}).encode()
+
+
+class Lock:
+    """A taken folder lock; :meth:`hand_to` names the trainer process that now holds it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def hand_to(self, pid: int) -> None:
+        atomic_write(self.path, lambda f: f.write(_lock_record(pid)))   # the lock never disappears
 
 
 @contextlib.contextmanager
-def locked(out: Path):
+def locked(out: Path, break_foreign: bool = False):
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK
-    if path.exists() and _lock_holder(out) is None:
-        path.unlink(missing_ok=True)                 # stale
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)   # raises FileExistsError if taken
-    with os.fdopen(fd, "w") as f:
-        json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, f)
+    if path.exists() and _lock_holder(out, break_foreign) is None:
+        path.unlink(missing_ok=True)                 # stale, or overridden with --break-locks
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)   # raises FileExistsError if taken
+    with os.fdopen(fd, "wb") as f:
+        f.write(_lock_record(os.getpid()))
     try:
-        yield
+        yield Lock(path)
     finally:
         path.unlink(missing_ok=True)
 
@@ -164,19 +224,33 @@ def run_inprocess(p: Planned) -> int:
     """One job through ``train.cli.main`` in this process, its output in the run's train.log."""
     from train.cli import main as train_main
 
-    with locked(p.out):
+    with locked(p.out, p.break_lock):
         _still_needed(p)
         with open(p.out / LOG, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             return train_main(train_argv(p))
 
 
 def run_subprocess(p: Planned, env: Dict[str, str]) -> int:
-    with locked(p.out):
+    with locked(p.out, p.break_lock) as lock:
         _still_needed(p)
         with open(p.out / LOG, "a") as log:
-            proc = subprocess.run([sys.executable, "-m", "train", *train_argv(p)], stdout=log,
-                                  stderr=subprocess.STDOUT, env=env)
-            return proc.returncode
+            proc = subprocess.Popen([sys.executable, "-m", "train", *train_argv(p)], stdout=log,
+                                    stderr=subprocess.STDOUT, env=env)
+            try:
+                lock.hand_to(proc.pid)      # if this sweep dies, the lock still names a live trainer
+                return proc.wait()
+            except BaseException:
+                _stop(proc)
+                raise
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """Ctrl-C reached the trainer too (same terminal): give it time to save, then kill it."""
+    try:
+        proc.wait(timeout=grace_s)
+    except BaseException:
+        proc.kill()
+        proc.wait()
 
 
 def run_all(todo: Sequence[Planned], jobs: int = 1, gpus: Sequence[str] = (),

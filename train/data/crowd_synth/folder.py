@@ -121,8 +121,11 @@ def _run_worker_processes(root: Path, version: int, seed: int, tasks, workers: i
             p.kill()
         raise
     bad = [(code, err) for code, err in failed if code != 0]
-    if bad:
-        raise RuntimeError(f"crowd_synth worker failed (exit {bad[0][0]}): {bad[0][1].strip()[-2000:]}")
+    if bad:   # the worker's last line says why (e.g. "OSError: ... No space left on device")
+        from train.data import DataError
+
+        why = (bad[0][1].strip().splitlines() or [f"exit code {bad[0][0]}"])[-1]
+        raise DataError(f"crowd_synth: generating images into {root} failed: {why}")
 
 
 def _worker_main() -> None:

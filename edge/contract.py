@@ -1,4 +1,4 @@
-"""The I/O contract shared by train/, export/ and edge/ (DESIGN.md, contracts 2-4).
+"""The I/O contract shared by train/, export/ and edge/ (docs/design.md, contracts 2-5).
 
 This module is the single place that names the ONNX tensors, the metadata keys and the
 preprocessing recipe. It lives in ``edge/`` because ``edge/`` may import nothing from the other

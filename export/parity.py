@@ -20,7 +20,7 @@ from edge.preprocess import decode_rgb
 
 #: (max |delta logits|, min top-1 agreement) per precision, against fp32 ONNX Runtime
 TOLERANCES = {
-    "fp32": (1e-4, 1.0),          # ONNX Runtime CPU vs PyTorch (the gate)
+    "fp32": (1e-4, 1.0),          # ONNX Runtime CPU vs PyTorch (the export gate)
     "fp16": (5e-2, 0.99),         # fp16 weights/compute, fp32 I/O
     "int8": (float("inf"), 0.98),  # Q/DQ: agreement is the gate, |delta| is reported
     "trt_fp32": (1e-3, 1.0),      # TensorRT kernels reorder sums; TF32 is switched off

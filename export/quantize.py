@@ -27,7 +27,7 @@ from export.parity import TOLERANCES, accuracy, ort_run
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_CALIB_SIZE = 512
-MAX_DROP_POINTS = 1.0        # the bound on a trained model: accuracy drop <= 1 point
+MAX_DROP_POINTS = 1.0        # a trained model may lose at most 1 accuracy point to INT8
 MIN_AGREEMENT = TOLERANCES["int8"][1]
 
 

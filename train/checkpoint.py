@@ -1,4 +1,4 @@
-"""Self-describing, versioned checkpoints (DESIGN.md, contract 1), written and read here only.
+"""Self-describing, versioned checkpoints (docs/design.md, contract 1), written and read here only.
 
 A checkpoint is a plain dict of strings, numbers, lists, dicts and tensors, so it loads with
 ``torch.load(..., weights_only=True)``; nothing in it needs arbitrary unpickling, and a file that

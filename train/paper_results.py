@@ -1,5 +1,5 @@
 """The POSD paper's published accuracies (mean ± std over 5 runs of the max test accuracy, in %),
-typed from Tables 1-13 of ``shared/seeds/002_86ed291457b1fb14.txt``. These are the only
+typed from Tables 1-13 of the POSD paper (its full text, as published). These are the only
 hand-typed numbers of the reports; each carries its table.
 
 Keys: dataset, model, batch_size, method, knn (None: the paper does not say), lam (None: the

@@ -1,4 +1,4 @@
-"""Helpers shared by the distillation losses (STYLE.md rule 5: targets that teach are detached)."""
+"""Helpers shared by the distillation losses (targets that teach are detached, so no gradient flows into them)."""
 from __future__ import annotations
 
 import torch

@@ -11,7 +11,7 @@ and the loss is ``J = J_CE - lam * V_IN`` (eq. 12). ``qmi=True`` uses the full o
 ``V_IN + V_ALL - 2 V_BTW`` (eqs. 7-10) with group size ``k_p = k + 1`` and ``P(c_p) = k_p / N``,
 so the paper's V_IN approximation can be measured.
 
-Design decisions (DESIGN.md, "The method, as this project reads the papers"):
+Design decisions (docs/design.md, "The method, as this project reads the papers"):
 
 - Kernel sign: eq. (11) prints ``K_P = ||y_i - y_j||^d``. That is a *dissimilarity*; maximising a
   potential built from it would push neighbours apart, the opposite of what the paper says the

@@ -163,7 +163,7 @@ def _fcn_accuracy(splits, epochs: int) -> float:
 
 @pytest.mark.slow
 def test_not_separable_by_global_statistics(tmp_path):
-    """Measured (generator v2, seed 0): here (300/class, 129 test/class) stats logreg 0.56,
+    """Generator v2. Measured (seed 0): here (300/class, 129 test/class) stats logreg 0.56,
     crowd_fcn 0.74 after 12 epochs. On 1000/class (429 test/class): stats logreg 0.57 (gradient
     boosting on the same features 0.58-0.61), crowd_fcn 0.93 after 15 epochs with this
     per-image standardisation, 0.91 after 30 epochs with dataset mean/std as train/ uses."""
@@ -171,13 +171,28 @@ def test_not_separable_by_global_statistics(tmp_path):
 
     torch.set_num_threads(1)
     root = cs.ensure_crowd_synth(300, seed=0, cache_dir=tmp_path, workers=os.cpu_count(),
-                                 progress=False)
+                                 progress=False, version=2)
     splits = folder_dataset(root, 128, name="crowd_synth")
     stats_acc = _stats_accuracy(splits)
     fcn_acc = _fcn_accuracy(splits, epochs=FCN_EPOCHS)
     print(f"stats logreg {stats_acc:.3f}  crowd_fcn {fcn_acc:.3f}")
     assert stats_acc <= STATS_MAX
     assert fcn_acc >= stats_acc + FCN_MARGIN
+
+
+@pytest.mark.slow
+def test_v3_not_separable_by_global_statistics(tmp_path):
+    """v3 draws places, light, hard negatives and artefacts alike for both classes, so global
+    statistics stay weak (measured, 300/class: 0.64). That a crowd_fcn does separate v3 scenes
+    is shown on the shipped model's own test split in tests/test_builtin_model.py; v3 needs far
+    more than the 12 epochs on 300 images per class that v2 needs, too long for this suite."""
+    from train.data.builtin import folder_dataset
+
+    root = cs.ensure_crowd_synth(150, seed=0, cache_dir=tmp_path, workers=os.cpu_count(),
+                                 progress=False)
+    stats_acc = _stats_accuracy(folder_dataset(root, 128, name="crowd_synth"))
+    print(f"stats logreg {stats_acc:.3f}")
+    assert stats_acc <= STATS_MAX
 
 
 FCN_EPOCHS = 12

@@ -187,7 +187,11 @@ def _check_preprocess(recipe: Mapping[str, Any], size, channels: int, bad) -> No
 
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], where="checkpoint") -> None:
     """``model.load_state_dict`` after naming, in one line, the first name or shape that does
-    not fit the architecture (PyTorch's own error lists every tensor over many lines)."""
+    not fit the architecture (PyTorch's own error lists every tensor over many lines). A model
+    that renamed its layers translates the old names first (``upgrade_state_dict``)."""
+    upgrade = getattr(model, "upgrade_state_dict", None)
+    if upgrade is not None:
+        state_dict = upgrade(dict(state_dict))
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]

@@ -80,6 +80,12 @@ class LightweightCNN(nn.Module):
         self.head_name = f"fc{self.n_fc}"
         self.register_load_state_dict_pre_hook(partial(_load_hook, legacy_keys(self.n_fc)))
 
+    def upgrade_state_dict(self, state_dict: MutableMapping) -> MutableMapping:
+        """``state_dict`` with the previous layer names (``features.0``, ``hidden.1``,
+        ``classifier``) renamed to today's, as loading does."""
+        rename_legacy_keys(state_dict, legacy_keys(self.n_fc))
+        return state_dict
+
     def forward(self, x):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2).flatten(1)

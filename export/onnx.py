@@ -161,15 +161,18 @@ def _builtin_data(name: str, cfg: Dict[str, Any]):
     if name != "crowd_synth":
         return build_dataset(name, root=None, download=False, input_size=size)
     from train.data.builtin import folder_dataset
-    from train.data.crowd_synth import PAPER_TRAIN_PER_CLASS, cache_folder, is_complete
+    from train.data.crowd_synth import PAPER_TRAIN_PER_CLASS, VERSIONS, cache_folder, is_complete
 
     per_class, seed = cfg.get("synth_size") or PAPER_TRAIN_PER_CLASS, cfg.get("synth_seed") or 0
+    version = cfg.get("synth_version", 2)            # runs from before v3 did not record it
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (per_class, seed)):
         raise ValueError(f"crowd_synth size/seed {per_class!r}/{seed!r} are not ints")
-    folder = cache_folder(per_class, seed)
-    if not is_complete(folder, per_class, seed):   # generating it is training's job, not export's
-        raise FileNotFoundError(f"crowd_synth (seed {seed}, {per_class}/class) is not generated "
-                                f"at {folder}; pass --check-data DIR")
+    if version not in VERSIONS:
+        raise ValueError(f"crowd_synth version {version!r} in the checkpoint is not one of {VERSIONS}")
+    folder = cache_folder(per_class, seed, version=version)
+    if not is_complete(folder, per_class, seed, version):   # generating it is training's job
+        raise FileNotFoundError(f"crowd_synth v{version} (seed {seed}, {per_class}/class) is not "
+                                f"generated at {folder}; pass --check-data DIR")
     # crowd_synth's own default size (train/data/builtin.py) when the run did not set one
     return folder_dataset(folder, int(size or 128), augment="aerial", name="crowd_synth")
 

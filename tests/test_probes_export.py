@@ -425,7 +425,7 @@ def test_builtin_crowd_synth_is_read_from_its_default_place(tmp_path, capsys):
                             rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
     (root / MARKER).write_text(json.dumps({"generator_version": GENERATOR_VERSION, "seed": 7,
                                            "train_per_class": 2}))
-    path = make_ckpt(tmp_path / "m.pt", config={"dataset": "crowd_synth", "synth_size": 2,
+    path = make_ckpt(tmp_path / "m.pt", config={"dataset": "crowd_synth", "synth_size": 2, "synth_version": GENERATOR_VERSION,
                                                  "synth_seed": 7, "input_size": 32})
     assert export_onnx_cli.main([str(path), "--out", str(tmp_path / "m.onnx"), "--check-size", "4"]) == 0
     out = capsys.readouterr().out

@@ -25,6 +25,7 @@ FLAG_METHODS = ("ce", "posd", "oskd")
 
 def build_parser(prog: str = "python -m train", preset: Optional[str] = None) -> argparse.ArgumentParser:
     from train.data import list_datasets
+    from train.data.augment import POLICIES, SMALL_IMAGE_SIDE
     from train.losses import list_losses
     from train.models import list_models
 
@@ -45,6 +46,12 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
     g.add_argument("--synth-seed", type=int, default=None, help="crowd_synth generator seed")
     g.add_argument("--input-size", type=int, default=None, metavar="PX",
                    help="resize image-folder data to PX x PX (default: the model's)")
+    g.add_argument("--augment", choices=POLICIES, default=None,
+                   help="training augmentation (docs/augmentation.md). Default: the dataset's "
+                        "(cifar10, cifar100, tiny_imagenet: crop-flip; svhn, digits: crop; "
+                        "fashion_mnist: none; crowd_synth: aerial); for --data DIR, crop-flip when "
+                        f"the training images' median shorter side is <= {SMALL_IMAGE_SIDE} px, else "
+                        "aerial. config.json records the value used")
 
     g = p.add_argument_group("model and method")
     g.add_argument("--model", choices=list_models(), default=None, help=f"architecture (default: {d.model})")

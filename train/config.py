@@ -20,6 +20,7 @@ class TrainConfig:
     synth_size: Optional[int] = None      # crowd_synth training images per class (paper: 7000)
     synth_seed: int = 0
     input_size: Optional[int] = None      # resize image folders to this square size
+    augment: Optional[str] = None         # None: the dataset's default (train/data/augment.py)
     # model and method
     model: str = "crowd_fcn"
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)

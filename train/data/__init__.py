@@ -34,6 +34,7 @@ class DataSplits:
     preprocess: Preprocess
     augment: str            # a key of train.data.augment.AUGMENTATIONS
     source: str = ""        # where the data came from, for the config record
+    augment_reason: str = ""   # why this augmentation, when it was chosen from the data
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):

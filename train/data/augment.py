@@ -1,5 +1,16 @@
 """Batched augmentation and normalisation on the training device (no per-sample Python work).
 
+The policies (``--augment``; ``docs/augmentation.md`` lists their operations and ranges):
+
+- ``none``;
+- ``crop``: a random crop of the image zero-padded by 2 px (digits: a flipped digit is another
+  digit);
+- ``crop-flip``: a crop with 4 px of padding and a horizontal flip (the CIFAR recipe; ``cifar``
+  is an older name of it);
+- ``flip``: a horizontal flip (upright photos too large for the 4 px crop to matter);
+- ``aerial``: flips of either axis and a 90-degree turn (square images): seen from above, each
+  is another valid view.
+
 Every random draw comes from an explicit ``torch.Generator`` so a step's augmentation is a
 function of (seed, epoch, step): this is what makes ``--resume`` bit-exact. A batch's draws are a
 :class:`Plan`; :func:`apply` carries it out with PyTorch ops on any device, and on CPU
@@ -9,12 +20,35 @@ same tensor bit for bit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from train import native
+
+#: the policies, as ``--augment`` offers them
+POLICIES = ("none", "crop", "crop-flip", "flip", "aerial")
+ALIASES = {"cifar": "crop-flip"}   # older name, still accepted
+
+#: An image folder (``--data DIR``) whose training images have a median shorter side of at most
+#: this many pixels is taken to hold small natural images (CIFAR, Tiny-ImageNet, thumbnails):
+#: ``crop-flip``. Larger frames are taken to be aerial views, the toolkit's use: ``aerial``.
+SMALL_IMAGE_SIDE = 64
+
+
+def folder_default(sizes: Iterable[Tuple[int, int]]) -> Tuple[str, str]:
+    """The default policy of an image folder from its training images' original (H, W) sizes,
+    and the reason, for the run's record."""
+    sides = sorted(min(int(h), int(w)) for h, w in sizes)
+    if not sides:
+        raise ValueError("folder_default needs the size of at least one image")
+    median = sides[len(sides) // 2]
+    if median <= SMALL_IMAGE_SIDE:
+        return "crop-flip", (f"folder default: median shorter side {median} px <= {SMALL_IMAGE_SIDE}, "
+                             f"small natural images")
+    return "aerial", (f"folder default: median shorter side {median} px > {SMALL_IMAGE_SIDE}, taken "
+                      f"as aerial frames (--augment flip for upright photos)")
 
 
 @dataclass
@@ -45,19 +79,22 @@ def _draw_flip(b: int, gen: torch.Generator) -> torch.Tensor:
 def draw(policy: str, shape: Sequence[int], gen: torch.Generator) -> Plan:
     """The random draws of augmentation ``policy`` for a batch of ``shape`` [B, C, H, W]."""
     b, _, h, w = shape
+    policy = ALIASES.get(policy, policy)
     plan = Plan()
-    if policy == "cifar":          # random crop (pad 4) + horizontal flip
+    if policy == "crop-flip":      # random crop (pad 4) + horizontal flip
         _draw_crop(plan, b, 4, gen)
         plan.flip_w = _draw_flip(b, gen)
     elif policy == "crop":         # digits, SVHN: a flipped digit is another digit
         _draw_crop(plan, b, 2, gen)
+    elif policy == "flip":
+        plan.flip_w = _draw_flip(b, gen)
     elif policy == "aerial":       # seen from above: any flip or 90-degree turn is another valid view
         plan.flip_w = _draw_flip(b, gen)
         plan.flip_h = _draw_flip(b, gen)
         if h == w:
             plan.turn = _draw_flip(b, gen)
     elif policy != "none":
-        raise ValueError(f"unknown augmentation {policy!r}; valid: {', '.join(sorted(AUGMENTATIONS))}")
+        raise ValueError(f"unknown augmentation {policy!r}; valid: {', '.join(POLICIES)}")
     return plan
 
 
@@ -117,7 +154,7 @@ def _policy(name: str) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor
 
 
 AUGMENTATIONS: Dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
-    name: _policy(name) for name in ("cifar", "crop", "aerial", "none")
+    name: _policy(name) for name in POLICIES + tuple(ALIASES)
 }
 
 

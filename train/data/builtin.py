@@ -90,14 +90,14 @@ def _splits(name, path, train_x, train_y, test_x, test_y, classes, augment) -> D
 def cifar10(root=None, download=False, **_):
     path, (tr, te) = _torchvision("CIFAR10", "cifar10", root, download, lambda s: {"train": s == "train"})
     return _splits("cifar10", path, _hwc_to_nchw(tr.data), _targets(tr), _hwc_to_nchw(te.data),
-                   _targets(te), tr.classes, "cifar")
+                   _targets(te), tr.classes, "crop-flip")
 
 
 @register_dataset("cifar100")
 def cifar100(root=None, download=False, **_):
     path, (tr, te) = _torchvision("CIFAR100", "cifar100", root, download, lambda s: {"train": s == "train"})
     return _splits("cifar100", path, _hwc_to_nchw(tr.data), _targets(tr), _hwc_to_nchw(te.data),
-                   _targets(te), tr.classes, "cifar")
+                   _targets(te), tr.classes, "crop-flip")
 
 
 @register_dataset("svhn")
@@ -130,7 +130,7 @@ def tiny_imagenet(root=None, **_):
     classes = list_classes(path / "train")
     train_x, train_y = _tiny_train(path, classes, pre)
     test_x, test_y = _tiny_val(path, classes, pre)
-    return DataSplits("tiny_imagenet", train_x, train_y, test_x, test_y, classes, pre, "cifar", str(path))
+    return DataSplits("tiny_imagenet", train_x, train_y, test_x, test_y, classes, pre, "crop-flip", str(path))
 
 
 def _tiny_train(path: Path, classes: Sequence[str], pre: Preprocess):
@@ -199,9 +199,10 @@ def crowd_synth(root=None, synth_size: Optional[int] = None, synth_seed: int = 0
     return folder_dataset(folder, size, augment="aerial", name="crowd_synth")
 
 
-def folder_dataset(root, size: int, augment: str = "aerial", name: Optional[str] = None,
+def folder_dataset(root, size: int, augment: Optional[str] = None, name: Optional[str] = None,
                    channels: int = 3) -> DataSplits:
-    """An image folder at ``size`` x ``size``; mean/std measured on its training split."""
+    """An image folder at ``size`` x ``size``; mean/std measured on its training split;
+    ``augment`` None: chosen from the images (:func:`train.data.augment.folder_default`)."""
     order = "GRAY" if channels == 1 else "RGB"
     probe = Preprocess(size=(size, size), mean=(0.0,) * channels, std=(1.0,) * channels,
                        channel_order=order)

@@ -39,7 +39,7 @@ def _folder(root, sizes, n=2):
 
 # ------------------------------------------------------------------ the policies
 def test_every_policy_is_offered_and_the_old_name_is_an_alias():
-    assert set(POLICIES) == {"none", "crop", "crop-flip", "flip", "aerial"}
+    assert set(POLICIES) == {"none", "crop", "crop-flip", "flip", "aerial", "aerial-robust"}
     assert set(AUGMENTATIONS) == set(POLICIES) | {"cifar"}
     x = torch.randint(0, 256, (16, 3, 12, 12), dtype=torch.uint8)
     a = AUGMENTATIONS["crop-flip"](x, torch.Generator().manual_seed(4))
@@ -54,7 +54,7 @@ def test_flip_mirrors_the_width_of_about_half_and_nothing_else():
     flipped = (out == x.flip(3)).flatten(1).all(1) & ~(out == x).flatten(1).all(1)
     assert 150 < int(flipped.sum()) < 250
     plan = draw("flip", x.shape, torch.Generator())
-    assert plan.oy is None and plan.flip_h is None and plan.turn is None
+    assert plan.oy is None and plan.flip_h is None and plan.turn is None and plan.robust is None
 
 
 def test_an_unknown_policy_names_the_valid_ones():
@@ -95,7 +95,7 @@ def test_digits_default_is_crop(digits):
 
 def test_crowd_synth_default():
     data = build_dataset("crowd_synth", synth_size=4)
-    assert data.augment == "aerial"
+    assert data.augment == "aerial-robust"
 
 
 def test_tiny_imagenet_default(tmp_path):

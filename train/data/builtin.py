@@ -189,14 +189,16 @@ def digits(input_size: Optional[int] = None, **_):
 @register_dataset("crowd_synth")
 def crowd_synth(root=None, synth_size: Optional[int] = None, synth_seed: int = 0,
                 input_size: Optional[int] = None, **_):
-    """The built-in Crowd-drone-like aerial scenes (see :mod:`train.data.crowd_synth`)."""
+    """The built-in Crowd-drone-like aerial scenes (see :mod:`train.data.crowd_synth`), trained
+    with ``aerial-robust``: the robustness augmentation is what lets a model trained on rendered
+    scenes hold up on real footage (docs/augmentation.md)."""
     from train.data.crowd_synth import PAPER_TRAIN_PER_CLASS, ensure_crowd_synth
 
     per_class = int(synth_size or PAPER_TRAIN_PER_CLASS)
     folder = ensure_crowd_synth(per_class, seed=synth_seed,
                                 cache_dir=Path(root) if root else None)
     size = int(input_size or 128)
-    return folder_dataset(folder, size, augment="aerial", name="crowd_synth")
+    return folder_dataset(folder, size, augment="aerial-robust", name="crowd_synth")
 
 
 def folder_dataset(root, size: int, augment: Optional[str] = None, name: Optional[str] = None,

@@ -197,8 +197,8 @@ def dct_matrix(device="cpu") -> torch.Tensor:
 def photometric(x: torch.Tensor, plan: RobustPlan) -> torch.Tensor:
     """Tone table per sample and channel, then saturation (3-channel images)."""
     b, c, h, w = x.shape
-    lut = plan.lut.to(x.device)
-    x = lut.gather(2, x.reshape(b, c, h * w).long()).view(b, c, h, w)
+    offset = (torch.arange(b * c, device=x.device, dtype=torch.int32) * 256).view(b, c, 1, 1)
+    x = plan.lut.to(x.device).view(-1).index_select(0, (x.int() + offset).view(-1)).view(b, c, h, w)
     if c != 3:
         return x
     rgb = x.int()
@@ -217,25 +217,44 @@ def reflect_index(i: torch.Tensor, n: int) -> torch.Tensor:
     return torch.where(r >= n, period - r, r)
 
 
+def _subset(x: torch.Tensor, on: torch.Tensor, step, plan: RobustPlan) -> torch.Tensor:
+    """``x`` with ``step(x[sel], params[sel])`` in place of the samples ``sel`` where ``on``
+    ([B] bool, CPU) is set; the others untouched (and no work done for them)."""
+    sel = on.nonzero().flatten()
+    if len(sel) == 0:
+        return x
+    dev_sel = sel.to(x.device)
+    out = x.clone()
+    out[dev_sel] = step(x.index_select(0, dev_sel), plan.params[sel].to(x.device).long())
+    return out
+
+
 def zoom(x: torch.Tensor, plan: RobustPlan) -> torch.Tensor:
-    """Bilinear scale jitter in fixed point: out = (sum of w_y w_x p + 2^15) >> 16."""
+    """Bilinear scale jitter in fixed point: out = (sum of w_y w_x p + 2^15) >> 16, the rows
+    blended first (the sum is an exact integer in either order)."""
+    p = plan.params
+    on = (p[:, COL["zoom_step_y"]] != 256) | (p[:, COL["zoom_step_x"]] != 256) | \
+         (p[:, COL["zoom_base_y"]] != 0) | (p[:, COL["zoom_base_x"]] != 0)
+    return _subset(x, on, _zoom, plan)
+
+
+def _zoom(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     b, c, h, w = x.shape
-    dev = x.device
-    params = plan.params.to(dev).long()
+    dev, frac = x.device, (1 << FIX) - 1
     ys = params[:, COL["zoom_base_y"], None] + torch.arange(h, device=dev) * params[:, COL["zoom_step_y"], None]
     xs = params[:, COL["zoom_base_x"], None] + torch.arange(w, device=dev) * params[:, COL["zoom_step_x"], None]
-    frac = (1 << FIX) - 1
-    y0, fy = ys >> FIX, (ys & frac).view(b, 1, h, 1)                            # [B, H]
-    x0, fx = xs >> FIX, (xs & frac).view(b, 1, 1, w)
-    flat = x.reshape(b, c, h * w)
+    fy, fx = (ys & frac).int().view(b, 1, h, 1), (xs & frac).int().view(b, 1, 1, w)   # [B, 1, H, 1], [B, 1, 1, W]
+    xi = x.int()
 
-    def tap(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
-        idx = (reflect_index(yi, h)[:, :, None] * w + reflect_index(xi, w)[:, None, :]).view(b, 1, h * w)
-        return flat.gather(2, idx.expand(b, c, h * w)).view(b, c, h, w).long()
+    def rows(i: torch.Tensor) -> torch.Tensor:                   # [B, C, H, W]: source rows i
+        return xi.gather(2, reflect_index(i, h).view(b, 1, h, 1).expand(b, c, h, w))
 
-    top = (256 - fx) * tap(y0, x0) + fx * tap(y0, x0 + 1)
-    bottom = (256 - fx) * tap(y0 + 1, x0) + fx * tap(y0 + 1, x0 + 1)
-    return (((256 - fy) * top + fy * bottom + 32768) >> 16).to(torch.uint8)
+    def cols(v: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        return v.gather(3, reflect_index(j, w).view(b, 1, 1, w).expand(b, c, h, w))
+
+    v = (256 - fy) * rows(ys >> FIX) + fy * rows((ys >> FIX) + 1)   # <= 256 * 255
+    out = (256 - fx) * cols(v, xs >> FIX) + fx * cols(v, (xs >> FIX) + 1)
+    return ((out + 32768) >> 16).to(torch.uint8)
 
 
 def _clamped(x: torch.Tensor, dim: int, lo: int, hi: int) -> torch.Tensor:
@@ -282,14 +301,18 @@ def blur(x: torch.Tensor, plan: RobustPlan) -> torch.Tensor:
 
 def noise(x: torch.Tensor, plan: RobustPlan) -> torch.Tensor:
     """Add (field * sigma16 + 512) >> 10 grey levels, the same at every channel; clamp."""
+    return _subset(x, plan.col("noise_sigma16") > 0, _noise, plan)
+
+
+def _noise(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     b, c, h, w = x.shape
     dev = x.device
-    params = plan.params.to(dev).long()
-    rows = (params[:, COL["noise_y"], None] + torch.arange(h, device=dev)) & (NOISE_SIZE - 1)
-    cols = (params[:, COL["noise_x"], None] + torch.arange(w, device=dev)) & (NOISE_SIZE - 1)
-    field = noise_field(dev).long()[rows[:, :, None], cols[:, None, :]]         # [B, H, W]
-    n = (field * params[:, COL["noise_sigma16"]].view(b, 1, 1) + 512) >> 10
-    return (x.long() + n.unsqueeze(1)).clamp_(0, 255).to(torch.uint8)
+    rows = (params[:, COL["noise_y"], None] + torch.arange(h, device=dev)) & (NOISE_SIZE - 1)   # [B, H]
+    cols = (params[:, COL["noise_x"], None] + torch.arange(w, device=dev)) & (NOISE_SIZE - 1)   # [B, W]
+    field = noise_field(dev).int().index_select(0, rows.flatten()).view(b, h, NOISE_SIZE)
+    field = field.gather(2, cols.view(b, 1, w).expand(b, h, w))                              # [B, H, W]
+    n = (field * params[:, COL["noise_sigma16"]].int().view(b, 1, 1) + 512) >> 10
+    return (x.int() + n.unsqueeze(1)).clamp_(0, 255).to(torch.uint8)
 
 
 def jpeg(x: torch.Tensor, plan: RobustPlan) -> torch.Tensor:
@@ -349,8 +372,10 @@ def _upsample2(p: torch.Tensor) -> torch.Tensor:
 
 
 def _dct_rows(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """out[..., a, k] = sum_j m[k, j] x[..., a, j], exact (integers below 2^24: see DCT_BITS)."""
-    return (x.unsqueeze(-2) * m).sum(-1)
+    """out[..., a, k] = sum_j m[k, j] x[..., a, j], exact: the operands are integers and every
+    sum stays below 2^24 (see DCT_BITS). A float64 product, so that no reduced-precision matmul
+    setting (TF32, bf16) can apply; the float32 result is exact too."""
+    return (x.double() @ m.double().t()).float()
 
 
 def _round_shift(x: torch.Tensor) -> torch.Tensor:

@@ -322,6 +322,17 @@ def test_native_robust_each_step_alone(kernel_choice, cols):
         assert torch.equal(out, (ref.float() * (1.0 / 255.0) - mean.view(1, -1, 1, 1)) * inv_std.view(1, -1, 1, 1))
 
 
+def test_native_robust_does_not_depend_on_the_thread_count(kernel_choice):
+    x = images((7, 3, 20, 20), seed=5)
+    plan = draw("aerial-robust", (5, 3, 20, 20), torch.Generator().manual_seed(8))
+    r = plan.robust
+    args = (x, torch.tensor([6, 0, 3, 3, 1]), torch.full((3,), 0.5), torch.full((3,), 2.0), plan.flip_w,
+            plan.flip_h, plan.turn, r.params, r.lut, r.qtab, r.qinv, robust.noise_field())
+    one = native.augment_robust_u8(*args, threads=1)
+    for threads in (2, 3, 5, 9, 100):
+        assert torch.equal(native.augment_robust_u8(*args, threads=threads), one), threads
+
+
 def test_native_robust_rejects_bad_inputs(kernel_choice):
     x = images((4, 3, 6, 8))
     m, s = torch.zeros(3), torch.ones(3)

@@ -1,7 +1,7 @@
 /* The native CPU kernels of edge-students, compiled on first use by train/native.py.
  *
  * Why this exists: a small net's CPU training step at batch 64 takes 5-10 ms, and after its
- * convolutions every distinct PyTorch op runs cache-cold at 20-75 us. Two parts of the step are
+ * convolutions every distinct PyTorch op runs cache-cold at 20-75 us. Parts of the step are
  * chains of such small ops, and each is one call here:
  *
  * 1. posd_vin_d2: POSD's V_IN for the power kernel with d = 2 (train/losses/posd.py, _VInD2,
@@ -16,10 +16,16 @@
  * 2. augment_u8: gather a batch from the uint8 training images, crop/flip/turn each sample and
  *    normalise it (train/data/augment.py, about twenty PyTorch ops), bit-identical to them.
  *
- * Single-threaded and deterministic. Plain C with GCC/Clang vector extensions; on x86-64 an
- * AVX2 Gram kernel is chosen at run time when the CPU has it. Built with -ffp-contract=off, so
- * no multiply-add is fused and the normalisation rounds exactly as PyTorch and NumPy do.
+ * 3. augment_robust_u8: the same with the robustness steps of "aerial-robust" (tone, saturation,
+ *    zoom, blur, noise, JPEG; train/data/robust.py), bit-identical to its PyTorch ops.
+ *
+ * Deterministic. Plain C with GCC/Clang vector extensions; on x86-64 an AVX2 Gram kernel (and
+ * AVX2 builds of the robustness steps) are chosen at run time when the CPU has them. Only
+ * augment_robust_u8 uses threads: its samples are independent and shared among as many threads
+ * as PyTorch uses. Built with -ffp-contract=off, so no multiply-add is fused and the
+ * normalisation rounds exactly as PyTorch and NumPy do.
  */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -652,24 +658,21 @@ static int robust_params_ok(const int32_t *p, int64_t h, int64_t w, int turn) {
     }
 }
 
-/* out[s] = normalise(turn(flips(robust(x[idx[s]])))) as float32 [b, c, h, w]. flip_w/flip_h/turn:
- * NULL or b flags; params: b x nparams int32 (nparams must be N_PARAMS); lut: b x c x 256;
- * qtab/qinv: b x 2 x 64 (luma, chroma); noise: 256 x 256 int16; dct: the 8x8 matrix
- * round(2^11 D), row = frequency. Returns 0, 1 for bad arguments, 2 when out of memory. */
-int augment_robust_u8(const uint8_t *x, int64_t n, int64_t c, int64_t h, int64_t w,
-                      const int64_t *idx, int64_t b, const uint8_t *flip_w, const uint8_t *flip_h,
-                      const uint8_t *turn, const int32_t *params, int64_t nparams,
-                      const uint8_t *lut, const int32_t *qtab, const float *qinv,
-                      const int16_t *noise, const float *dct, const float *mean,
-                      const float *inv_std, float *out) {
-    if (!x || !idx || !params || !lut || !qtab || !qinv || !noise || !dct || !mean || !inv_std ||
-        !out || n < 1 || c < 1 || h < 1 || w < 1 || b < 0 || nparams != N_PARAMS ||
-        h > (1 << 15) || w > (1 << 15))
-        return 1;
-    for (int64_t s = 0; s < b; ++s)
-        if (idx[s] < 0 || idx[s] >= n || !robust_params_ok(params + s * N_PARAMS, h, w, turn && turn[s]))
-            return 1;
-    const int64_t plane = h * w, hp = (h + 15) / 16 * 16, wp = (w + 15) / 16 * 16;
+/* one thread's share of a batch: samples [s0, s1) */
+typedef struct {
+    const uint8_t *x, *flip_w, *flip_h, *turn, *lut;
+    const int64_t *idx;
+    const int32_t *params, *qtab;
+    const int16_t *noise;
+    const float *qinv, *dct, *mt, *mean, *inv_std;
+    float *out;
+    int64_t c, h, w, s0, s1;
+    int rc;
+} RobustJob;
+
+static int robust_samples(const RobustJob *j) {
+    const int64_t c = j->c, h = j->h, w = j->w, plane = h * w;
+    const int64_t hp = (h + 15) / 16 * 16, wp = (w + 15) / 16 * 16;
     const int64_t wide = w + 2 * MAX_BLUR, nline = 2 * wide + 3 * wp;
     const size_t nplanes = (size_t)(4 * hp * wp), nimg = (size_t)(c * plane);
     const size_t nrows = (size_t)((h + 2 * MAX_BLUR) * wide), ntab = (size_t)(3 * (h + w));
@@ -683,27 +686,72 @@ int augment_robust_u8(const uint8_t *x, int64_t n, int64_t c, int64_t h, int64_t
     sc.rows = (uint16_t *)(sc.line + nline);
     sc.a = (uint8_t *)(sc.rows + nrows);
     sc.b = sc.a + nimg;
+    const int64_t zero = 0;
+    int rc = 0;
+    for (int64_t s = j->s0; s < j->s1 && rc == 0; ++s) {
+        const int32_t *prm = j->params + s * N_PARAMS, *q = j->qtab + s * 128;
+        const uint8_t *src = j->x + j->idx[s] * (int64_t)nimg, *lt = j->lut + s * c * 256;
+        const float *qi = j->qinv + s * 128;
+        const uint8_t *img;
+#if HAVE_AVX2_CLONE
+        if (use_avx2) img = rb_sample_avx2(src, c, h, w, prm, lt, q, qi, j->noise, j->dct, j->mt, &sc);
+        else
+#endif
+            img = rb_sample_generic(src, c, h, w, prm, lt, q, qi, j->noise, j->dct, j->mt, &sc);
+        rc = augment_u8(img, 1, c, h, w, &zero, 1, 0, NULL, NULL, j->flip_w ? j->flip_w + s : NULL,
+                        j->flip_h ? j->flip_h + s : NULL, j->turn ? j->turn + s : NULL, j->mean,
+                        j->inv_std, j->out + s * (int64_t)nimg);
+    }
+    free(mem);
+    return rc;
+}
+
+static void *robust_worker(void *arg) {
+    RobustJob *j = (RobustJob *)arg;
+    j->rc = robust_samples(j);
+    return NULL;
+}
+
+#define MAX_THREADS 64
+
+/* out[s] = normalise(turn(flips(robust(x[idx[s]])))) as float32 [b, c, h, w]. flip_w/flip_h/turn:
+ * NULL or b flags; params: b x nparams int32 (nparams must be N_PARAMS); lut: b x c x 256;
+ * qtab/qinv: b x 2 x 64 (luma, chroma); noise: 256 x 256 int16; dct: the 8x8 matrix
+ * round(2^11 D), row = frequency. threads: how many threads share the samples (each sample is
+ * computed alone, so the result does not depend on it). Returns 0, 1 for bad arguments, 2 when
+ * out of memory. */
+int augment_robust_u8(const uint8_t *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                      const int64_t *idx, int64_t b, const uint8_t *flip_w, const uint8_t *flip_h,
+                      const uint8_t *turn, const int32_t *params, int64_t nparams,
+                      const uint8_t *lut, const int32_t *qtab, const float *qinv,
+                      const int16_t *noise, const float *dct, const float *mean,
+                      const float *inv_std, int64_t threads, float *out) {
+    if (!x || !idx || !params || !lut || !qtab || !qinv || !noise || !dct || !mean || !inv_std ||
+        !out || n < 1 || c < 1 || h < 1 || w < 1 || b < 0 || nparams != N_PARAMS ||
+        h > (1 << 15) || w > (1 << 15))
+        return 1;
+    for (int64_t s = 0; s < b; ++s)
+        if (idx[s] < 0 || idx[s] >= n || !robust_params_ok(params + s * N_PARAMS, h, w, turn && turn[s]))
+            return 1;
     float mt[64];
     for (int i = 0; i < 8; ++i)
         for (int j = 0; j < 8; ++j) mt[i * 8 + j] = dct[j * 8 + i];
-    if (use_avx2 < 0) posd_select_kernel(-1);
-    const int64_t zero = 0;
-    int rc = 0;
-    for (int64_t s = 0; s < b && rc == 0; ++s) {
-        const int32_t *prm = params + s * N_PARAMS;
-        const uint8_t *src = x + idx[s] * (int64_t)nimg, *lt = lut + s * c * 256;
-        const int32_t *q = qtab + s * 128;
-        const float *qi = qinv + s * 128;
-        const uint8_t *img;
-#if HAVE_AVX2_CLONE
-        if (use_avx2) img = rb_sample_avx2(src, c, h, w, prm, lt, q, qi, noise, dct, mt, &sc);
-        else
-#endif
-            img = rb_sample_generic(src, c, h, w, prm, lt, q, qi, noise, dct, mt, &sc);
-        rc = augment_u8(img, 1, c, h, w, &zero, 1, 0, NULL, NULL, flip_w ? flip_w + s : NULL,
-                        flip_h ? flip_h + s : NULL, turn ? turn + s : NULL, mean, inv_std,
-                        out + s * (int64_t)nimg);
+    if (use_avx2 < 0) posd_select_kernel(-1);    /* chosen before any thread reads it */
+    const int64_t nt = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads > b ? (b > 0 ? b : 1) : threads;
+    RobustJob jobs[MAX_THREADS];
+    pthread_t tid[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int64_t t = 0; t < nt; ++t) {
+        jobs[t] = (RobustJob){x, flip_w, flip_h, turn, lut, idx, params, qtab, noise, qinv, dct, mt,
+                              mean, inv_std, out, c, h, w, b * t / nt, b * (t + 1) / nt, 0};
+        if (t > 0) started[t] = pthread_create(&tid[t], NULL, robust_worker, &jobs[t]) == 0;
     }
-    free(mem);
+    robust_worker(&jobs[0]);
+    int rc = jobs[0].rc;
+    for (int64_t t = 1; t < nt; ++t) {
+        if (started[t]) pthread_join(tid[t], NULL);
+        else robust_worker(&jobs[t]);            /* no thread to be had: do its share here */
+        if (rc == 0) rc = jobs[t].rc;
+    }
     return rc;
 }

@@ -46,7 +46,7 @@ import torch
 
 SOURCE = Path(__file__).with_name("native.c")
 ABI = 3                       # must equal NATIVE_ABI in native.c
-FLAGS = ("-O3", "-shared", "-fPIC", "-ffp-contract=off")
+FLAGS = ("-O3", "-shared", "-fPIC", "-ffp-contract=off", "-pthread")
 # POSD: the C Gram matrix is single-threaded, so batches beyond N*N*D multiply-adds (e.g. batch
 # 256 at D = 64, batch 64 at D = 1024) take PyTorch's multi-threaded BLAS instead
 MAX_WORK = 1 << 22
@@ -137,7 +137,7 @@ def _bind(path: Path) -> ctypes.CDLL:
             ("posd_select_kernel", ctypes.c_int, [ctypes.c_int]),
             ("augment_u8", ctypes.c_int, [p, i64, i64, i64, i64, p, i64, i64, p, p, p, p, p, p, p, p]),
             ("augment_robust_u8", ctypes.c_int,
-             [p, i64, i64, i64, i64, p, i64, p, p, p, p, i64, p, p, p, p, p, p, p, p])):
+             [p, i64, i64, i64, i64, p, i64, p, p, p, p, i64, p, p, p, p, p, p, p, i64, p])):
         getattr(lib, name).restype = res
         getattr(lib, name).argtypes = args
     return lib
@@ -321,12 +321,15 @@ def _as(t: torch.Tensor, dtype: torch.dtype, numel: int) -> torch.Tensor:
 def augment_robust_u8(x: torch.Tensor, idx: torch.Tensor, mean: torch.Tensor, inv_std: torch.Tensor,
                       flip_w: Optional[torch.Tensor], flip_h: Optional[torch.Tensor],
                       turn: Optional[torch.Tensor], params: torch.Tensor, lut: torch.Tensor,
-                      qtab: torch.Tensor, qinv: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+                      qtab: torch.Tensor, qinv: torch.Tensor, noise: torch.Tensor,
+                      threads: Optional[int] = None) -> torch.Tensor:
     """``normalise(aerial_robust(x[idx]))`` as float32 [B, C, H, W], in one call: per sample the
-    tone table ``lut`` [B, C, 256] and saturation, the zoom, the flips and turn, blur, noise and
-    JPEG of :mod:`train.data.robust`, whose :class:`~train.data.robust.RobustPlan` holds
-    ``params``, ``lut``, ``qtab`` and ``qinv``; ``noise`` is its int16 noise field. The same
-    arithmetic as the PyTorch ops there, bit for bit."""
+    tone table ``lut`` [B, C, 256] and saturation, the zoom, blur, noise and JPEG of
+    :mod:`train.data.robust`, whose :class:`~train.data.robust.RobustPlan` holds ``params``,
+    ``lut``, ``qtab`` and ``qinv`` (``noise`` is its int16 noise field), then the flips and the
+    turn. The same arithmetic as the PyTorch ops there, bit for bit. The samples are shared among
+    ``threads`` threads (default: as many as PyTorch uses, like the convolutions around it); each
+    is computed alone, so the result does not depend on how many."""
     from train.data import robust
 
     if kernel() is None:
@@ -349,7 +352,8 @@ def augment_robust_u8(x: torch.Tensor, idx: torch.Tensor, mean: torch.Tensor, in
     rc = _lib.augment_robust_u8(x.data_ptr(), n, c, h, w, idx.data_ptr(), b, *(_ptr(f) for f in flags),
                                 prm.data_ptr(), len(robust.PARAMS), lut_.data_ptr(), qt.data_ptr(),
                                 qi.data_ptr(), nz.data_ptr(), dct.data_ptr(), mean.data_ptr(),
-                                inv_std.data_ptr(), out.data_ptr())
+                                inv_std.data_ptr(), int(threads or torch.get_num_threads()),
+                                out.data_ptr())
     if rc == 2:
         raise MemoryError("augment_robust_u8: out of memory")
     if rc != 0:

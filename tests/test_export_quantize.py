@@ -63,11 +63,11 @@ def test_int8_crowd_fcn_within_bound(tmp_path):
     from train.engine import Trainer
 
     # a really trained model (~86% on 258 test scenes after 30 epochs, ~20 s, on the v2 scenes,
-    # which a small set learns fast): quantising an untrained one would test nothing. The scenes go to the default cache (the session's, see
+    # which a small set learns fast, with the aerial policy: aerial-robust needs more epochs): quantising an untrained one would test nothing. The scenes go to the default cache (the session's, see
     # conftest.py): export reads a checkpoint's built-in data only from there, never from a
     # data_root the checkpoint names
     cfg = TrainConfig(dataset="crowd_synth", model="crowd_fcn", synth_size=300, synth_seed=0, synth_version=2,
-                      epochs=30, batch_size=32, optimizer="adam", lr=1e-3,
+                      epochs=30, batch_size=32, optimizer="adam", lr=1e-3, augment="aerial",
                       out=str(tmp_path / "run"), overwrite=True)
     Trainer(cfg, progress=False).fit()
     _, q, rep = quantize_and_report(tmp_path / "run" / "model.pt", tmp_path, calib_size=256)

@@ -28,6 +28,7 @@ FLAG_METHODS = ("ce", "posd", "oskd")
 def build_parser(prog: str = "python -m train", preset: Optional[str] = None) -> argparse.ArgumentParser:
     from train.data import list_datasets
     from edge.judge import add_camera_args
+    from train.data.augment import POLICIES, SMALL_IMAGE_SIDE
     from train.losses import list_losses
     from train.models import list_models
     from train.validation import VAL_MODES
@@ -57,6 +58,12 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
                    help="ground width in metres one training image covers, recorded in the model so "
                         "the runtime can tile camera frames at that scale (built-in crowd_synth "
                         "records its own; image folders have none unless given)")
+    g.add_argument("--augment", choices=POLICIES, default=None,
+                   help="training augmentation (docs/augmentation.md). Default: the dataset's "
+                        "(cifar10, cifar100, tiny_imagenet: crop-flip; svhn, digits: crop; "
+                        "fashion_mnist: none; crowd_synth: aerial-robust); for --data DIR, crop-flip when "
+                        f"the training images' median shorter side is <= {SMALL_IMAGE_SIDE} px, else "
+                        "aerial. config.json records the value used")
 
     g = p.add_argument_group("model and method")
     g.add_argument("--model", choices=list_models(), default=None, help=f"architecture (default: {d.model})")

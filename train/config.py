@@ -32,6 +32,7 @@ class TrainConfig:
     val_hfov: Optional[float] = None
     select_best: Optional[str] = None     # what best.pt is chosen by: test or val (None: val if val_data)
     calibrate: bool = True                # choose the decision thresholds on val_data (else: defaults)
+    augment: Optional[str] = None         # None: the dataset's default (train/data/augment.py)
     # model and method
     model: str = "crowd_fcn"
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)

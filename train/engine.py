@@ -71,7 +71,7 @@ def load_data(cfg: TrainConfig) -> DataSplits:
         from train.data.builtin import folder_dataset
 
         size = cfg.input_size or _model_default_size(cfg.model)
-        return folder_dataset(cfg.data, size, augment="aerial", name=Path(cfg.data).name)
+        return folder_dataset(cfg.data, size, augment=cfg.augment, name=Path(cfg.data).name)
     return build_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download,
                          synth_size=cfg.synth_size, synth_seed=cfg.synth_seed,
                          synth_version=cfg.synth_version,
@@ -215,6 +215,8 @@ class Trainer:
         self.progress = progress
         torch.manual_seed(_seed(cfg.seed, 0, 0))
         self.data = data if data is not None else load_data(cfg)
+        if cfg.augment:                  # --augment over the data's default
+            self.data = replace(self.data, augment=cfg.augment, augment_reason="")
         self.model_kwargs = model_kwargs(cfg, self.data)
         self.scale = training_scale(cfg, self.data)
         self.model = build_model(cfg.model, num_classes=self.data.num_classes,
@@ -354,6 +356,8 @@ class Trainer:
             "num_classes": self.data.num_classes, "class_names": self.data.class_names,
             "train_size": len(self.data.train_y), "test_size": len(self.data.test_y),
             "preprocess": self.data.preprocess.to_dict(), "augment": self.data.augment,
+            "augment_reason": self.data.augment_reason or ("--augment" if self.cfg.augment else
+                                                           f"the {self.data.name} default"),
             "model_kwargs": self.model_kwargs,
             "scale": None if self.scale is None else self.scale.to_dict(),
             "parameters": sum(p.numel() for p in self.model.parameters()),

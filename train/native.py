@@ -8,12 +8,14 @@ and the library does each in one call:
   :func:`vin_d2`, the same value and gradient to float rounding (the neighbour search breaks
   exact ties by the lower index);
 - the batch's gather, augmentation and normalisation (about twenty ops in
-  :mod:`train.data.augment`): :func:`augment_u8`, bit-identical to them.
+  :mod:`train.data.augment`): :func:`augment_u8`, bit-identical to them; and with the
+  robustness steps of ``aerial-robust`` (:mod:`train.data.robust`, a few hundred ops):
+  :func:`augment_robust_u8`, bit-identical too.
 
 ``benchmarks/bench_posd_overhead.py`` and ``benchmarks/bench_data_path.py`` time both paths;
 figures are in ``docs/benchmarks.md``.
 
-The library is compiled on first use (``$CC``, else ``cc``, ``gcc`` or ``clang``; under a second)
+The library is compiled on first use (``$CC``, else ``cc``, ``gcc`` or ``clang``; a few seconds)
 into ``$EDGE_STUDENTS_CACHE/native`` (default ``~/.cache/edge-students/native``), under a name
 that hashes the source, the compiler's version, the flags and the machine, so an upgrade or
 another machine sharing the folder rebuilds rather than loads a stale or foreign build. The
@@ -43,8 +45,8 @@ from typing import Iterator, Optional, Tuple
 import torch
 
 SOURCE = Path(__file__).with_name("native.c")
-ABI = 2                       # must equal NATIVE_ABI in native.c
-FLAGS = ("-O3", "-shared", "-fPIC", "-ffp-contract=off")
+ABI = 3                       # must equal NATIVE_ABI in native.c
+FLAGS = ("-O3", "-shared", "-fPIC", "-ffp-contract=off", "-pthread")
 # POSD: the C Gram matrix is single-threaded, so batches beyond N*N*D multiply-adds (e.g. batch
 # 256 at D = 64, batch 64 at D = 1024) take PyTorch's multi-threaded BLAS instead
 MAX_WORK = 1 << 22
@@ -133,7 +135,9 @@ def _bind(path: Path) -> ctypes.CDLL:
             ("posd_vin_d2", ctypes.c_int, [p, i64, i64, i64, ctypes.c_double, p, p, p, p, i64]),
             ("posd_workspace_bytes", i64, [i64, i64, i64]),
             ("posd_select_kernel", ctypes.c_int, [ctypes.c_int]),
-            ("augment_u8", ctypes.c_int, [p, i64, i64, i64, i64, p, i64, i64, p, p, p, p, p, p, p, p])):
+            ("augment_u8", ctypes.c_int, [p, i64, i64, i64, i64, p, i64, i64, p, p, p, p, p, p, p, p]),
+            ("augment_robust_u8", ctypes.c_int,
+             [p, i64, i64, i64, i64, p, i64, p, p, p, p, i64, p, p, p, p, p, p, p, i64, p])):
         getattr(lib, name).restype = res
         getattr(lib, name).argtypes = args
     return lib
@@ -312,3 +316,50 @@ def _as(t: torch.Tensor, dtype: torch.dtype, numel: int) -> torch.Tensor:
     if t.numel() != numel:
         raise ValueError(f"expected {numel} values, got a tensor of shape {tuple(t.shape)}")
     return t
+
+
+def augment_robust_u8(x: torch.Tensor, idx: torch.Tensor, mean: torch.Tensor, inv_std: torch.Tensor,
+                      flip_w: Optional[torch.Tensor], flip_h: Optional[torch.Tensor],
+                      turn: Optional[torch.Tensor], params: torch.Tensor, lut: torch.Tensor,
+                      qtab: torch.Tensor, qinv: torch.Tensor, noise: torch.Tensor,
+                      threads: Optional[int] = None) -> torch.Tensor:
+    """``normalise(aerial_robust(x[idx]))`` as float32 [B, C, H, W], in one call: per sample the
+    tone table ``lut`` [B, C, 256] and saturation, the zoom, blur, noise and JPEG of
+    :mod:`train.data.robust`, whose :class:`~train.data.robust.RobustPlan` holds ``params``,
+    ``lut``, ``qtab`` and ``qinv`` (``noise`` is its int16 noise field), then the flips and the
+    turn. The same arithmetic as the PyTorch ops there, bit for bit. The samples are shared among
+    ``threads`` threads (default: as many as PyTorch uses, like the convolutions around it); each
+    is computed alone, so the result does not depend on how many."""
+    from train.data import robust
+
+    if kernel() is None:
+        raise RuntimeError(f"the native kernels are not loaded: {_state}")
+    if not (x.dtype == torch.uint8 and x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous()):
+        raise ValueError(f"augment_robust_u8 needs contiguous uint8 CPU images [N, C, H, W], got "
+                         f"{x.dtype} {tuple(x.shape)} on {x.device}")
+    n, c, h, w = x.shape
+    b = len(idx)
+    if b == 0:
+        return torch.empty(0, c, h, w)
+    idx = _as(idx, torch.int64, b)
+    flags = [None if t is None else _as(t, torch.bool, b) for t in (flip_w, flip_h, turn)]
+    tables = (_as(params, torch.int32, b * len(robust.PARAMS)), _as(lut, torch.uint8, b * c * 256),
+              _as(qtab, torch.int32, b * 128), _as(qinv, torch.float32, b * 128),
+              _as(noise, torch.int16, robust.NOISE_SIZE ** 2), _as(robust.dct_matrix(), torch.float32, 64))
+    mean, inv_std = _as(mean, torch.float32, c), _as(inv_std, torch.float32, c)
+    out = torch.empty(b, c, h, w)
+    prm, lut_, qt, qi, nz, dct = tables
+    rc = _lib.augment_robust_u8(x.data_ptr(), n, c, h, w, idx.data_ptr(), b, *(_ptr(f) for f in flags),
+                                prm.data_ptr(), len(robust.PARAMS), lut_.data_ptr(), qt.data_ptr(),
+                                qi.data_ptr(), nz.data_ptr(), dct.data_ptr(), mean.data_ptr(),
+                                inv_std.data_ptr(), int(threads or torch.get_num_threads()),
+                                out.data_ptr())
+    if rc == 2:
+        raise MemoryError("augment_robust_u8: out of memory")
+    if rc != 0:
+        bad = idx[(idx < 0) | (idx >= n)]
+        if len(bad):
+            raise IndexError(f"batch index {int(bad[0])} out of range for {n} training images")
+        raise ValueError(f"augment_robust_u8 rejected its arguments (parameters out of range, or a "
+                         f"turn of non-square {h}x{w} images)")
+    return out

@@ -35,6 +35,7 @@ class DataSplits:
     augment: str            # a key of train.data.augment.AUGMENTATIONS
     source: str = ""        # where the data came from, for the config record
     scale: Optional[GroundScale] = None   # ground a training image covers, when known
+    augment_reason: str = ""   # why this augmentation, when it was chosen from the data
 
     def __post_init__(self) -> None:
         if len(self.class_names) < 2:   # a classifier of one class is always right and learns nothing

@@ -1,5 +1,18 @@
 """Batched augmentation and normalisation on the training device (no per-sample Python work).
 
+The policies (``--augment``; ``docs/augmentation.md`` lists their operations and ranges):
+
+- ``none``;
+- ``crop``: a random crop of the image zero-padded by 2 px (digits: a flipped digit is another
+  digit);
+- ``crop-flip``: a crop with 4 px of padding and a horizontal flip (the CIFAR recipe; ``cifar``
+  is an older name of it);
+- ``flip``: a horizontal flip (upright photos too large for the 4 px crop to matter);
+- ``aerial``: flips of either axis and a 90-degree turn (square images): seen from above, each
+  is another valid view;
+- ``aerial-robust``: ``aerial`` plus what real footage does to a scene (:mod:`train.data.robust`:
+  tone, colour, grayscale, scale jitter, blur, noise, JPEG).
+
 Every random draw comes from an explicit ``torch.Generator`` so a step's augmentation is a
 function of (seed, epoch, step): this is what makes ``--resume`` bit-exact. A batch's draws are a
 :class:`Plan`; :func:`apply` carries it out with PyTorch ops on any device, and on CPU
@@ -9,20 +22,46 @@ same tensor bit for bit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from train import native
+from train.data import robust
+
+#: the policies, as ``--augment`` offers them
+POLICIES = ("none", "crop", "crop-flip", "flip", "aerial", "aerial-robust")
+ALIASES = {"cifar": "crop-flip"}   # older name, still accepted
+
+#: An image folder (``--data DIR``) whose training images have a median shorter side of at most
+#: this many pixels is taken to hold small natural images (CIFAR, Tiny-ImageNet, thumbnails):
+#: ``crop-flip``. Larger frames are taken to be aerial views, the toolkit's use: ``aerial``.
+SMALL_IMAGE_SIDE = 64
+
+
+def folder_default(sizes: Iterable[Tuple[int, int]]) -> Tuple[str, str]:
+    """The default policy of an image folder from its training images' original (H, W) sizes,
+    and the reason, for the run's record."""
+    sides = sorted(min(int(h), int(w)) for h, w in sizes)
+    if not sides:
+        raise ValueError("folder_default needs the size of at least one image")
+    median = sides[len(sides) // 2]
+    if median <= SMALL_IMAGE_SIDE:
+        return "crop-flip", (f"folder default: median shorter side {median} px <= {SMALL_IMAGE_SIDE}, "
+                             f"small natural images")
+    return "aerial", (f"folder default: median shorter side {median} px > {SMALL_IMAGE_SIDE}, taken "
+                      f"as aerial frames (--augment flip for upright photos)")
 
 
 @dataclass
 class Plan:
-    """One batch's random geometry, per sample, applied in this order: a crop at (``oy``,
-    ``ox``) of the image zero-padded by ``pad``, a flip of the width, of the height, and a
-    transpose (square images). ``None`` skips a step. Drawing the plan and applying it are
-    separate so that the PyTorch ops and the native kernel apply the same draws."""
+    """One batch's random draws, per sample, applied in this order: the robustness steps
+    (``robust``: tone, saturation, zoom, blur, noise, JPEG), a crop at (``oy``, ``ox``) of the
+    image zero-padded by ``pad``, a flip of the width, of the height, and a transpose (square
+    images). ``None`` skips a step.
+    Drawing the plan and applying it are separate so that the PyTorch ops and the native
+    kernels apply the same draws."""
 
     pad: int = 0
     oy: Optional[torch.Tensor] = None      # [B] int64 in [0, 2 pad]
@@ -30,6 +69,7 @@ class Plan:
     flip_w: Optional[torch.Tensor] = None  # [B] bool
     flip_h: Optional[torch.Tensor] = None
     turn: Optional[torch.Tensor] = None
+    robust: Optional[robust.RobustPlan] = None
 
 
 def _draw_crop(plan: Plan, b: int, pad: int, gen: torch.Generator) -> None:
@@ -45,19 +85,24 @@ def _draw_flip(b: int, gen: torch.Generator) -> torch.Tensor:
 def draw(policy: str, shape: Sequence[int], gen: torch.Generator) -> Plan:
     """The random draws of augmentation ``policy`` for a batch of ``shape`` [B, C, H, W]."""
     b, _, h, w = shape
+    policy = ALIASES.get(policy, policy)
     plan = Plan()
-    if policy == "cifar":          # random crop (pad 4) + horizontal flip
+    if policy == "crop-flip":      # random crop (pad 4) + horizontal flip
         _draw_crop(plan, b, 4, gen)
         plan.flip_w = _draw_flip(b, gen)
     elif policy == "crop":         # digits, SVHN: a flipped digit is another digit
         _draw_crop(plan, b, 2, gen)
-    elif policy == "aerial":       # seen from above: any flip or 90-degree turn is another valid view
+    elif policy == "flip":
+        plan.flip_w = _draw_flip(b, gen)
+    elif policy in ("aerial", "aerial-robust"):   # from above: any flip or turn is a valid view
         plan.flip_w = _draw_flip(b, gen)
         plan.flip_h = _draw_flip(b, gen)
         if h == w:
             plan.turn = _draw_flip(b, gen)
+        if policy == "aerial-robust":
+            plan.robust = robust.draw(shape, gen)
     elif policy != "none":
-        raise ValueError(f"unknown augmentation {policy!r}; valid: {', '.join(sorted(AUGMENTATIONS))}")
+        raise ValueError(f"unknown augmentation {policy!r}; valid: {', '.join(POLICIES)}")
     return plan
 
 
@@ -85,7 +130,12 @@ def flip_where(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def apply(x: torch.Tensor, plan: Plan) -> torch.Tensor:
-    """``plan`` applied to a batch [B, C, H, W] with PyTorch ops (any device, any dtype)."""
+    """``plan`` applied to a batch [B, C, H, W] with PyTorch ops (any device; any dtype, but
+    uint8 for the robustness steps, which map 8-bit images to 8-bit images)."""
+    if plan.robust is not None:
+        if x.dtype != torch.uint8:
+            raise ValueError(f"the robustness augmentation takes uint8 images, got {x.dtype}")
+        x = robust.apply(x, plan.robust)
     if plan.oy is not None:
         x = crop(x, plan.pad, plan.oy, plan.ox)
     if plan.flip_w is not None:
@@ -117,7 +167,7 @@ def _policy(name: str) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor
 
 
 AUGMENTATIONS: Dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
-    name: _policy(name) for name in ("cifar", "crop", "aerial", "none")
+    name: _policy(name) for name in POLICIES + tuple(ALIASES)
 }
 
 
@@ -137,12 +187,18 @@ def augment_batch(images: torch.Tensor, idx: torch.Tensor, policy: str, gen: tor
                   normalize: Normalizer) -> torch.Tensor:
     """``normalize(AUGMENTATIONS[policy](images[idx], gen))``: the training batch, float32.
 
-    On CPU, uint8 images go through one native call (:func:`train.native.augment_u8`) instead of
-    about twenty small PyTorch ops; the random draws are the same and the result is the same
-    tensor bit for bit, so a run, and its resume, do not depend on which path ran.
+    On CPU, uint8 images go through one native call (:func:`train.native.augment_u8`, or
+    :func:`train.native.augment_robust_u8` for ``aerial-robust``) instead of a chain of small
+    PyTorch ops; the random draws are the same and the result is the same tensor bit for bit, so
+    a run, and its resume, do not depend on which path ran.
     """
     shape = (len(idx),) + tuple(images.shape[1:])
     plan = draw(policy, shape, gen)
+    if plan.robust is not None and native.augment_ready(images):
+        r = plan.robust
+        return native.augment_robust_u8(images, idx, normalize.mean, normalize.inv_std, plan.flip_w,
+                                        plan.flip_h, plan.turn, r.params, r.lut, r.qtab, r.qinv,
+                                        robust.noise_field())
     if native.augment_ready(images):
         return native.augment_u8(images, idx, normalize.mean, normalize.inv_std, plan.pad, plan.oy,
                                  plan.ox, plan.flip_w, plan.flip_h, plan.turn)

@@ -90,14 +90,14 @@ def _splits(name, path, train_x, train_y, test_x, test_y, classes, augment) -> D
 def cifar10(root=None, download=False, **_):
     path, (tr, te) = _torchvision("CIFAR10", "cifar10", root, download, lambda s: {"train": s == "train"})
     return _splits("cifar10", path, _hwc_to_nchw(tr.data), _targets(tr), _hwc_to_nchw(te.data),
-                   _targets(te), tr.classes, "cifar")
+                   _targets(te), tr.classes, "crop-flip")
 
 
 @register_dataset("cifar100")
 def cifar100(root=None, download=False, **_):
     path, (tr, te) = _torchvision("CIFAR100", "cifar100", root, download, lambda s: {"train": s == "train"})
     return _splits("cifar100", path, _hwc_to_nchw(tr.data), _targets(tr), _hwc_to_nchw(te.data),
-                   _targets(te), tr.classes, "cifar")
+                   _targets(te), tr.classes, "crop-flip")
 
 
 @register_dataset("svhn")
@@ -130,7 +130,7 @@ def tiny_imagenet(root=None, **_):
     classes = list_classes(path / "train")
     train_x, train_y = _tiny_train(path, classes, pre)
     test_x, test_y = _tiny_val(path, classes, pre)
-    return DataSplits("tiny_imagenet", train_x, train_y, test_x, test_y, classes, pre, "cifar", str(path))
+    return DataSplits("tiny_imagenet", train_x, train_y, test_x, test_y, classes, pre, "crop-flip", str(path))
 
 
 def _tiny_train(path: Path, classes: Sequence[str], pre: Preprocess):
@@ -189,7 +189,9 @@ def digits(input_size: Optional[int] = None, **_):
 @register_dataset("crowd_synth")
 def crowd_synth(root=None, synth_size: Optional[int] = None, synth_seed: int = 0,
                 input_size: Optional[int] = None, synth_version: Optional[int] = None, **_):
-    """The built-in Crowd-drone-like aerial scenes (see :mod:`train.data.crowd_synth`)."""
+    """The built-in Crowd-drone-like aerial scenes (see :mod:`train.data.crowd_synth`), trained
+    by default with ``aerial-robust``, which adds the photometric and sensor effects of real
+    footage on top of the scenes' own (docs/augmentation.md)."""
     from train.data.crowd_synth import (GENERATOR_VERSION, PAPER_TRAIN_PER_CLASS, ensure_crowd_synth,
                                         ground_scale)
 
@@ -197,14 +199,15 @@ def crowd_synth(root=None, synth_size: Optional[int] = None, synth_seed: int = 0
     folder = ensure_crowd_synth(per_class, seed=synth_seed, cache_dir=Path(root) if root else None,
                                 version=int(synth_version or GENERATOR_VERSION))
     size = int(input_size or 128)
-    splits = folder_dataset(folder, size, augment="aerial", name="crowd_synth")
+    splits = folder_dataset(folder, size, augment="aerial-robust", name="crowd_synth")
     splits.scale = ground_scale(int(synth_version or GENERATOR_VERSION))  # resizing keeps the ground covered
     return splits
 
 
-def folder_dataset(root, size: int, augment: str = "aerial", name: Optional[str] = None,
+def folder_dataset(root, size: int, augment: Optional[str] = None, name: Optional[str] = None,
                    channels: int = 3) -> DataSplits:
-    """An image folder at ``size`` x ``size``; mean/std measured on its training split."""
+    """An image folder at ``size`` x ``size``; mean/std measured on its training split;
+    ``augment`` None: chosen from the images (:func:`train.data.augment.folder_default`)."""
     order = "GRAY" if channels == 1 else "RGB"
     probe = Preprocess(size=(size, size), mean=(0.0,) * channels, std=(1.0,) * channels,
                        channel_order=order)

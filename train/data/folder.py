@@ -34,8 +34,10 @@ def list_images(class_dir: Path) -> List[Path]:
 
 
 def load_split(split_dir: Path, classes: Sequence[str], preprocess: Preprocess,
-               workers: int = 4, desc: str = "") -> Tuple[torch.Tensor, torch.Tensor, int]:
-    """Decode one split: (images uint8 [N,C,H,W], labels [N], number of skipped files)."""
+               workers: int = 4, desc: str = "",
+               sizes: Optional[List[Tuple[int, int]]] = None) -> Tuple[torch.Tensor, torch.Tensor, int]:
+    """Decode one split: (images uint8 [N,C,H,W], labels [N], number of skipped files); ``sizes``,
+    if given, receives each kept image's original (H, W)."""
     files: List[Tuple[Path, int]] = []
     for label, name in enumerate(classes):
         class_dir = split_dir / name
@@ -45,7 +47,7 @@ def load_split(split_dir: Path, classes: Sequence[str], preprocess: Preprocess,
         if not images:
             raise DataError(f"class folder {class_dir} has no images ({', '.join(IMAGE_EXTENSIONS)})")
         files += [(p, label) for p in images]
-    x, y, skipped = decode_files(files, preprocess, workers, desc, where=str(split_dir))
+    x, y, skipped = decode_files(files, preprocess, workers, desc, where=str(split_dir), sizes=sizes)
     empty = [classes[c] for c in range(len(classes)) if not (y == c).any()]
     if empty:
         raise DataError(f"{split_dir}: no decodable images in class folder(s) {', '.join(empty)}")
@@ -53,15 +55,24 @@ def load_split(split_dir: Path, classes: Sequence[str], preprocess: Preprocess,
 
 
 def decode_files(files: Sequence[Tuple[Path, int]], preprocess: Preprocess, workers: int = 4,
-                 desc: str = "", where: str = "") -> Tuple[torch.Tensor, torch.Tensor, int]:
-    """Decode (path, label) pairs in threads (OpenCV releases the GIL); skip undecodable ones."""
-    def work(item):
-        img = decode_rgb(item[0])
-        return None if img is None else preprocess.to_uint8(img)
+                 desc: str = "", where: str = "",
+                 sizes: Optional[List[Tuple[int, int]]] = None) -> Tuple[torch.Tensor, torch.Tensor, int]:
+    """Decode (path, label) pairs in threads (OpenCV releases the GIL); skip undecodable ones.
+    ``sizes``, if given, receives the original (H, W) of each kept image."""
+    shapes: List[Optional[Tuple[int, int]]] = [None] * len(files)
+
+    def work(i):
+        img = decode_rgb(files[i][0])
+        if img is None:
+            return None
+        shapes[i] = tuple(img.shape[:2])
+        return preprocess.to_uint8(img)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        decoded = list(_progress(pool.map(work, files), len(files), desc))
+        decoded = list(_progress(pool.map(work, range(len(files))), len(files), desc))
     keep = [i for i, im in enumerate(decoded) if im is not None]
+    if sizes is not None:
+        sizes.extend(shapes[i] for i in keep)
     skipped = len(files) - len(keep)
     if skipped:
         bad = [str(files[i][0]) for i, im in enumerate(decoded) if im is None][:3]
@@ -81,8 +92,12 @@ def _progress(it, total: int, desc: str):
     return tqdm(it, total=total, desc=desc, unit="img", leave=False, mininterval=1.0, disable=None)
 
 
-def load_folder_splits(root, preprocess: Preprocess, augment: str = "aerial",
+def load_folder_splits(root, preprocess: Preprocess, augment: Optional[str] = None,
                        name: Optional[str] = None) -> DataSplits:
+    """``augment`` None: the policy is chosen from the training images' original sizes
+    (:func:`train.data.augment.folder_default`)."""
+    from train.data.augment import folder_default
+
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder not found: {root}")
@@ -92,7 +107,12 @@ def load_folder_splits(root, preprocess: Preprocess, augment: str = "aerial",
     extra = sorted(set(list_classes(root / "test")) - set(classes))
     if extra:
         raise DataError(f"{root / 'test'} has class folders the train split lacks: {', '.join(extra)}")
-    train_x, train_y, _ = load_split(root / "train", classes, preprocess, desc=f"decode {root.name}/train")
+    sizes: List[Tuple[int, int]] = []
+    train_x, train_y, _ = load_split(root / "train", classes, preprocess, desc=f"decode {root.name}/train",
+                                     sizes=sizes)
     test_x, test_y, _ = load_split(root / "test", classes, preprocess, desc=f"decode {root.name}/test")
+    reason = ""
+    if augment is None:
+        augment, reason = folder_default(sizes)
     return DataSplits(name or root.name, train_x, train_y, test_x, test_y, classes, preprocess,
-                      augment, source=str(root))
+                      augment, source=str(root), augment_reason=reason)

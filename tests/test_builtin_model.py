@@ -62,6 +62,8 @@ def test_checkpoint_is_what_the_documented_command_trains():
     keys = ("dataset", "model", "method", "knn", "synth_size", "synth_seed", "synth_version", "epochs",
             "batch_size", "optimizer", "lr", "momentum", "schedule", "seed", "select_best", "calibrate")
     assert {k: documented[k] for k in keys} == {k: stored[k] for k in keys}
+    # the run predates --augment, when crowd_synth always trained with the aerial policy
+    assert documented["augment"] == stored.get("augment", "aerial") == "aerial"
 
 
 def _scenes(per_class: int):

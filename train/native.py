@@ -284,12 +284,7 @@ def augment_u8(x: torch.Tensor, idx: torch.Tensor, mean: torch.Tensor, inv_std: 
     the image zero-padded by ``pad``, a flip of the width, of the height, and a transpose (square
     images). ``None`` skips a step. The same arithmetic as :mod:`train.data.augment`, bit for bit.
     """
-    if kernel() is None:
-        raise RuntimeError(f"the native kernels are not loaded: {_state}")
-    if not (x.dtype == torch.uint8 and x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous()):
-        raise ValueError(f"augment_u8 needs contiguous uint8 CPU images [N, C, H, W], got {x.dtype} "
-                         f"{tuple(x.shape)} on {x.device}")
-    n, c, h, w = x.shape
+    n, c, h, w = _images(x, "augment_u8")
     b = len(idx)
     if b == 0:
         return torch.empty(0, c, h, w)
@@ -306,6 +301,17 @@ def augment_u8(x: torch.Tensor, idx: torch.Tensor, mean: torch.Tensor, inv_std: 
         raise ValueError(f"augment_u8 rejected its arguments (pad {pad}, offsets within [0, {2 * pad}] "
                          f"needed; a turn needs square images, got {h}x{w})")
     return out
+
+
+def _images(x: torch.Tensor, name: str):
+    """(N, C, H, W) of the images a batch kernel reads, once the kernels are loaded and ``x`` is
+    what the C code can read: contiguous uint8 [N, C, H, W] on the CPU."""
+    if kernel() is None:
+        raise RuntimeError(f"the native kernels are not loaded: {_state}")
+    if not (x.dtype == torch.uint8 and x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous()):
+        raise ValueError(f"{name} needs contiguous uint8 CPU images [N, C, H, W], got {x.dtype} "
+                         f"{tuple(x.shape)} on {x.device}")
+    return x.shape
 
 
 def _as(t: torch.Tensor, dtype: torch.dtype, numel: int) -> torch.Tensor:
@@ -332,12 +338,7 @@ def augment_robust_u8(x: torch.Tensor, idx: torch.Tensor, mean: torch.Tensor, in
     is computed alone, so the result does not depend on how many."""
     from train.data import robust
 
-    if kernel() is None:
-        raise RuntimeError(f"the native kernels are not loaded: {_state}")
-    if not (x.dtype == torch.uint8 and x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous()):
-        raise ValueError(f"augment_robust_u8 needs contiguous uint8 CPU images [N, C, H, W], got "
-                         f"{x.dtype} {tuple(x.shape)} on {x.device}")
-    n, c, h, w = x.shape
+    n, c, h, w = _images(x, "augment_robust_u8")
     b = len(idx)
     if b == 0:
         return torch.empty(0, c, h, w)

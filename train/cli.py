@@ -61,7 +61,7 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
     g.add_argument("--augment", choices=POLICIES, default=None,
                    help="training augmentation (docs/augmentation.md). Default: the dataset's "
                         "(cifar10, cifar100, tiny_imagenet: crop-flip; svhn, digits: crop; "
-                        "fashion_mnist: none; crowd_synth: aerial-robust); for --data DIR, crop-flip when "
+                        "fashion_mnist: none; crowd_synth: aerial); for --data DIR, crop-flip when "
                         f"the training images' median shorter side is <= {SMALL_IMAGE_SIDE} px, else "
                         "aerial. config.json records the value used")
 

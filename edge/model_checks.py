@@ -8,7 +8,6 @@ instead of a traceback from the backend in the middle of a run.
 from __future__ import annotations
 
 import zipfile
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np

@@ -353,7 +353,7 @@ def atomic_write(path, write, sync: bool = False) -> Path:
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
-    except BaseException as e:
+    except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         first = sink.error if sink is not None else None

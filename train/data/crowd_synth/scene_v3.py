@@ -32,7 +32,7 @@ from typing import List, Tuple
 import numpy as np
 
 from train.data.crowd_synth.layout import CLASSES, SIZE
-from train.data.crowd_synth.scene_v2 import (CAR_COLOURS, HAIR_COLOURS, MATERIALS, R, SS, Scene,
+from train.data.crowd_synth.scene_v2 import (HAIR_COLOURS, MATERIALS, R, SS, Scene,
                                              _buildings, _cluster, _fixed, _jitter_colour, _noise,
                                              _on_ground, _plaza, _poly, _random_colours, _rect,
                                              _roads, _shade, _shadow_offset, _small_objects,
@@ -195,8 +195,6 @@ def _parking(sc: Scene) -> None:
 
 def _water(sc: Scene) -> np.ndarray:
     """A water body beside a quay; returns its mask (people and cars stay off it)."""
-    import cv2
-
     rng = sc.rng
     _blend_ground(sc, ["concrete", "paving", "grass"])
     water = np.zeros((R, R), np.uint8)

@@ -295,12 +295,17 @@ def augment_u8(x: torch.Tensor, idx: torch.Tensor, mean: torch.Tensor, inv_std: 
     rc = _lib.augment_u8(x.data_ptr(), n, c, h, w, idx.data_ptr(), b, int(pad), _ptr(oy), _ptr(ox),
                          *(_ptr(f) for f in flags), mean.data_ptr(), inv_std.data_ptr(), out.data_ptr())
     if rc != 0:
-        bad = idx[(idx < 0) | (idx >= n)]
-        if len(bad):
-            raise IndexError(f"batch index {int(bad[0])} out of range for {n} training images")
+        _check_indices(idx, n)
         raise ValueError(f"augment_u8 rejected its arguments (pad {pad}, offsets within [0, {2 * pad}] "
                          f"needed; a turn needs square images, got {h}x{w})")
     return out
+
+
+def _check_indices(idx: torch.Tensor, n: int) -> None:
+    """Name the first batch index outside the ``n`` training images (why a kernel said no)."""
+    bad = idx[(idx < 0) | (idx >= n)]
+    if len(bad):
+        raise IndexError(f"batch index {int(bad[0])} out of range for {n} training images")
 
 
 def _images(x: torch.Tensor, name: str):
@@ -358,9 +363,7 @@ def augment_robust_u8(x: torch.Tensor, idx: torch.Tensor, mean: torch.Tensor, in
     if rc == 2:
         raise MemoryError("augment_robust_u8: out of memory")
     if rc != 0:
-        bad = idx[(idx < 0) | (idx >= n)]
-        if len(bad):
-            raise IndexError(f"batch index {int(bad[0])} out of range for {n} training images")
+        _check_indices(idx, n)
         raise ValueError(f"augment_robust_u8 rejected its arguments (parameters out of range, or a "
                          f"turn of non-square {h}x{w} images)")
     return out

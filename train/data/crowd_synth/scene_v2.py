@@ -527,12 +527,18 @@ def _camera(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     noise = rng.standard_normal((SIZE, SIZE, 3), dtype=np.float32) * rng.uniform(1, 6)
     img = np.clip(img + noise, 0, 255).astype(np.uint8)
     if rng.random() < 0.8:  # JPEG-like softness, as frames off a video link are
-        quality = int(rng.integers(35, 95))
-        ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if not ok:
-            raise RuntimeError("OpenCV could not JPEG-encode a generated image")
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+        img = _jpeg(img, int(rng.integers(35, 95)))
     return np.ascontiguousarray(img)
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """An RGB uint8 image after a JPEG round trip at ``quality``."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("OpenCV could not JPEG-encode a generated image")
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
 
 
 def render(seed: int, split_id: int, class_id: int, index: int) -> np.ndarray:

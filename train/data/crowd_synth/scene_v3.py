@@ -33,7 +33,7 @@ import numpy as np
 
 from train.data.crowd_synth.layout import CLASSES, SIZE
 from train.data.crowd_synth.scene_v2 import (HAIR_COLOURS, MATERIALS, R, SS, Scene,
-                                             _buildings, _cluster, _fixed, _jitter_colour, _noise,
+                                             _buildings, _cluster, _fixed, _jitter_colour, _jpeg, _noise,
                                              _on_ground, _plaza, _poly, _random_colours, _rect,
                                              _roads, _shade, _shadow_offset, _small_objects,
                                              _texture, _trees, _vehicles)
@@ -627,11 +627,7 @@ def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     if rng.random() < 0.08:                                         # grayscale footage
         img = np.repeat(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[:, :, None], 3, 2)
     if rng.random() < 0.85:                                         # video-link compression
-        quality = int(rng.integers(8, 95))
-        ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if not ok:
-            raise RuntimeError("OpenCV could not JPEG-encode a generated image")
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+        img = _jpeg(img, int(rng.integers(8, 95)))
     return np.ascontiguousarray(img)
 
 
@@ -639,7 +635,7 @@ def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
 # one image
 # ---------------------------------------------------------------------------------------------
 
-def _hard_negatives(sc: Scene, place: str, court) -> None:
+def _hard_negatives(sc: Scene, court) -> None:
     """Dense look-alikes, in both classes: what a real no-crowd frame full of small things has."""
     rng = sc.rng
     for _ in range(int(rng.choice([0, 1, 2], p=[0.25, 0.5, 0.25]))):
@@ -683,7 +679,7 @@ def render(seed: int, split_id: int, class_id: int, index: int) -> np.ndarray:
     if court is None:
         PLACE_BUILDERS[place](sc)
     if rng.random() < (0.45 if crowd else 0.85):
-        _hard_negatives(sc, place, court)
+        _hard_negatives(sc, court)
     _vehicles(sc, [(rng.uniform(0, R, 2), rng.uniform(0, math.pi)) for _ in range(int(rng.poisson(1.5)))])
     few = int(rng.choice(13, p=np.r_[0.3, np.full(12, 0.7 / 12)]))           # up to 12 walkers
     people = rng.uniform(0, R, (few, 2)).astype(np.float32)

@@ -32,6 +32,19 @@ def test_files_ship_small_and_resolve_by_name(tmp_path, monkeypatch):
         builtin_checkpoint("people")
 
 
+def test_files_are_tracked_not_ignored():
+    """A clone must carry them: *.pt and *.onnx are ignored everywhere else in the repository."""
+    import shutil
+    import subprocess
+
+    root = DOC.parents[1]
+    if not (root / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    for f in (ONNX, CKPT):
+        ignored = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", "--no-index", str(f)])
+        assert ignored.returncode == 1, f"{f.name} is git-ignored: a fresh clone would lack it"
+
+
 def test_metadata_names_its_checkpoint_scale_and_rule():
     from export.onnx import read_onnx_metadata
     from train.checkpoint import load_checkpoint

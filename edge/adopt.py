@@ -96,10 +96,10 @@ def engine_precision(requested: Optional[str], onnx_precision: str, qdq: bool) -
 # ------------------------------------------------------------------------- the engine side
 def read_engine(engine_path: Path, dla_core: Optional[int]) -> EngineInfo:
     """Deserialise the engine with this device's TensorRT and read its profile and I/O."""
-    from edge.backends.trt import TensorRTUnusable, _import_trt, create_trt_object
+    from edge.backends.trt import TensorRTUnusable, create_trt_object, import_tensorrt
 
     try:
-        trt = _import_trt()
+        trt = import_tensorrt()
     except ImportError as e:
         raise NoTensorRT(str(e)) from None
     logger = trt.Logger(trt.Logger.WARNING)

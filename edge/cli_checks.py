@@ -174,7 +174,7 @@ def check_output_dir(flag: str, path) -> None:
 def write_text_output(path, text: str) -> None:
     """Write a small text output: atomically (temporary file, then rename) for a regular file,
     in place for a device or FIFO (renaming over ``/dev/stdout`` would replace the device)."""
-    from edge.sidecar import atomic_write
+    from edge.files import atomic_write
 
     p = Path(path)
     if p.exists() and not stat.S_ISREG(p.stat().st_mode):

@@ -27,7 +27,8 @@ from edge.contract import positive_class_index
 from edge.judge import (HEATMAP_IMPLS, MODES, Judge, add_camera_args, add_decision_args,
                         camera_from_args, resolve_impl, rule_from_args)
 from edge.labelled import GROUP_BY, list_labelled, notes, parse_map
-from edge.sidecar import SidecarError, atomic_write
+from edge.files import atomic_write
+from edge.sidecar import SidecarError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from edge.contract import IMAGE_EXTENSIONS
+from edge.files import images_in, images_under
 
 GROUP_BY = ("folder", "prefix")
 
@@ -46,12 +46,6 @@ def parse_map(pairs: Optional[Sequence[str]], class_names: Sequence[str]) -> Dic
     return out
 
 
-def _images_under(folder: Path) -> List[Path]:
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-
-
 def list_labelled(root, class_names: Sequence[str], positive: str,
                   mapping: Optional[Mapping[str, str]] = None) -> Listing:
     """Every labelled image under ``root``; ValueError (naming the folder) when there is none."""
@@ -67,13 +61,13 @@ def list_labelled(root, class_names: Sequence[str], positive: str,
     skipped: Dict[str, int] = {}
     for folder in folders:
         label = mapping.get(folder.name, folder.name if folder.name in class_names else None)
-        files = _images_under(folder)
+        files = images_under(folder)
         if label is None:
             skipped[folder.name] = len(files)
             continue
         images += [LabelledImage(f, f.relative_to(root).as_posix(), label, int(label == positive))
                    for f in files]
-    loose = sum(1 for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    loose = len(images_in(root))
     if not images:
         raise ValueError(f"no labelled images in {root}: expected {root}/<class>/... with <class> one "
                          f"of {list(class_names)} (or --map FOLDER=CLASS); found folders "

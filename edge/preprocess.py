@@ -9,12 +9,11 @@ bit-identical to train's; the normalisation is one fused pass (equal to within 1
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
-from edge.contract import IMAGE_EXTENSIONS, Preprocess, fit_to_size
+from edge.contract import Preprocess, fit_to_size
 
 
 def decode_bgr(path) -> Optional[np.ndarray]:
@@ -141,8 +140,3 @@ class FramePreprocessor:
         return out
 
     __call__ = batch
-
-
-def list_image_files(folder) -> list:
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)

@@ -45,6 +45,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from edge import sidecar as S
+from edge.device import probe_gpu, tensorrt_version
+from edge.files import atomic_write
 from edge.contract import OUTPUT_NAME, PRECISIONS, decode_metadata
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,7 +173,7 @@ def gpu_status() -> Dict[str, Any]:
         providers, ort_version = ort.get_available_providers(), ort.__version__
     except ImportError:
         providers, ort_version = [], None
-    return {"tensorrt": S.tensorrt_version(), "gpu": S.probe_gpu(), "onnxruntime": ort_version,
+    return {"tensorrt": tensorrt_version(), "gpu": probe_gpu(), "onnxruntime": ort_version,
             "providers": providers, "torch": has_module("torch")}
 
 
@@ -552,8 +554,8 @@ def _fmt(v, pct: bool = False) -> str:
 
 def write_report(doc: Dict[str, Any], out: Path) -> Path:
     md = out.with_suffix(".md")
-    S.atomic_write(out, lambda f: f.write((json.dumps(doc, indent=2, default=str) + "\n").encode()))
-    S.atomic_write(md, lambda f: f.write(markdown(doc).encode()))
+    atomic_write(out, lambda f: f.write((json.dumps(doc, indent=2, default=str) + "\n").encode()))
+    atomic_write(md, lambda f: f.write(markdown(doc).encode()))
     return md
 
 

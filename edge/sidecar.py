@@ -46,27 +46,23 @@ An engine built elsewhere (``trtexec``) gets its sidecar from ``python -m edge.s
 (edge/adopt.py). ``precision``/``profile``/``dla_core`` describe the build (and let ``export/``
 decide whether an existing engine still fits a request, :func:`compare` with :data:`BUILD_KEYS`).
 
-GPU identity has ONE source on both sides, :func:`probe_gpu`: the CUDA driver library
+GPU identity has ONE source on both sides, :func:`edge.device.probe_gpu`: the CUDA driver library
 (``libcuda``) through ctypes. It is present wherever an NVIDIA driver is (Jetson included),
 needs neither cuda-python nor nvidia-smi, and is what ``cudaGetDeviceProperties`` itself reports,
 so the writer and the reader never disagree on the spelling of a name.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import datetime as _dt
-import hashlib
 import json
 import os
-import re
 import shlex
-import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+import edge.device
 from edge.contract import META_PREFIX, PRECISIONS, decode_metadata
+from edge.files import atomic_write, file_sha256
 
 SIDECAR_FORMAT = "edge-students/engine-sidecar"
 SIDECAR_FORMAT_VERSION = 1
@@ -102,16 +98,6 @@ KEY_SOURCE_ONNX = "source_onnx"
 KEY_REBUILD_COMMAND = "rebuild_command"
 KEY_BUILD = "build"
 
-# L4T release -> JetPack (docs/tensorrt.md; dusty-nv/jetson-containers l4t_version.py)
-L4T_TO_JETPACK = {
-    "32.6.1": "4.6", "32.7.1": "4.6.1", "32.7.2": "4.6.2", "32.7.3": "4.6.3", "32.7.4": "4.6.4",
-    "32.7.5": "4.6.5", "32.7.6": "4.6.6",
-    "35.1.0": "5.0.2", "35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2", "35.5.0": "5.1.3",
-    "35.6.0": "5.1.4", "36.2.0": "6.0 DP", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2",
-    "36.4.4": "6.2.1",
-}
-TEGRA_RELEASE_FILE = "/etc/nv_tegra_release"
-
 
 class SidecarError(ValueError):
     """A sidecar that is missing, unreadable, of an unknown format, or not for this device."""
@@ -131,89 +117,6 @@ def sidecar_path(engine_path) -> Path:
     return p.with_name(p.name + SIDECAR_SUFFIX)
 
 
-def file_sha256(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# ------------------------------------------------------------------------- Jetson / L4T
-def parse_tegra_release(text: str) -> Optional[str]:
-    """``# R35 (release), REVISION: 4.1, ...`` -> ``"35.4.1"``; None if the text is not one."""
-    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*(\d+)(?:\.(\d+))?", text)
-    if not m:
-        return None
-    return f"{m.group(1)}.{m.group(2)}.{m.group(3) or 0}"
-
-
-def jetpack_for_l4t(l4t: Optional[str]) -> Optional[str]:
-    """The JetPack release of an L4T release; ``"7.x"`` for R38+; None when unknown."""
-    if not l4t:
-        return None
-    if l4t in L4T_TO_JETPACK:
-        return L4T_TO_JETPACK[l4t]
-    try:
-        major = int(l4t.split(".")[0])
-    except ValueError:
-        return None
-    return "7.x" if major >= 38 else None
-
-
-def read_l4t(path: str = TEGRA_RELEASE_FILE) -> Optional[str]:
-    """The L4T release of this machine, or None when it is not a Jetson."""
-    try:
-        return parse_tegra_release(Path(path).read_text(errors="replace"))
-    except OSError:
-        return None
-
-
-# ------------------------------------------------------------------------- GPU / TensorRT
-_CUDA_LIBS = ("libcuda.so.1", "libcuda.so", "nvcuda.dll")
-
-
-def probe_gpu(device: int = 0) -> Optional[Tuple[str, str]]:
-    """``(name, "major.minor")`` of CUDA device ``device`` via the driver API; None without one.
-
-    The single GPU probe of the writer and the reader (see the module docstring).
-    """
-    lib = None
-    for name in filter(None, (ctypes.util.find_library("cuda"),) + _CUDA_LIBS):
-        try:
-            lib = ctypes.CDLL(name)
-            break
-        except OSError:
-            continue
-    if lib is None:
-        return None
-    try:
-        if lib.cuInit(0) != 0:
-            return None
-        dev = ctypes.c_int()
-        if lib.cuDeviceGet(ctypes.byref(dev), int(device)) != 0:
-            return None
-        buf = ctypes.create_string_buffer(256)
-        major, minor = ctypes.c_int(), ctypes.c_int()
-        # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, _MINOR = 76 (cuda.h, since CUDA 5)
-        if (lib.cuDeviceGetName(buf, ctypes.c_int(256), dev) != 0
-                or lib.cuDeviceGetAttribute(ctypes.byref(major), ctypes.c_int(75), dev) != 0
-                or lib.cuDeviceGetAttribute(ctypes.byref(minor), ctypes.c_int(76), dev) != 0):
-            return None
-    except AttributeError:               # not a CUDA driver library after all
-        return None
-    name = " ".join(buf.value.decode(errors="replace").split())
-    return name, f"{major.value}.{minor.value}"
-
-
-def tensorrt_version() -> Optional[str]:
-    try:
-        import tensorrt  # noqa: PLC0415  (optional: only where engines are built or run)
-    except ImportError:
-        return None
-    return str(tensorrt.__version__)
-
-
 def probe_device(trt_version: Optional[str] = None,
                  gpu: Optional[Tuple[str, str]] = None,
                  l4t: Optional[str] = None) -> Dict[str, Any]:
@@ -222,14 +125,14 @@ def probe_device(trt_version: Optional[str] = None,
     Arguments override the probes (the writer passes the TensorRT it builds with; tests pass
     fixed values). Unknown entries are None, never guessed.
     """
-    gpu = gpu if gpu is not None else probe_gpu()
-    l4t = l4t if l4t is not None else read_l4t()
+    gpu = gpu if gpu is not None else edge.device.probe_gpu()
+    l4t = l4t if l4t is not None else edge.device.read_l4t()
     return {
-        FP_TRT_VERSION: trt_version if trt_version is not None else tensorrt_version(),
+        FP_TRT_VERSION: trt_version if trt_version is not None else edge.device.tensorrt_version(),
         FP_GPU_NAME: gpu[0] if gpu else None,
         FP_COMPUTE_CAPABILITY: gpu[1] if gpu else None,
         FP_L4T: l4t,
-        FP_JETPACK: jetpack_for_l4t(l4t),
+        FP_JETPACK: edge.device.jetpack_for_l4t(l4t),
     }
 
 
@@ -330,83 +233,6 @@ def write_sidecar(engine_path, metadata_props: Mapping[str, str], fingerprint: M
                        **dict(build or {})}}
     return atomic_write(sidecar_path(engine_path),
                         lambda f: f.write((json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()))
-
-
-def atomic_write(path, write, sync: bool = False) -> Path:
-    """Write a file through ``write(binary_file)`` into a temporary sibling, then rename it over
-    ``path``: a crash leaves the old file or the new one, never half of one.
-
-    The file gets the mode a plain ``open()`` would give it (0o666 less the umask), not the
-    0o600 of the temporary file, so a service user or a colleague can read it. A failing write
-    (a full disk) raises the ``OSError`` itself, naming ``path``, even when the writer (e.g.
-    ``torch.save``) would wrap it in its own error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    sink = None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sink = _ErrorMemo(f)
-            write(sink)
-            sink.flush()
-            if sync:
-                os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        first = sink.error if sink is not None else None
-        if first is not None:
-            raise OSError(first.errno, first.strerror or str(first), str(path)) from None
-        raise
-    return path
-
-
-class _ErrorMemo:
-    """A binary file that remembers the first ``OSError`` of a write or flush: writers that
-    report it as their own exception (``torch.save``: "enforce fail ... unexpected pos") would
-    hide a plain "No space left on device"."""
-
-    def __init__(self, f) -> None:
-        self._f = f
-        self.error: Optional[OSError] = None
-
-    def write(self, data) -> int:
-        return self._call(self._f.write, data)
-
-    def flush(self) -> None:
-        self._call(self._f.flush)
-
-    def _call(self, fn, *args):
-        try:
-            return fn(*args)
-        except OSError as e:
-            self.error = self.error or e
-            raise
-
-    def __getattr__(self, name: str):
-        return getattr(self._f, name)
-
-
-_UMASK_LOCK = threading.Lock()
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where the OS allows (Linux: /proc), else
-    set and restored at once under a lock, through a restrictive value, so a file another
-    thread creates meanwhile is never more open than intended."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    with _UMASK_LOCK:
-        old = os.umask(0o077)
-        os.umask(old)
-    return old
 
 
 # ------------------------------------------------------------------------- read

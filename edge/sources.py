@@ -21,7 +21,9 @@ from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 
-from edge.preprocess import IMAGE_EXTENSIONS, decode_bgr, list_image_files
+from edge.contract import IMAGE_EXTENSIONS
+from edge.files import images_in, is_image_file
+from edge.preprocess import decode_bgr
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".h264")
 
@@ -300,14 +302,13 @@ def open_source(spec: str, reconnect_timeout: float = 10.0, csi_size=(1280, 720)
         dev = int(spec) if spec.isdigit() else spec
         return live_frames(spec, lambda: cv2.VideoCapture(dev, cv2.CAP_V4L2), timeout)
     if any(c in spec for c in "*?["):
-        paths = sorted(Path(p) for p in globlib.glob(spec)
-                       if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+        paths = sorted(Path(p) for p in globlib.glob(spec) if is_image_file(p))
         if not paths:
             raise SourceError(f"no images match {spec}")
         return _maybe_loop(lambda: image_frames(paths), loop)
     path = Path(spec)
     if path.is_dir():
-        paths = list_image_files(path)
+        paths = images_in(path)
         if not paths:
             raise SourceError(f"folder {path} has no images ({', '.join(IMAGE_EXTENSIONS)})")
         return _maybe_loop(lambda: image_frames(paths), loop)

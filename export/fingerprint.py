@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from edge import sidecar as S
-from edge.sidecar import (BUILD_KEYS, DEVICE_KEYS, compare, file_sha256,  # noqa: F401  (API)
+from edge.sidecar import (BUILD_KEYS, DEVICE_KEYS, compare,  # noqa: F401  (API)
                           read_sidecar, sidecar_path)
 
 

@@ -268,7 +268,7 @@ def export_onnx(checkpoint, out=None, *, opset: int = DEFAULT_OPSET, probs: bool
     """Export ``checkpoint`` and run the parity gate; ``result.passed`` says if it held."""
     import torch
 
-    from train.checkpoint import file_sha256
+    from edge.files import file_sha256
 
     checkpoint = Path(checkpoint)
     model, ckpt = load_source(checkpoint)

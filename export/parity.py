@@ -16,6 +16,7 @@ import numpy as np
 
 from edge.cli_checks import printable
 from edge.contract import IMAGE_EXTENSIONS, Preprocess
+from edge.files import images_under
 from edge.preprocess import decode_rgb
 
 #: (max |delta logits|, min top-1 agreement) per precision, against fp32 ONNX Runtime
@@ -95,21 +96,15 @@ def compare_outputs(ref: np.ndarray, got: np.ndarray, *, name: str, source: str,
 
 
 # ------------------------------------------------------------------------- samples
-def list_image_files(root) -> List[Path]:
-    """Image files under ``root`` (recursively: flat folders and DIR/<class>/* both work)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root}")
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
 def folder_samples(root, pre: Preprocess, limit: int, seed: int = 0) -> Samples:
     """Up to ``limit`` images from a folder (a seeded random subset), preprocessed per contract.
 
     torch-free (OpenCV + :class:`Preprocess`), so it also runs on a Jetson. Labels are set when
     the folder has class sub-folders (``DIR/<class>/*`` or ``DIR/test/<class>/*``).
     """
-    files = list_image_files(root)
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    files = images_under(root)
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
     rng = np.random.default_rng(seed)

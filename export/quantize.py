@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 import tempfile
 from dataclasses import dataclass
@@ -23,20 +22,13 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from edge import contract as C
+from edge.files import file_sha256
 from export.parity import TOLERANCES, accuracy, ort_run
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_CALIB_SIZE = 512
 MAX_DROP_POINTS = 1.0        # a trained model may lose at most 1 accuracy point to INT8
 MIN_AGREEMENT = TOLERANCES["int8"][1]
-
-
-def _sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _import_quantization():
@@ -143,7 +135,7 @@ def quantize_qdq(fp32_onnx, out, calib_x: np.ndarray, *, method: str = "minmax",
             **calibration_kwargs(q.quantize_static))
         model = onnx.load(str(raw))
     fold_int32_bias(model)
-    _retag(model, "int8", _sha256_file(fp32_onnx))
+    _retag(model, "int8", file_sha256(fp32_onnx))
     return _save_checked(model, out)
 
 
@@ -224,5 +216,5 @@ def convert_fp16(fp32_onnx, out) -> Path:
                           "pip install onnxconverter-common") from None
     model = onnx.load(str(fp32_onnx))
     half = float16.convert_float_to_float16(model, keep_io_types=True)
-    _retag(half, "fp16", _sha256_file(fp32_onnx))
+    _retag(half, "fp16", file_sha256(fp32_onnx))
     return _save_checked(half, out)

@@ -202,7 +202,7 @@ def target_command(job: Job, engine: Optional[Path] = None) -> str:
 
 def probe_tensorrt():
     """``(trt module, (gpu name, cc))`` or :class:`TensorRTUnavailable` saying which is missing."""
-    from edge.sidecar import probe_gpu
+    from edge.device import probe_gpu
     from export.trt_build import import_tensorrt
 
     try:
@@ -291,7 +291,7 @@ def check_dla_request(args) -> None:
     """Refuse a DLA request that no device can honour before anything is written."""
     if args.dla is None:
         return
-    from edge.sidecar import tensorrt_version
+    from edge.device import tensorrt_version
     from export.trt_build import dla_request_problem
 
     batches = (args.min_batch, args.opt_batch or args.max_batch, args.max_batch)

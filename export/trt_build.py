@@ -19,24 +19,9 @@ from pathlib import Path
 from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from edge.backends.trt import create_trt_object
-from edge.sidecar import atomic_write
 from edge.contract import INPUT_NAME, PRECISIONS
-
-INSTALL_HINT = (
-    "TensorRT's Python package is not usable here. On a Jetson it comes with JetPack "
-    "(`sudo apt install python3-libnvinfer`, or `sudo apt install nvidia-jetpack`); on a desktop "
-    "GPU `pip install tensorrt` (its wheels fetch the real libraries from NVIDIA's index). "
-    "It needs an NVIDIA GPU and driver.")
-
-
-def import_tensorrt():
-    """``import tensorrt``, or ImportError naming the install (and the underlying cause)."""
-    try:
-        import tensorrt as trt
-    except ImportError as e:           # also: missing libnvinfer/libnvonnxparser (docs/tensorrt.md)
-        raise ImportError(f"{INSTALL_HINT} (import tensorrt: {e})") from None
-    return trt
-
+from edge.device import import_tensorrt
+from edge.files import atomic_write
 
 def version_tuple(version: str) -> Tuple[int, int, int]:
     parts = [int(p) for p in str(version).split(".")[:3] if p.isdigit()]

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from edge.sidecar import atomic_write
+from edge.files import atomic_write
 
 FORMATS = ("markdown", "csv", "json", "latex")
 EXT = {"markdown": "md", "csv": "csv", "json": "json", "latex": "tex"}

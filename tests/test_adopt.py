@@ -17,6 +17,7 @@ import pytest
 
 from edge import adopt as A
 from edge import sidecar as S
+from edge.device import tensorrt_version
 from edge.contract import META_CLASS_NAMES, META_PRECISION
 
 try:
@@ -79,7 +80,7 @@ def test_precision_that_contradicts_the_onnx():
         A.engine_precision("fp16", "fp32", True)
 
 
-@pytest.mark.skipif(S.tensorrt_version() is not None, reason="TensorRT is importable here")
+@pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT is importable here")
 def test_without_tensorrt_exits_3(tmp_path, capsys):
     engine, onnx_path = files(tmp_path)
     before = listing(tmp_path)
@@ -113,7 +114,7 @@ def test_an_engine_tensorrt_cannot_read_is_refused(tmp_path, monkeypatch, capsys
 
     engine, onnx_path = files(tmp_path)
     before = listing(tmp_path)
-    monkeypatch.setattr(trt_backend, "_import_trt", unreadable_trt)
+    monkeypatch.setattr(trt_backend, "import_tensorrt", unreadable_trt)
     assert A.main([str(engine), "--onnx", str(onnx_path), "--precision", "fp16"]) == 2
     err = capsys.readouterr().err
     assert "TensorRT 8.5.2 cannot read" in err and "build it on this device" in err

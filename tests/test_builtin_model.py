@@ -15,7 +15,7 @@ import torch
 
 from edge import contract as C
 from edge.builtin import BUILTIN_MODELS, MODELS_DIR, builtin_checkpoint, resolve_model
-from edge.sidecar import file_sha256
+from edge.files import file_sha256
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "builtin_model.md"
 ONNX, CKPT = (MODELS_DIR / f for f in BUILTIN_MODELS["crowd"])

@@ -9,7 +9,8 @@ cv2 = pytest.importorskip("cv2")
 
 from edge.contract import Preprocess  # noqa: E402
 from train.calibrate import main  # noqa: E402
-from train.checkpoint import build_checkpoint, file_sha256, load_checkpoint, save_checkpoint  # noqa: E402
+from edge.files import file_sha256  # noqa: E402
+from train.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 
 try:
     from edge_helpers import MEAN, STD, brightness_crowd_model

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from edge import contract as C
+from edge import device as D
 from edge import sidecar as S
 from edge.sidecar import FingerprintMismatch, SidecarError, check_engine, compare
 
@@ -195,15 +196,15 @@ def test_compare_rules():
 
 def test_tegra_release_parsing_and_jetpack(tmp_path):
     text = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64\n"
-    assert S.parse_tegra_release(text) == "36.4.3"
-    assert S.parse_tegra_release("# R32 (release), REVISION: 7, GCID") == "32.7.0"
-    assert S.parse_tegra_release("Ubuntu 22.04") is None
-    assert S.jetpack_for_l4t("36.4.3") == "6.2" and S.jetpack_for_l4t("35.2.1") == "5.1"
-    assert S.jetpack_for_l4t("38.2.0") == "7.x" and S.jetpack_for_l4t(None) is None
+    assert D.parse_tegra_release(text) == "36.4.3"
+    assert D.parse_tegra_release("# R32 (release), REVISION: 7, GCID") == "32.7.0"
+    assert D.parse_tegra_release("Ubuntu 22.04") is None
+    assert D.jetpack_for_l4t("36.4.3") == "6.2" and D.jetpack_for_l4t("35.2.1") == "5.1"
+    assert D.jetpack_for_l4t("38.2.0") == "7.x" and D.jetpack_for_l4t(None) is None
     rel = tmp_path / "nv_tegra_release"
     rel.write_text(text)
-    assert S.read_l4t(str(rel)) == "36.4.3"
-    assert S.read_l4t(str(tmp_path / "absent")) is None
+    assert D.read_l4t(str(rel)) == "36.4.3"
+    assert D.read_l4t(str(tmp_path / "absent")) is None
     here = S.probe_device()      # on this machine: whatever is found, None otherwise, not guesses
     assert set(here) == {S.FP_TRT_VERSION, S.FP_GPU_NAME, S.FP_COMPUTE_CAPABILITY, S.FP_L4T,
                          S.FP_JETPACK}
@@ -211,11 +212,11 @@ def test_tegra_release_parsing_and_jetpack(tmp_path):
 
 def test_one_gpu_probe_on_both_sides(monkeypatch):
     """Writer (export.trt) and reader (edge.sidecar.check_engine) take GPU identity from
-    edge.sidecar.probe_gpu, so the strict name comparison cannot see two spellings."""
+    edge.device.probe_gpu, so the strict name comparison cannot see two spellings."""
     import export.trt as export_trt
 
     calls = []
-    monkeypatch.setattr(S, "probe_gpu", lambda device=0: calls.append(device) or ("Orin", "8.7"))
+    monkeypatch.setattr(D, "probe_gpu", lambda device=0: calls.append(device) or ("Orin", "8.7"))
     assert S.probe_device(trt_version="10.3.0", l4t="36.4.0") == ORIN
     fake_trt = SimpleNamespace(__version__="10.3.0")
     monkeypatch.setattr("export.trt_build.import_tensorrt", lambda: fake_trt)
@@ -233,7 +234,7 @@ def test_trt_backend_checks_fingerprint_before_touching_tensorrt(tmp_path, monke
         raise AssertionError("TensorRT must not be touched before the fingerprint check")
 
     engine, _ = build_engine_files(tmp_path)
-    monkeypatch.setattr(trt_backend, "_import_trt", no_trt)
+    monkeypatch.setattr(trt_backend, "import_tensorrt", no_trt)
     monkeypatch.setattr(S, "probe_device", lambda: dict(ORIN, tensorrt_version="8.5.2"))
     with pytest.raises(FingerprintMismatch, match="(?s)8.5.2.*python -m export.trt crowd.onnx"):
         open_backend(engine, "auto")

@@ -97,7 +97,8 @@ def test_metadata_round_trip(tmp_path):
     path = make_ckpt(tmp_path, "fashion_cnn")
     res = export_onnx(path, check_size=2)
     meta = read_onnx_metadata(res.onnx_path)
-    from train.checkpoint import file_sha256, load_checkpoint
+    from edge.files import file_sha256
+    from train.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path)
     assert meta[C.META_CLASS_NAMES] == ck["class_names"]

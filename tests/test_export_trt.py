@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from edge import device as D
 from edge import sidecar as S
 from export import EXIT_NO_TRT
 from export.fingerprint import build_fingerprint, rebuild_reasons, write_engine_sidecar
@@ -169,11 +170,11 @@ def test_rebuild_command_from_the_cli_flags(tmp_path):
 
 def test_tegra_release_parsing(tmp_path):
     text = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: x"
-    assert S.parse_tegra_release(text) == "35.4.1"
-    assert S.jetpack_for_l4t("35.4.1") == "5.1.2"
+    assert D.parse_tegra_release(text) == "35.4.1"
+    assert D.jetpack_for_l4t("35.4.1") == "5.1.2"
     f = tmp_path / "nv_tegra_release"
     f.write_text(text)
-    assert S.read_l4t(str(f)) == "35.4.1"
+    assert D.read_l4t(str(f)) == "35.4.1"
 
 
 def test_edge_sidecar_is_torch_free():
@@ -183,7 +184,7 @@ def test_edge_sidecar_is_torch_free():
 
 
 # ------------------------------------------------------------------------- CLI without TensorRT
-no_trt = pytest.mark.skipif(S.tensorrt_version() is not None and S.probe_gpu() is not None,
+no_trt = pytest.mark.skipif(D.tensorrt_version() is not None and D.probe_gpu() is not None,
                             reason="TensorRT and a GPU are present: the exit-3 path is not taken")
 
 
@@ -244,7 +245,7 @@ def test_trt_int8_from_fp32_onnx_needs_calibration_data(digits_ckpt, tmp_path, c
 def test_real_engine_build_and_parity(digits_ckpt, tmp_path):
     """Builds real engines (fp32, fp16, int8) and checks them against ONNX Runtime fp32."""
     pytest.importorskip("tensorrt", reason="TensorRT is not installed")
-    if S.probe_gpu() is None:
+    if D.probe_gpu() is None:
         pytest.skip("no CUDA GPU visible")
     import shutil
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import edge.sidecar
-from edge.sidecar import atomic_write
+import edge.files
+from edge.files import atomic_write
 from train import crowd_drone
 from train.checkpoint import (CheckpointError, build_checkpoint, load_checkpoint, load_model,
                               save_checkpoint, train_state_of)
@@ -432,7 +432,7 @@ def test_resume_finds_the_run_however_the_folder_is_named_or_moved(tmp_path, mon
 def test_written_files_honour_the_umask(tmp_path, umask):
     old = os.umask(umask)
     try:
-        assert edge.sidecar.current_umask() == umask
+        assert edge.files.current_umask() == umask
         atomic_write(tmp_path / "a.json", lambda f: f.write(b"{}"))
         save_checkpoint({"x": torch.zeros(2)}, tmp_path / "b.pt")
     finally:
@@ -442,7 +442,7 @@ def test_written_files_honour_the_umask(tmp_path, umask):
 
 
 def test_a_runs_files_are_readable_by_others(one_epoch_run):
-    if edge.sidecar.current_umask() & 0o004:
+    if edge.files.current_umask() & 0o004:
         pytest.skip("the umask hides files from others")
     for name in ("config.json", "metrics.json", "model.pt", "best.pt", "state.pt", "metrics.jsonl"):
         assert (one_epoch_run / name).stat().st_mode & 0o004, name
@@ -475,7 +475,7 @@ class _FullDisk:
 @pytest.mark.parametrize("room", [0, 20_000])   # nothing fits / config.json fits, a checkpoint not
 def test_a_full_disk_is_said_plainly(tmp_path, capsys, monkeypatch, room):
     real = os.fdopen
-    monkeypatch.setattr(edge.sidecar.os, "fdopen", lambda fd, mode: _FullDisk(real(fd, mode)))
+    monkeypatch.setattr(edge.files.os, "fdopen", lambda fd, mode: _FullDisk(real(fd, mode)))
     _FullDisk.room = room
     out = tmp_path / "o"
     code, err = call(train_main, RUN + ["--epochs", "1", "--out", str(out)], capsys)
@@ -487,7 +487,7 @@ def test_a_full_disk_is_said_plainly(tmp_path, capsys, monkeypatch, room):
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = save_checkpoint({"x": torch.ones(3)}, tmp_path / "state.pt")
     real = os.fdopen
-    monkeypatch.setattr(edge.sidecar.os, "fdopen", lambda fd, mode: _FullDisk(real(fd, mode)))
+    monkeypatch.setattr(edge.files.os, "fdopen", lambda fd, mode: _FullDisk(real(fd, mode)))
     _FullDisk.room = 100
     with pytest.raises(OSError, match="No space left on device") as e:
         save_checkpoint({"x": torch.zeros(1000)}, path)

@@ -102,6 +102,7 @@ def outcome(fn):
 
 
 def errors(work: Path):
+    import edge.device
     from edge import adopt, bench, run
     from edge import sidecar as S
     from edge.backends.trt import TrtBackend
@@ -119,7 +120,7 @@ def errors(work: Path):
     res["adopt"]["wrote"] = S.sidecar_path(built_elsewhere).exists()
     # the driver API sees a GPU but TensorRT cannot use it (e.g. a driver older than the CUDA
     # TensorRT was built with): the export gets as far as creating its Builder
-    S.probe_gpu = lambda device=0: ("stand-in GPU", "8.7")
+    edge.device.probe_gpu = lambda device=0: ("stand-in GPU", "8.7")
     res["export.trt"] = outcome(lambda: export_trt.main([str(onnx_path), "--precision", "fp32",
                                                          "--check-size", "2"]))
     return res

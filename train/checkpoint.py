@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from edge.contract import DecisionRule, GroundScale, ModelInfo, Preprocess
-from edge.sidecar import atomic_write, file_sha256  # noqa: F401  (file_sha256 re-exported)
+from edge.files import atomic_write
 
 FORMAT = "edge-students/checkpoint"
 FORMAT_VERSION = 1

@@ -34,7 +34,7 @@ from torch import nn
 
 from train import distributed as ddp
 from edge.contract import DecisionRule, GroundScale, ModelInfo
-from edge.sidecar import atomic_write
+from edge.files import atomic_write
 from train.checkpoint import (CheckpointError, build_checkpoint, load_checkpoint, load_weights,
                               save_checkpoint, train_state_of)
 from train.config import RESUMABLE_CHANGES, TrainConfig

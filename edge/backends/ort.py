@@ -75,7 +75,7 @@ def trt_option_names(ort) -> Tuple[FrozenSet[str], str]:
 
 def trt_major() -> Optional[int]:
     """The TensorRT major version ONNX Runtime's provider will use, when the bindings tell."""
-    from edge.sidecar import tensorrt_version  # noqa: PLC0415
+    from edge.device import tensorrt_version  # noqa: PLC0415
 
     v = tensorrt_version()
     return int(v.split(".")[0]) if v else None

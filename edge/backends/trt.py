@@ -20,21 +20,12 @@ import numpy as np
 
 from edge.backends.cuda_rt import check, cudart
 from edge.contract import INPUT_NAME, META_PRECISION, OUTPUT_NAME, ModelInfo
+from edge.device import import_tensorrt
 from edge.sidecar import (FP_DLA_CORE, FP_GPU_NAME, FP_PRECISION, FP_PROFILE, KEY_FINGERPRINT,
                           check_engine, read_sidecar, sidecar_metadata)
 
 _NP_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32,
               "BOOL": np.bool_, "UINT8": np.uint8, "INT64": np.int64}
-
-
-def _import_trt():
-    try:
-        import tensorrt as trt  # noqa: PLC0415
-    except ImportError:
-        raise ImportError("the TensorRT backend needs TensorRT's Python bindings: on a Jetson they "
-                          "come with JetPack (`sudo apt install python3-libnvinfer`); see "
-                          "docs/jetson.md") from None
-    return trt
 
 
 class TensorRTUnusable(RuntimeError):
@@ -114,7 +105,7 @@ class TrtBackend:
         self.info = ModelInfo.from_metadata(meta)
         fp = self.sidecar[KEY_FINGERPRINT]
         self.precision = str(fp.get(FP_PRECISION) or meta.get(META_PRECISION, "n/a"))
-        trt = self.trt = _import_trt()
+        trt = self.trt = import_tensorrt()
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = create_trt_object(trt, trt.Runtime, self.logger)
         if fp.get(FP_DLA_CORE) is not None:     # a DLA plan deserialises onto the core it targets

@@ -134,12 +134,13 @@ def tiny_imagenet(root=None, **_):
 
 
 def _tiny_train(path: Path, classes: Sequence[str], pre: Preprocess):
-    from train.data.folder import decode_files, list_images
+    from edge.files import images_in
+    from train.data.folder import decode_files
 
     files = []
     for label, wnid in enumerate(classes):
         img_dir = path / "train" / wnid / "images"
-        files += [(p, label) for p in list_images(img_dir if img_dir.is_dir() else img_dir.parent)]
+        files += [(p, label) for p in images_in(img_dir if img_dir.is_dir() else img_dir.parent)]
     x, y, _ = decode_files(files, pre, desc="decode tiny-imagenet/train", where=str(path / "train"))
     return x, y
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from edge.contract import IMAGE_EXTENSIONS, Preprocess
+from edge.files import images_in
 from edge.preprocess import decode_rgb  # noqa: F401  (one decoder for train, export and edge)
 from train.data import DataError, DataSplits
 
@@ -28,11 +29,6 @@ def list_classes(split_dir: Path) -> List[str]:
     return classes
 
 
-def list_images(class_dir: Path) -> List[Path]:
-    return sorted(p for p in class_dir.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
 def load_split(split_dir: Path, classes: Sequence[str], preprocess: Preprocess,
                workers: int = 4, desc: str = "",
                sizes: Optional[List[Tuple[int, int]]] = None) -> Tuple[torch.Tensor, torch.Tensor, int]:
@@ -43,7 +39,7 @@ def load_split(split_dir: Path, classes: Sequence[str], preprocess: Preprocess,
         class_dir = split_dir / name
         if not class_dir.is_dir():
             raise DataError(f"{split_dir} lacks the class folder {name!r} that the train split has")
-        images = list_images(class_dir)
+        images = images_in(class_dir)
         if not images:
             raise DataError(f"class folder {class_dir} has no images ({', '.join(IMAGE_EXTENSIONS)})")
         files += [(p, label) for p in images]

@@ -29,7 +29,7 @@ from pathlib import Path
 from queue import Queue
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from edge.sidecar import atomic_write
+from edge.files import atomic_write
 from train.config import RESUMABLE_CHANGES, TrainConfig
 from train.sweeps.grid import Job
 

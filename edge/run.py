@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the model's own; ort-trt can run an fp32 ONNX at fp16; an engine's is fixed at build")
     p.add_argument("--mode", default="classify", choices=MODES, help="one decision per frame, or a crowd heatmap")
     p.add_argument("--output", default=None, help="JSON Lines file, one record per frame, appended ('-' = stdout)")
-    # a flag pair rather than BooleanOptionalAction: JetPack 5.1 runs Python 3.8
+    # a flag pair rather than BooleanOptionalAction: each side says what it trades (in --help)
     p.add_argument("--fsync", dest="fsync", action="store_true", default=True,
                    help="fsync the JSONL after every record, so a power cut loses at most one (default)")
     p.add_argument("--no-fsync", dest="fsync", action="store_false",

@@ -307,25 +307,28 @@ def camera_from_args(args, prefix: str = "") -> Camera:
                   getattr(args, f"{key}altitude"), getattr(args, f"{key}hfov"))
 
 
+#: the rule's thresholds that a flag of the same name overrides, with the flag's help
+_DECISION_FLAGS = (
+    ("threshold", "heatmap: crowd probability above which an area counts as crowd "
+                  "(default: the model's decision rule, else 0.5)"),
+    ("min_area", "heatmap: share of the frame that must count as crowd for a crowd verdict "
+                 "(default: the model's, else 0.02)"),
+    ("classify_threshold", "classify: p(crowd) at or above which the verdict is crowd "
+                           "(default: the model's, else 0.5)"),
+)
+
+
 def add_decision_args(group) -> None:
     group.add_argument("--resize", choices=RESIZE_POLICIES, default=None,
                        help="classify: how the whole frame meets the input size (default: the model's, "
                             "stretch)")
-    group.add_argument("--threshold", type=float, default=None,
-                       help="heatmap: crowd probability above which an area counts as crowd "
-                            "(default: the model's decision rule, else 0.5)")
-    group.add_argument("--min-area", type=float, default=None,
-                       help="heatmap: share of the frame that must count as crowd for a crowd "
-                            "verdict (default: the model's, else 0.02)")
-    group.add_argument("--classify-threshold", type=float, default=None,
-                       help="classify: p(crowd) at or above which the verdict is crowd "
-                            "(default: the model's, else 0.5)")
+    for key, text in _DECISION_FLAGS:
+        group.add_argument(f"--{key.replace('_', '-')}", type=float, default=None, help=text)
 
 
 def rule_from_args(base: DecisionRule, args) -> DecisionRule:
     """The model's rule with the thresholds given on the command line replacing its own."""
-    given = {k: getattr(args, k) for k in ("threshold", "min_area", "classify_threshold")
-             if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k, _ in _DECISION_FLAGS if getattr(args, k) is not None}
     if not given:
         return base
     names = ", ".join(f"--{k.replace('_', '-')}" for k in given)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from edge.backends import BACKENDS, open_backend
+from edge.command import run_command
 from edge.contract import positive_class_index
 from edge.judge import (HEATMAP_IMPLS, MODES, Judge, add_camera_args, add_decision_args,
                         camera_from_args, resolve_impl, rule_from_args)
@@ -83,15 +84,20 @@ def setup(args):
     return backend, judge, listing, pos
 
 
+#: what a bad model, data folder or flag raises while setting up (exit status 2)
+SETUP_ERRORS = (ValueError, FileNotFoundError, ImportError, RuntimeError, SidecarError)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    return run_command("edge.evaluate", build_parser().parse_args(argv), setup, evaluate,
+                       SETUP_ERRORS)
+
+
+def evaluate(args, state) -> int:
+    """Judge every image, print the report, write the files asked for."""
     from edge.evaluation import format_report, judge_images, report
 
-    args = build_parser().parse_args(argv)
-    try:
-        backend, judge, listing, pos = setup(args)
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError, SidecarError) as e:
-        print(f"edge.evaluate: error: {e}", file=sys.stderr)
-        return 2
+    backend, judge, listing, pos = state
     for note in judge.notes + notes(listing, args.data):
         print(f"edge.evaluate: note: {note}", file=sys.stderr)
     names = list(backend.info.class_names)

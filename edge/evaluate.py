@@ -26,7 +26,7 @@ from edge.backends import BACKENDS, open_backend
 from edge.command import run_command
 from edge.contract import positive_class_index
 from edge.judge import (HEATMAP_IMPLS, MODES, Judge, add_camera_args, add_decision_args,
-                        camera_from_args, resolve_impl, rule_from_args)
+                        camera_from_args, impl_for, rule_from_args)
 from edge.labelled import GROUP_BY, list_labelled, notes, parse_map
 from edge.files import atomic_write
 from edge.sidecar import SidecarError
@@ -76,11 +76,10 @@ def setup(args):
     info = backend.info
     pos = info.class_names[positive_class_index(info.class_names, args.positive_class)]
     listing = list_labelled(args.data, info.class_names, pos, parse_map(args.map, info.class_names))
-    impl = resolve_impl(args.heatmap_impl, bool(getattr(backend, "has_dense", False))) \
-        if args.mode == "heatmap" else "tiles"
     judge = Judge(info, args.mode, positive=list(info.class_names).index(pos),
                   rule=rule_from_args(info.decision, args), camera=camera_from_args(args),
-                  impl=impl, stride=args.stride, resize=args.resize, tile_batch=args.tile_batch)
+                  impl=impl_for(args.mode, args.heatmap_impl, backend),
+                  stride=args.stride, resize=args.resize, tile_batch=args.tile_batch)
     return backend, judge, listing, pos
 
 

@@ -144,6 +144,14 @@ def resolve_impl(requested: str, has_dense: bool) -> str:
     return requested
 
 
+def impl_for(mode: str, requested: str, backend) -> str:
+    """The resolved heatmap impl for a judge of ``mode`` on ``backend`` (classify has none and
+    takes "tiles", which it ignores: a request for dense is not checked then)."""
+    if mode != "heatmap":
+        return "tiles"
+    return resolve_impl(requested, bool(getattr(backend, "has_dense", False)))
+
+
 # ------------------------------------------------------------------------------ results
 @dataclass
 class Prepared:

@@ -21,7 +21,7 @@ import numpy as np
 
 from edge.contract import DecisionRule
 from edge.heatmap import FlightSafety
-from edge.judge import HEATMAP_IMPLS, MODES, Camera, Judge, Judgement, Prepared, resolve_impl
+from edge.judge import HEATMAP_IMPLS, MODES, Camera, Judge, Judgement, Prepared, impl_for
 from edge.outputs import LatencyStats, overlay
 from edge.sources import Frame
 
@@ -80,12 +80,10 @@ class Pipeline:
         self.publish = publish or (lambda record, item, heat_grid: None)
         self.safety = safety or FlightSafety()
         self.class_names = list(backend.info.class_names)
-        impl = (resolve_impl(cfg.heatmap_impl, bool(getattr(backend, "has_dense", False)))
-                if cfg.mode == "heatmap" else "tiles")
         # one judge of a frame, the same as edge.evaluate's and training's validation
         self.judge = Judge(backend.info, cfg.mode, positive=cfg.positive, rule=cfg.rule,
-                           camera=cfg.camera, impl=impl, stride=cfg.stride, resize=cfg.resize,
-                           tile_batch=cfg.tile_batch)
+                           camera=cfg.camera, impl=impl_for(cfg.mode, cfg.heatmap_impl, backend),
+                           stride=cfg.stride, resize=cfg.resize, tile_batch=cfg.tile_batch)
         self.strategy = self.judge.strategy          # classify, dense or tiled heatmap
         self.impl = self.strategy.impl
         self.stats = LatencyStats()

@@ -24,7 +24,8 @@ import numpy as np
 
 from edge.backends import BACKENDS
 from edge import sidecar as S
-from edge.cli_checks import OneLineParser, check_bench_args, one_line, write_text_output
+from edge.cli_checks import OneLineParser, check_bench_args, write_text_output
+from edge.command import model_error, run_command
 from edge.model_checks import open_model
 from edge.contract import PRECISIONS
 from edge.outputs import JsonlWriter
@@ -159,16 +160,21 @@ def _watts(v) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        check_bench_args(args)
-        backend = open_model(args.model, args.backend, threads=args.threads,
-                             precision=args.precision)
-        check_batches(backend, args.batch)
-    except (ValueError, OSError, ImportError, RuntimeError) as e:
-        print(f"edge.bench: error: {e if isinstance(e, S.SidecarError) else one_line(e)}",
-              file=sys.stderr)
-        return 2
+    return run_command("edge.bench", build_parser().parse_args(argv), open_checked, bench,
+                       (ValueError, OSError, ImportError, RuntimeError), model_error)
+
+
+def open_checked(args):
+    """The backend, once the flags and the batch sizes are checked against the model."""
+    check_bench_args(args)
+    backend = open_model(args.model, args.backend, threads=args.threads,
+                         precision=args.precision)
+    check_batches(backend, args.batch)
+    return backend
+
+
+def bench(args, backend) -> int:
+    """Every batch size, the pipeline run, the table and the JSON file."""
     sampler = PowerSampler() if args.power else None
     with (sampler if sampler is not None else _Null()):
         live = sampler if sampler is not None and sampler.error is None else None

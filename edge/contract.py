@@ -95,10 +95,9 @@ class Preprocess:
 
     ``size`` is (height, width). ``channel_order`` is the order the network expects ("RGB" for
     colour models, "GRAY" for one-channel models); decoders hand over RGB and the recipe converts.
-    ``resize`` is the policy (:data:`RESIZE_POLICIES`, implemented once in :func:`fit_to_size`):
-    "stretch" resizes the whole image to ``size`` (no crop, no padding), "letterbox" keeps the
-    aspect ratio and pads with the mean, "center-crop" keeps the aspect ratio and cuts the borders;
-    OpenCV's INTER_AREA when shrinking and INTER_LINEAR when enlarging.
+    ``resize`` is the policy (one of :data:`RESIZE_POLICIES`, which says what each does; applied
+    by :meth:`fit` through :func:`fit_to_size`), with OpenCV's INTER_AREA when shrinking and
+    INTER_LINEAR when enlarging.
     Normalisation: ``(pixel / 255 - mean) / std`` per channel.
     """
 
@@ -149,39 +148,44 @@ class Preprocess:
 
     # -- numpy implementation (edge/ uses it; train/ uses it to decode and resize) --------
     def to_uint8(self, image: np.ndarray) -> np.ndarray:
-        """Any decoded RGB image (HxW, HxWx1, HxWx3, HxWx4; uint8) -> HxWxC uint8 at ``size``.
+        """Any decoded RGB image (HxW, HxWx1, HxWx3, HxWx4; uint8) -> HxWxC uint8 at ``size`` in
+        the model's channel order (:meth:`fit`, then RGB -> BGR for a BGR model)."""
+        img = self.fit(image, "RGB")
+        return np.ascontiguousarray(img[:, :, ::-1] if self.channel_order == "BGR" else img)
 
-        Input colour images are RGB (or RGBA: alpha is dropped). Grayscale is replicated for
-        colour models; colour is converted to luma (ITU-R 601, as OpenCV) for GRAY models.
-        """
+    def fit(self, image: np.ndarray, order: str = "RGB",
+            size: Optional[Sequence[int]] = None) -> np.ndarray:
+        """A decoded uint8 image (HxW, HxWx1, HxWx3 or HxWx4 with its colour in ``order``, "RGB"
+        or "BGR") at ``size`` (default the recipe's) by the recipe's resize policy: HxWx1 luma
+        (ITU-R 601, as OpenCV) for a GRAY model, else HxWx3 in ``order`` (alpha dropped, gray
+        replicated). The one path from a decoded image to the input size, train's and edge's.
+
+        Gray is replicated after the resize, which works per channel (the same pixels for a third
+        of the work), except under a letterbox, whose padding is a colour (the mean)."""
         import cv2
 
         img = np.asarray(image)
         if img.dtype != np.uint8:
             raise ValueError(f"expected a uint8 image, got {img.dtype}")
-        if img.ndim == 3 and img.shape[2] == 1:
-            img = img[:, :, 0]
-        if img.ndim == 3 and img.shape[2] == 4:
-            img = img[:, :, :3]
-        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
-            raise ValueError(f"unsupported image shape {img.shape}")
-        if self.channel_order == "GRAY":
-            if img.ndim == 3:
-                img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
-        else:
-            if img.ndim == 2:
-                img = np.repeat(img[:, :, None], 3, axis=2)
-            if self.channel_order == "BGR":
-                img = img[:, :, ::-1]
-        img = fit_to_size(img, self.size, self.resize, self.pad_value())
+        img = as_colour_or_gray(img)
+        gray = self.channel_order == "GRAY"
+        if gray and img.ndim == 3:
+            to_luma = cv2.COLOR_RGB2GRAY if order == "RGB" else cv2.COLOR_BGR2GRAY
+            img = cv2.cvtColor(np.ascontiguousarray(img), to_luma)
+        if img.ndim == 2 and not gray and self.resize == "letterbox":
+            img = np.repeat(img[:, :, None], 3, 2)
+        img = fit_to_size(img, self.size if size is None else size, self.resize,
+                          self.pad_value(order))
         if img.ndim == 2:
-            img = img[:, :, None]
-        return np.ascontiguousarray(img)
+            img = img[:, :, None] if gray else np.repeat(img[:, :, None], 3, 2)
+        return img
 
-    def pad_value(self) -> Tuple[int, ...]:
-        """The uint8 pixel a letterbox pads with, in the model's channel order: the normalisation
-        mean, so padding becomes ~0 after normalising (no edges the model could read)."""
-        return tuple(int(round(min(max(m, 0.0), 1.0) * 255)) for m in self.mean)
+    def pad_value(self, order: Optional[str] = None) -> Tuple[int, ...]:
+        """The uint8 pixel a letterbox pads with, in the model's channel order (or in ``order``,
+        "RGB" or "BGR"): the normalisation mean, so padding becomes ~0 after normalising (no
+        edges the model could read)."""
+        pad = tuple(int(round(min(max(m, 0.0), 1.0) * 255)) for m in self.mean)
+        return pad[::-1] if {order, self.channel_order} == {"RGB", "BGR"} else pad
 
     def normalize(self, batch_nhwc: np.ndarray) -> np.ndarray:
         """uint8 NHWC batch -> float32 NCHW network input."""
@@ -194,6 +198,18 @@ class Preprocess:
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """A list of decoded RGB images -> float32 NCHW batch."""
         return self.normalize(np.stack([self.to_uint8(im) for im in images]))
+
+
+def as_colour_or_gray(img: np.ndarray) -> np.ndarray:
+    """HxW, HxWx1, HxWx3 or HxWx4 -> HxW gray or HxWx3 colour in the image's own channel order
+    (alpha dropped; a view when possible); ``ValueError`` for any other shape."""
+    if img.ndim == 3 and img.shape[2] == 1:
+        return img[:, :, 0]
+    if img.ndim == 3 and img.shape[2] == 4:
+        return img[:, :, :3]
+    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3):
+        return img
+    raise ValueError(f"unsupported image shape {img.shape}")
 
 
 def resize_u8(img: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -212,8 +228,8 @@ def fit_to_size(img: np.ndarray, size: Sequence[int], policy: str = "stretch",
     """A uint8 HxW or HxWxC image at ``size`` (height, width) by a :data:`RESIZE_POLICIES` policy.
 
     ``fill`` is the letterbox padding, one value per channel in the image's own channel order.
-    The one implementation of the policies: training (through :class:`Preprocess`) and the edge
-    runtime (``edge.preprocess``) both call it, so they see the same pixels.
+    The one implementation of the policies: training and the edge runtime both reach it through
+    :meth:`Preprocess.fit`, so they see the same pixels.
     """
     if policy not in RESIZE_POLICIES:
         raise ValueError(f"resize policy {policy!r} not in {RESIZE_POLICIES}")

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import List, Optional
 
 from edge.backends import BACKENDS, open_backend
+from edge.command import run_command
 from edge.contract import positive_class_index
 from edge.judge import (HEATMAP_IMPLS, MODES, Judge, add_camera_args, add_decision_args,
-                        camera_from_args, resolve_impl, rule_from_args)
+                        camera_from_args, impl_for, rule_from_args)
 from edge.labelled import GROUP_BY, list_labelled, notes, parse_map
 from edge.files import atomic_write
 from edge.sidecar import SidecarError
@@ -75,23 +76,27 @@ def setup(args):
     info = backend.info
     pos = info.class_names[positive_class_index(info.class_names, args.positive_class)]
     listing = list_labelled(args.data, info.class_names, pos, parse_map(args.map, info.class_names))
-    impl = resolve_impl(args.heatmap_impl, bool(getattr(backend, "has_dense", False))) \
-        if args.mode == "heatmap" else "tiles"
     judge = Judge(info, args.mode, positive=list(info.class_names).index(pos),
                   rule=rule_from_args(info.decision, args), camera=camera_from_args(args),
-                  impl=impl, stride=args.stride, resize=args.resize, tile_batch=args.tile_batch)
+                  impl=impl_for(args.mode, args.heatmap_impl, backend),
+                  stride=args.stride, resize=args.resize, tile_batch=args.tile_batch)
     return backend, judge, listing, pos
 
 
+#: what a bad model, data folder or flag raises while setting up (exit status 2)
+SETUP_ERRORS = (ValueError, FileNotFoundError, ImportError, RuntimeError, SidecarError)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    return run_command("edge.evaluate", build_parser().parse_args(argv), setup, evaluate,
+                       SETUP_ERRORS)
+
+
+def evaluate(args, state) -> int:
+    """Judge every image, print the report, write the files asked for."""
     from edge.evaluation import format_report, judge_images, report
 
-    args = build_parser().parse_args(argv)
-    try:
-        backend, judge, listing, pos = setup(args)
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError, SidecarError) as e:
-        print(f"edge.evaluate: error: {e}", file=sys.stderr)
-        return 2
+    backend, judge, listing, pos = state
     for note in judge.notes + notes(listing, args.data):
         print(f"edge.evaluate: note: {note}", file=sys.stderr)
     names = list(backend.info.class_names)

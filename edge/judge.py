@@ -6,7 +6,9 @@ camera and the :class:`~edge.contract.DecisionRule`. ``prepare`` turns a decoded
 BGR/gray uint8) into network inputs, ``run`` calls the network, ``decide`` turns its logits into a
 :class:`Judgement`: probabilities or heat statistics, the calibrated score (0.5 exactly at the
 rule's boundary) and the verdict. The runtime spreads the three over its threads; :meth:`judge`
-does them in a row. Modes:
+does them in a row. Each mode is a small strategy with one interface (:class:`JudgeMode`:
+:class:`Classify`, :class:`DenseHeatmap`, :class:`TiledHeatmap`), chosen once by
+:func:`judge_mode`; the judge holds it and the rule. Modes:
 
 * ``classify``: the whole frame is resized to the input (the recipe's resize policy, or the one
   given) and the verdict is p(crowd) >= ``classify_threshold``.
@@ -27,11 +29,12 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
-from edge.contract import RESIZE_POLICIES, DecisionRule, GroundScale, ModelInfo, gsd_from_camera
+from edge.contract import (RESIZE_POLICIES, DecisionRule, GroundScale, ModelInfo, Preprocess,
+                           gsd_from_camera)
 from edge.heatmap import HeatStats, TileGrid, cut_tiles, softmax, stats_from_dense, stats_from_tiles, tile_grid
 from edge.preprocess import FramePreprocessor
 
@@ -141,6 +144,14 @@ def resolve_impl(requested: str, has_dense: bool) -> str:
     return requested
 
 
+def impl_for(mode: str, requested: str, backend) -> str:
+    """The resolved heatmap impl for a judge of ``mode`` on ``backend`` (classify has none and
+    takes "tiles", which it ignores: a request for dense is not checked then)."""
+    if mode != "heatmap":
+        return "tiles"
+    return resolve_impl(requested, bool(getattr(backend, "has_dense", False)))
+
+
 # ------------------------------------------------------------------------------ results
 @dataclass
 class Prepared:
@@ -162,6 +173,11 @@ class Judgement:
     heat: Optional[HeatStats] = None     # heatmap
     tile_px: Optional[int] = None
 
+    @property
+    def grid(self) -> Optional[np.ndarray]:
+        """The heat grid an overlay blends in (None for classify)."""
+        return self.heat.grid if self.heat is not None else None
+
     def to_record(self) -> Dict[str, Any]:
         rec: Dict[str, Any] = {"crowd": bool(self.crowd), "score": round(self.score, 4),
                                "evidence": round(self.evidence, 4)}
@@ -170,44 +186,94 @@ class Judgement:
         return rec
 
 
-# ------------------------------------------------------------------------------ the judge
-class Judge:
-    """Build once per model and setting; ``judge(image, predict)`` per image (see module doc)."""
+# ------------------------------------------------------------------------------ the modes
+class JudgeMode(Protocol):
+    """One way of judging a frame (:class:`Classify`, :class:`DenseHeatmap`,
+    :class:`TiledHeatmap`): the interface the judge, the runtime and the offline judges call."""
 
-    def __init__(self, info: ModelInfo, mode: str = "classify", *, positive: int = 0,
-                 rule: Optional[DecisionRule] = None, camera: Camera = Camera(),
-                 impl: str = "tiles", stride: Optional[int] = None, resize: Optional[str] = None,
-                 tile_batch: int = 64) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode {mode!r} not in {MODES}")
-        if impl not in ("tiles", "dense"):
-            raise ValueError(f"heatmap impl {impl!r} must be resolved to tiles or dense")
-        if resize is not None and resize not in RESIZE_POLICIES:
-            raise ValueError(f"--resize {resize!r} not in {RESIZE_POLICIES}")
-        if stride is not None and int(stride) < 1:
-            raise ValueError(f"--stride must be >= 1 frame pixel, got {stride!r}")
-        if int(tile_batch) < 1:
-            raise ValueError(f"tile batch must be >= 1, got {tile_batch!r}")
-        if not 0 <= int(positive) < len(info.class_names):
-            raise ValueError(f"positive class index {positive} outside the model's classes")
-        self.info, self.mode, self.positive = info, mode, int(positive)
-        self.rule = rule if rule is not None else info.decision
-        self.impl = impl if mode == "heatmap" else "none"
-        self.stride, self.tile_batch = stride, int(tile_batch)
-        recipe = info.preprocess
-        if mode == "classify":
-            self.resize = resize or recipe.resize
-            self.prep = FramePreprocessor(replace(recipe, resize=self.resize))
-            self.tiling: Optional[Tiling] = None
-        else:                    # tiles already have the input's aspect ratio; dense keeps the frame's
-            self.resize = "stretch"
-            self.prep = FramePreprocessor(replace(recipe, resize="stretch"))
-            self.tiling = resolve_tiling(camera, info.scale, int(recipe.size[1]))
-        self.notes: List[str] = self._notes()
+    mode: str                        # "classify" or "heatmap"
+    impl: str                        # "none", "dense" or "tiles"
+    batches_frames: bool             # several frames may share one inference call
+    queue_cap: Optional[int]         # the most prepared frames worth buffering (None: no limit)
+    tiling: Optional[Tiling]
 
-    def _notes(self) -> List[str]:
-        if self.tiling is None:
-            return []
+    def notes(self) -> List[str]:
+        """What the settings assumed, said once."""
+        ...
+
+    def describe(self) -> Dict[str, Any]:
+        """This mode's settings, for records and reports."""
+        ...
+
+    def prepare(self, image: np.ndarray) -> Prepared:
+        """A decoded BGR/gray uint8 image -> its network input."""
+        ...
+
+    def infer(self, batch: Sequence[Prepared], predict: Predict,
+              score_map: Optional[Predict] = None) -> List[np.ndarray]:
+        """The network's outputs, one per prepared image."""
+        ...
+
+    def decide(self, out: np.ndarray, prepared: Prepared, rule: DecisionRule) -> Judgement:
+        """One image's outputs -> its judgement under ``rule``."""
+        ...
+
+    def record(self, verdict: Judgement, class_names: Sequence[str], grid: bool) -> Dict[str, Any]:
+        """The fields this mode adds to a runtime record (``grid``: the heatmap's whole grid)."""
+        ...
+
+
+class Classify:
+    """The whole frame resized to the input by a resize policy; p(crowd) decides. Frames can share
+    one inference call (``batches_frames``)."""
+
+    mode, impl, batches_frames, queue_cap = "classify", "none", True, None
+    tiling: Optional[Tiling] = None
+
+    def __init__(self, recipe: Preprocess, positive: int, resize: Optional[str]) -> None:
+        self.positive, self.resize = positive, resize or recipe.resize
+        self.prep = FramePreprocessor(replace(recipe, resize=self.resize))
+
+    def notes(self) -> List[str]:
+        return []
+
+    def describe(self) -> Dict[str, Any]:
+        return {"resize": self.resize}
+
+    def prepare(self, image: np.ndarray) -> Prepared:
+        return Prepared(self.prep([image]), _hw(image))                     # [1, C, H, W]
+
+    def infer(self, batch: Sequence[Prepared], predict: Predict,
+              score_map: Optional[Predict] = None) -> List[np.ndarray]:
+        """Logits [C] per image, all images in one call."""
+        xs = [p.x for p in batch]
+        return list(np.asarray(predict(xs[0] if len(xs) == 1 else np.concatenate(xs))))
+
+    def decide(self, out: np.ndarray, prepared: Prepared, rule: DecisionRule) -> Judgement:
+        probs = softmax(np.asarray(out, np.float64))
+        p = float(probs[self.positive])
+        return Judgement("classify", p >= rule.classify_threshold, rule.classify_score(p), p,
+                         probs=probs)
+
+    def record(self, verdict: Judgement, class_names: Sequence[str], grid: bool) -> Dict[str, Any]:
+        probs = verdict.probs
+        return {"probabilities": {n: round(float(v), 5) for n, v in zip(class_names, probs)},
+                "top_class": class_names[int(np.argmax(probs))]}
+
+
+class _Heatmap:
+    """The frame seen at the training ground scale (tiles sized from the camera); the share of
+    the frame above ``threshold`` decides. One frame per inference call. A subclass gives
+    ``impl``, ``prepare``, ``infer`` and ``heat`` (its outputs -> :class:`HeatStats`)."""
+
+    mode, batches_frames, queue_cap = "heatmap", False, None
+
+    def __init__(self, recipe: Preprocess, positive: int, tiling: Tiling) -> None:
+        # tiles already have the input's aspect ratio; dense keeps the frame's
+        self.positive, self.tiling = positive, tiling
+        self.prep = FramePreprocessor(replace(recipe, resize="stretch"))
+
+    def notes(self) -> List[str]:
         if self.tiling.source == "default camera":
             return [f"no camera given: assuming altitude {DEFAULT_ALTITUDE_M:g} m and horizontal "
                     f"field of view {DEFAULT_HFOV_DEG:g} deg to size the heatmap tiles (pass --gsd, "
@@ -218,58 +284,109 @@ class Judge:
         return []
 
     def describe(self) -> Dict[str, Any]:
+        return {"impl": self.impl, "tiling": self.tiling.to_dict()}
+
+    def decide(self, out: np.ndarray, prepared: Prepared, rule: DecisionRule) -> Judgement:
+        heat = self.heat(out, prepared, rule.threshold)
+        area = heat.area_over
+        return Judgement("heatmap", area >= rule.min_area, rule.heatmap_score(area), area,
+                         heat=heat, tile_px=prepared.tile_px)
+
+    def record(self, verdict: Judgement, class_names: Sequence[str], grid: bool) -> Dict[str, Any]:
+        return {"heat": verdict.heat.to_record(grid=grid)}
+
+
+class DenseHeatmap(_Heatmap):
+    """The whole frame rescaled by ``input / tile`` through the model's score map, once."""
+
+    impl = "dense"
+
+    def prepare(self, image: np.ndarray) -> Prepared:
+        hw = _hw(image)
+        tile = self.tiling.tile_px(hw[1])
+        f = self.prep.size[1] / tile                                          # frame -> training scale
+        size = (max(MIN_DENSE_SIDE, int(round(hw[0] * f))), max(MIN_DENSE_SIDE, int(round(hw[1] * f))))
+        return Prepared(self.prep.to_tensor(image, size=size)[None], hw, tile)   # [1, C, h', w']
+
+    def infer(self, batch: Sequence[Prepared], predict: Predict,
+              score_map: Optional[Predict] = None) -> List[np.ndarray]:
+        """The score map [C, h, w] per image."""
+        if score_map is None:
+            raise ValueError("the dense heatmap needs the model's score_map")
+        return [np.asarray(score_map(p.x))[0] for p in batch]
+
+    def heat(self, out: np.ndarray, prepared: Prepared, threshold: float) -> HeatStats:
+        return stats_from_dense(softmax(out, axis=0)[self.positive], threshold)   # [h, w]
+
+
+class TiledHeatmap(_Heatmap):
+    """Tiles of the camera's tile side at ``stride`` (default half a tile), each resized to the
+    input, classified ``tile_batch`` at a time and averaged where they overlap."""
+
+    impl = "tiles"
+    queue_cap = 2         # the tiles of a 720p frame are ~40 MB of float32: buffer fewer of them
+
+    def __init__(self, recipe: Preprocess, positive: int, tiling: Tiling,
+                 stride: Optional[int], tile_batch: int) -> None:
+        super().__init__(recipe, positive, tiling)
+        self.stride, self.tile_batch = stride, tile_batch
+
+    def prepare(self, image: np.ndarray) -> Prepared:
+        hw = _hw(image)
+        tile = self.tiling.tile_px(hw[1])
+        stride = int(self.stride) if self.stride else max(1, tile // 2)
+        grid = tile_grid(hw, (tile, tile), (stride, stride))
+        return Prepared(self.prep(cut_tiles(image, grid)), hw, tile, grid)   # [T, C, H, W]
+
+    def infer(self, batch: Sequence[Prepared], predict: Predict,
+              score_map: Optional[Predict] = None) -> List[np.ndarray]:
+        """Logits [T, C] per image."""
+        tb = self.tile_batch
+        return [np.concatenate([np.asarray(predict(p.x[i:i + tb])) for i in range(0, len(p.x), tb)])
+                for p in batch]
+
+    def heat(self, out: np.ndarray, prepared: Prepared, threshold: float) -> HeatStats:
+        return stats_from_tiles(softmax(out)[:, self.positive], prepared.grid, threshold)
+
+
+def _hw(image: np.ndarray) -> Tuple[int, int]:
+    return int(image.shape[0]), int(image.shape[1])
+
+
+# ------------------------------------------------------------------------------ the judge
+class Judge:
+    """Build once per model and setting; ``judge(image, predict)`` per image (see module doc)."""
+
+    def __init__(self, info: ModelInfo, mode: str = "classify", *, positive: int = 0,
+                 rule: Optional[DecisionRule] = None, camera: Camera = Camera(),
+                 impl: str = "tiles", stride: Optional[int] = None, resize: Optional[str] = None,
+                 tile_batch: int = 64) -> None:
+        _check(info, mode, positive, impl, stride, resize, tile_batch)
+        self.info, self.mode, self.positive = info, mode, int(positive)
+        self.rule = rule if rule is not None else info.decision
+        self.strategy = judge_mode(info, mode, self.positive, camera, impl, stride, resize,
+                                   int(tile_batch))
+        self.impl, self.tiling = self.strategy.impl, self.strategy.tiling
+        self.notes: List[str] = self.strategy.notes()
+
+    def describe(self) -> Dict[str, Any]:
         """The settings, for records and reports."""
-        out: Dict[str, Any] = {"mode": self.mode, "rule": self.rule.to_dict()}
-        if self.mode == "classify":
-            out["resize"] = self.resize
-        else:
-            out.update(impl=self.impl, tiling=self.tiling.to_dict())
-        return out
+        return {"mode": self.mode, "rule": self.rule.to_dict(), **self.strategy.describe()}
 
     # -- stages ------------------------------------------------------------------------
     def prepare(self, image: np.ndarray) -> Prepared:
         """A decoded BGR/gray uint8 image -> its network input."""
-        hw = tuple(int(v) for v in image.shape[:2])
-        if self.mode == "classify":
-            return Prepared(self.prep([image]), hw)                          # [1, C, H, W]
-        tile = self.tiling.tile_px(hw[1])
-        if self.impl == "dense":
-            f = self.prep.size[1] / tile                                      # frame -> training scale
-            size = (max(MIN_DENSE_SIDE, int(round(hw[0] * f))), max(MIN_DENSE_SIDE, int(round(hw[1] * f))))
-            return Prepared(self.prep.to_tensor(image, size=size)[None], hw, tile)   # [1, C, h', w']
-        stride = int(self.stride) if self.stride else max(1, tile // 2)
-        grid = tile_grid(hw, (tile, tile), (stride, stride))
-        return Prepared(self.prep(cut_tiles(image, grid)), hw, tile, grid)   # [T, C, H, W]
+        return self.strategy.prepare(image)
 
     def run(self, prepared: Prepared, predict: Predict,
             score_map: Optional[Predict] = None) -> np.ndarray:
         """Network outputs for one prepared image: logits [C] (classify), [T, C] (tiles) or the
         score map [C, h, w] (dense, through ``score_map``)."""
-        x = prepared.x
-        if self.impl == "dense":
-            if score_map is None:
-                raise ValueError("the dense heatmap needs the model's score_map")
-            return np.asarray(score_map(x))[0]
-        if self.mode == "classify":
-            return np.asarray(predict(x))[0]
-        tb = self.tile_batch
-        return np.concatenate([np.asarray(predict(x[i:i + tb])) for i in range(0, len(x), tb)])
+        return self.strategy.infer([prepared], predict, score_map)[0]
 
     def decide(self, out: np.ndarray, prepared: Prepared) -> Judgement:
         """Network outputs (see :meth:`run`) -> the judgement of the image."""
-        rule = self.rule
-        if self.mode == "classify":
-            probs = softmax(np.asarray(out, np.float64))
-            p = float(probs[self.positive])
-            return Judgement("classify", p >= rule.classify_threshold, rule.classify_score(p), p,
-                             probs=probs)
-        if self.impl == "dense":
-            heat = stats_from_dense(softmax(out, axis=0)[self.positive], rule.threshold)   # [h, w]
-        else:
-            heat = stats_from_tiles(softmax(out)[:, self.positive], prepared.grid, rule.threshold)
-        area = heat.area_over
-        return Judgement("heatmap", area >= rule.min_area, rule.heatmap_score(area), area,
-                         heat=heat, tile_px=prepared.tile_px)
+        return self.strategy.decide(out, prepared, self.rule)
 
     def judge(self, image: np.ndarray, predict: Predict,
               score_map: Optional[Predict] = None) -> Judgement:
@@ -284,6 +401,35 @@ class Judge:
         other = copy.copy(self)
         other.rule = rule
         return other
+
+
+def judge_mode(info: ModelInfo, mode: str, positive: int, camera: Camera, impl: str,
+               stride: Optional[int], resize: Optional[str], tile_batch: int) -> JudgeMode:
+    """The strategy of a mode (and heatmap impl): the one place their names are read."""
+    recipe = info.preprocess
+    if mode == "classify":
+        return Classify(recipe, positive, resize)
+    tiling = resolve_tiling(camera, info.scale, int(recipe.size[1]))
+    if impl == "dense":
+        return DenseHeatmap(recipe, positive, tiling)
+    return TiledHeatmap(recipe, positive, tiling, stride, tile_batch)
+
+
+def _check(info: ModelInfo, mode: str, positive: int, impl: str, stride: Optional[int],
+           resize: Optional[str], tile_batch: int) -> None:
+    """ValueError naming the first setting a :class:`Judge` cannot take."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} not in {MODES}")
+    if impl not in ("tiles", "dense"):
+        raise ValueError(f"heatmap impl {impl!r} must be resolved to tiles or dense")
+    if resize is not None and resize not in RESIZE_POLICIES:
+        raise ValueError(f"--resize {resize!r} not in {RESIZE_POLICIES}")
+    if stride is not None and int(stride) < 1:
+        raise ValueError(f"--stride must be >= 1 frame pixel, got {stride!r}")
+    if int(tile_batch) < 1:
+        raise ValueError(f"tile batch must be >= 1, got {tile_batch!r}")
+    if not 0 <= int(positive) < len(info.class_names):
+        raise ValueError(f"positive class index {positive} outside the model's classes")
 
 
 # ------------------------------------------------------------------------------ command lines
@@ -307,25 +453,28 @@ def camera_from_args(args, prefix: str = "") -> Camera:
                   getattr(args, f"{key}altitude"), getattr(args, f"{key}hfov"))
 
 
+#: the rule's thresholds that a flag of the same name overrides, with the flag's help
+_DECISION_FLAGS = (
+    ("threshold", "heatmap: crowd probability above which an area counts as crowd "
+                  "(default: the model's decision rule, else 0.5)"),
+    ("min_area", "heatmap: share of the frame that must count as crowd for a crowd verdict "
+                 "(default: the model's, else 0.02)"),
+    ("classify_threshold", "classify: p(crowd) at or above which the verdict is crowd "
+                           "(default: the model's, else 0.5)"),
+)
+
+
 def add_decision_args(group) -> None:
     group.add_argument("--resize", choices=RESIZE_POLICIES, default=None,
                        help="classify: how the whole frame meets the input size (default: the model's, "
                             "stretch)")
-    group.add_argument("--threshold", type=float, default=None,
-                       help="heatmap: crowd probability above which an area counts as crowd "
-                            "(default: the model's decision rule, else 0.5)")
-    group.add_argument("--min-area", type=float, default=None,
-                       help="heatmap: share of the frame that must count as crowd for a crowd "
-                            "verdict (default: the model's, else 0.02)")
-    group.add_argument("--classify-threshold", type=float, default=None,
-                       help="classify: p(crowd) at or above which the verdict is crowd "
-                            "(default: the model's, else 0.5)")
+    for key, text in _DECISION_FLAGS:
+        group.add_argument(f"--{key.replace('_', '-')}", type=float, default=None, help=text)
 
 
 def rule_from_args(base: DecisionRule, args) -> DecisionRule:
     """The model's rule with the thresholds given on the command line replacing its own."""
-    given = {k: getattr(args, k) for k in ("threshold", "min_area", "classify_threshold")
-             if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k, _ in _DECISION_FLAGS if getattr(args, k) is not None}
     if not given:
         return base
     names = ", ".join(f"--{k.replace('_', '-')}" for k in given)

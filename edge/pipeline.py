@@ -1,9 +1,13 @@
 """capture -> preprocess -> infer -> publish.
 
 A reader thread decodes and preprocesses frames into a small bounded queue while the main thread
-runs the backend (OpenCV and ONNX Runtime release the GIL, so the stages overlap on two cores).
-The queue bound keeps memory flat; bad frames are skipped and counted; ``stop`` (set by a signal
-handler) ends the loop cleanly and the summary still comes out.
+runs the backend (OpenCV and ONNX Runtime release the GIL, so the stages overlap on two cores) and
+a publisher thread decides and writes. What differs between classify, the dense heatmap and the
+tiled heatmap is the judge's strategy (:class:`edge.judge.JudgeMode`): how a frame is prepared,
+inferred (frames batched or not), decided and recorded. The queue bound keeps memory flat; bad
+frames are skipped and counted. Every stop (a signal, the display's q, the end of the source,
+a failing output) goes through :meth:`Pipeline.request_stop`: the loop ends cleanly and the
+summary still comes out.
 """
 from __future__ import annotations
 
@@ -17,12 +21,12 @@ import numpy as np
 
 from edge.contract import DecisionRule
 from edge.heatmap import FlightSafety
-from edge.judge import HEATMAP_IMPLS, MODES, Camera, Judge, Judgement, Prepared, resolve_impl
+from edge.judge import HEATMAP_IMPLS, MODES, Camera, Judge, Judgement, Prepared, impl_for
 from edge.outputs import LatencyStats, overlay
 from edge.sources import Frame
 
 __all__ = ["HEATMAP_IMPLS", "MODES", "Pipeline", "PipelineConfig", "annotate"]
-_END = object()
+_END = object()                          # the publisher's queue is drained: it ends
 
 
 @dataclass(frozen=True)
@@ -52,9 +56,21 @@ class PipelineConfig:
 
 @dataclass
 class Item:
+    """A frame on its way through: prepared by the reader, inferred by the main thread, decided
+    and published by the publisher."""
+
     frame: Frame
     prepared: Optional[Prepared]         # the network input (tiles or whole frame); None: skipped
     times: Dict[str, float]
+    out: Optional[np.ndarray] = None     # the network's output; None: nothing to decide
+    infer_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class _End:
+    """The reader's last word: why the frames ended ("end of source", "max frames")."""
+
+    reason: str
 
 
 class Pipeline:
@@ -64,12 +80,12 @@ class Pipeline:
         self.publish = publish or (lambda record, item, heat_grid: None)
         self.safety = safety or FlightSafety()
         self.class_names = list(backend.info.class_names)
-        self.impl = (resolve_impl(cfg.heatmap_impl, bool(getattr(backend, "has_dense", False)))
-                     if cfg.mode == "heatmap" else "none")
         # one judge of a frame, the same as edge.evaluate's and training's validation
         self.judge = Judge(backend.info, cfg.mode, positive=cfg.positive, rule=cfg.rule,
-                           camera=cfg.camera, impl=self.impl if cfg.mode == "heatmap" else "tiles",
+                           camera=cfg.camera, impl=impl_for(cfg.mode, cfg.heatmap_impl, backend),
                            stride=cfg.stride, resize=cfg.resize, tile_batch=cfg.tile_batch)
+        self.strategy = self.judge.strategy          # classify, dense or tiled heatmap
+        self.impl = self.strategy.impl
         self.stats = LatencyStats()
         self.processed = self.skipped = self.flips = self.invalid = 0
         self.stop = threading.Event()
@@ -77,49 +93,51 @@ class Pipeline:
         self._pub_error: Optional[BaseException] = None
 
     def request_stop(self, reason: str) -> None:
-        """End the run early: the one way signals, the display window and callers stop it (the
-        loop then ends as at the end of the source, and the first reason given is reported)."""
+        """End the run: the one path of every stop (a signal, the display window, the end of
+        the source or --max-frames, a failing output or an error). The main loop takes no new
+        frame after it, what was inferred is still published, and the first reason is reported."""
         if not self.stop.is_set():
             self.reason = reason
         self.stop.set()
 
     # --- reader thread: decode + preprocess --------------------------------------------------
-    def _prepare(self, frame: Frame) -> Item:
+    def _reader(self, q: "queue.Queue") -> None:
+        last: object = _End("end of source")
+        try:
+            last = _End(self._read(q))
+        except Exception as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
+            last = e
+        finally:
+            self._put(q, last)
+
+    def _read(self, q: "queue.Queue") -> str:
+        """Decode and prepare frames into ``q`` until they end or the run stops; why they ended."""
+        it = iter(self.frames)
+        n = 0
+        while not self.stop.is_set():
+            if self.cfg.max_frames is not None and n >= self.cfg.max_frames:
+                return "max frames"
+            t0 = time.perf_counter()
+            frame = next(it, None)
+            if frame is None:
+                return "end of source"
+            n += 1
+            self._put(q, self._prepare(frame, (time.perf_counter() - t0) * 1e3))
+        return "stopped"
+
+    def _prepare(self, frame: Frame, decode_ms: float) -> Item:
+        if frame.image is None:
+            return Item(frame, None, {"decode": decode_ms})
         t0 = time.perf_counter()
-        prepared = self.judge.prepare(frame.image)   # [1, C, H, W] frame, [T, C, H, W] tiles, dense
-        times = {"preprocess": (time.perf_counter() - t0) * 1e3}
+        try:     # [1, C, H, W] frame, [T, C, H, W] tiles, [1, C, h, w] dense
+            prepared = self.strategy.prepare(frame.image)
+        except ValueError as e:   # e.g. an image shape the contract cannot take
+            frame.image, frame.error = None, f"preprocess: {e}"
+            return Item(frame, None, {"decode": decode_ms})
+        times = {"preprocess": (time.perf_counter() - t0) * 1e3, "decode": decode_ms}
         if not self.cfg.keep_images:
             frame.image = None
         return Item(frame, prepared, times)
-
-    def _reader(self, q: "queue.Queue") -> None:
-        try:
-            it = iter(self.frames)
-            n = 0
-            while not self.stop.is_set():
-                if self.cfg.max_frames is not None and n >= self.cfg.max_frames:
-                    self.reason = "max frames"
-                    break
-                t0 = time.perf_counter()
-                frame = next(it, None)
-                if frame is None:
-                    break
-                decode = (time.perf_counter() - t0) * 1e3
-                n += 1
-                if frame.image is None:
-                    item = Item(frame, None, {"decode": decode})
-                else:
-                    try:
-                        item = self._prepare(frame)
-                    except ValueError as e:   # e.g. an image shape the contract cannot take
-                        frame.image, frame.error = None, f"preprocess: {e}"
-                        item = Item(frame, None, {})
-                    item.times["decode"] = decode
-                self._put(q, item)
-        except Exception as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
-            self._put(q, e)
-        finally:
-            self._put(q, _END)
 
     def _put(self, q, obj) -> None:
         while not self.stop.is_set():
@@ -129,84 +147,60 @@ class Pipeline:
             except queue.Full:
                 continue
 
-    # --- main thread: infer + publish ---------------------------------------------------------
+    # --- main thread: infer ---------------------------------------------------------------------
     def run(self) -> Dict[str, object]:
-        # tiles of a 720p frame are ~40 MB of float32: buffer fewer of them
-        small = min(self.cfg.queue_size, 2) if self.impl == "tiles" else self.cfg.queue_size
-        q: "queue.Queue" = queue.Queue(maxsize=small)
-        out_q: "queue.Queue" = queue.Queue(maxsize=small)
+        cap = self.strategy.queue_cap
+        size = min(self.cfg.queue_size, cap) if cap else self.cfg.queue_size
+        q: "queue.Queue" = queue.Queue(maxsize=size)
+        out_q: "queue.Queue" = queue.Queue(maxsize=size)
         reader = threading.Thread(target=self._reader, args=(q,), name="edge-reader", daemon=True)
         # post-processing, JSON and video writing run beside inference, not after it
         writer = threading.Thread(target=self._publisher, args=(out_q,), name="edge-publish", daemon=True)
-        self._pub_error: Optional[BaseException] = None
-        t_start = self.t_start = time.perf_counter()
+        self.t_start = time.perf_counter()
         reader.start()
         writer.start()
-        pending: List = []
         try:
-            while not self.stop.is_set():
-                obj = pending.pop(0) if pending else self._get(q)
-                if obj is None:
-                    continue
-                if obj is _END:
-                    break
-                if isinstance(obj, BaseException):
-                    raise obj
-                if obj.prepared is None:
-                    self._put_always(out_q, ("skip", obj, None, 0.0))
-                    continue
-                batch = [obj]
-                while self.cfg.mode == "classify" and len(batch) < self.cfg.batch:
-                    try:
-                        nxt = q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if isinstance(nxt, Item) and nxt.prepared is not None:
-                        batch.append(nxt)
-                    else:
-                        pending.append(nxt)
-                        break
-                self._infer(batch, out_q)
+            self._infer_all(q, out_q)
+        except BaseException as e:
+            self.request_stop(f"error: {e}")
+            raise
         finally:
-            stopped = self.stop.is_set()
-            while writer.is_alive():        # the publisher drains what was inferred, then ends
-                try:
-                    out_q.put(_END, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            writer.join()
-            self.stop.set()
-            reader.join(timeout=5)
-            if stopped and self.reason == "end of source":
-                self.reason = "stopped"
+            self._wind_down(reader, writer, out_q)
         if self._pub_error is not None:
             raise self._pub_error
-        elapsed = time.perf_counter() - t_start
-        return self.summary(elapsed)
+        return self.summary(time.perf_counter() - self.t_start)
 
-    def _publisher(self, out_q: "queue.Queue") -> None:
-        while True:
-            obj = out_q.get()
-            if obj is _END:
-                return
-            if self._pub_error is not None:
-                continue                    # keep draining so the main thread never blocks
-            kind, item, out, infer_ms = obj
+    def _infer_all(self, q: "queue.Queue", out_q: "queue.Queue") -> None:
+        pending: List = []
+        while not self.stop.is_set():
+            obj = pending.pop(0) if pending else self._get(q)
+            if obj is None:
+                continue
+            if isinstance(obj, _End):
+                self.request_stop(obj.reason)
+            elif isinstance(obj, BaseException):
+                raise obj
+            elif obj.prepared is None:
+                self._put_always(out_q, obj)          # skipped: published as such
+            else:
+                self._infer(self._gather(obj, q, pending), out_q)
+
+    def _gather(self, first: Item, q: "queue.Queue", pending: List) -> List[Item]:
+        """``first`` and the prepared frames queued behind it, as many as one call may take (the
+        first thing that is not one waits in ``pending``)."""
+        limit = self.cfg.batch if self.strategy.batches_frames else 1
+        batch = [first]
+        while len(batch) < limit:
             try:
-                if kind != "skip" and not np.isfinite(out).all():
-                    # NaN/inf scores decide nothing: the frame is recorded as invalid and the
-                    # flight-safety filter keeps its state
-                    self.invalid += 1
-                    item.frame.error = "invalid model output (NaN or inf)"
-                    kind = "skip"
-                if kind == "skip":
-                    self._skip(item)
-                else:                       # logits [C], [T, C] or a score map [C, h, w]
-                    self._finish(item, infer_ms, self.judge.decide(out, item.prepared))
-            except Exception as e:  # noqa: BLE001 - re-raised by run() in the main thread
-                self._pub_error = e
-                self.stop.set()
+                nxt = q.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(nxt, Item) and nxt.prepared is not None:
+                batch.append(nxt)
+            else:
+                pending.append(nxt)
+                break
+        return batch
 
     def _get(self, q):
         try:
@@ -214,26 +208,15 @@ class Pipeline:
         except queue.Empty:
             return None
 
-    def _skip(self, item: Item) -> None:
-        self.skipped += 1
-        f = item.frame
-        self.publish({"source": f.name, "frame": f.index, "timestamp": round(f.timestamp, 6),
-                      "skipped": True, "error": f.error or "unreadable"}, item, None)
-
     def _infer(self, batch: List[Item], out_q: "queue.Queue") -> None:
         t0 = time.perf_counter()
-        if self.cfg.mode == "classify":       # frames batched across the queue: one call
-            xs = [b.prepared.x for b in batch]
-            logits = self.backend(xs[0] if len(xs) == 1 else np.concatenate(xs))   # [B, C]
-            infer = (time.perf_counter() - t0) * 1e3 / len(batch)
-            for item, row in zip(batch, logits):
-                item.prepared.x = None
-                self._put_always(out_q, ("out", item, row, infer))
-            return
-        item = batch[0]
-        out = self.judge.run(item.prepared, self.backend, getattr(self.backend, "score_map", None))
-        item.prepared.x = None                                           # free the input tensor now
-        self._put_always(out_q, ("out", item, out, (time.perf_counter() - t0) * 1e3))
+        outs = self.strategy.infer([b.prepared for b in batch], self.backend,
+                                   getattr(self.backend, "score_map", None))
+        infer_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
+        for item, out in zip(batch, outs):
+            item.prepared.x = None                                       # free the input tensor now
+            item.out, item.infer_ms = out, infer_ms
+            self._put_always(out_q, item)
 
     def _put_always(self, q: "queue.Queue", obj) -> None:
         """Hand a result to the publisher even while stopping: inferred frames are not dropped."""
@@ -244,34 +227,79 @@ class Pipeline:
             except queue.Full:
                 continue
 
-    def _finish(self, item: Item, infer_ms: float, verdict: Judgement) -> None:
-        t0 = time.perf_counter()
+    def _wind_down(self, reader: threading.Thread, writer: threading.Thread,
+                   out_q: "queue.Queue") -> None:
+        """After the stop: the publisher drains what was inferred and ends, then the reader."""
+        while writer.is_alive():
+            try:
+                out_q.put(_END, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        writer.join()
+        reader.join(timeout=5)
+
+    # --- publisher thread: decide + publish -----------------------------------------------------
+    def _publisher(self, out_q: "queue.Queue") -> None:
+        while True:
+            item = out_q.get()
+            if item is _END:
+                return
+            if self._pub_error is not None:
+                continue                    # keep draining so the main thread never blocks
+            try:
+                self._decide(item)
+            except Exception as e:  # noqa: BLE001 - re-raised by run() in the main thread
+                self._pub_error = e
+                self.request_stop(f"error: {e}")
+
+    def _decide(self, item: Item) -> None:
+        if item.out is not None and not np.isfinite(item.out).all():
+            # NaN/inf scores decide nothing: the frame is recorded as invalid and the
+            # flight-safety filter keeps its state
+            self.invalid += 1
+            item.frame.error = "invalid model output (NaN or inf)"
+            item.out = None
+        if item.out is None:
+            self._skip(item)
+        else:                       # logits [C], [T, C] or a score map [C, h, w]
+            self._finish(item, self.judge.decide(item.out, item.prepared))
+
+    def _skip(self, item: Item) -> None:
+        self.skipped += 1
         f = item.frame
-        rec: Dict[str, object] = {"source": f.name, "frame": f.index, "timestamp": round(f.timestamp, 6)}
-        if f.video_ms is not None:
-            rec["video_ms"] = round(f.video_ms, 3)
-        rec["mode"] = self.cfg.mode
-        heat = verdict.heat
-        if verdict.probs is not None:
-            rec["probabilities"] = {n: round(float(v), 5) for n, v in zip(self.class_names, verdict.probs)}
-            rec["top_class"] = self.class_names[int(np.argmax(verdict.probs))]
-        else:
-            rec["heat"] = heat.to_record(grid=self.cfg.record_grid)
-        # this frame's own verdict beside the smoothed state, which is fed the calibrated score
-        rec["verdict"] = verdict.to_record()
+        self.publish({**_where(f), "skipped": True, "error": f.error or "unreadable"}, item, None)
+
+    def _finish(self, item: Item, verdict: Judgement) -> None:
+        t0 = time.perf_counter()
+        rec = self._record(item.frame, verdict)
         decision = self.safety.update(verdict.score)
         self.flips += int(decision.changed)
         rec["decision"] = decision.to_record()
-        times = dict(item.times, infer=infer_ms)
-        times["postprocess"] = (time.perf_counter() - t0) * 1e3
-        times["total"] = sum(times.values())
-        rec["latency_ms"] = {k: round(v, 3) for k, v in times.items()}
-        for k, v in times.items():
-            self.stats.add(k, v)
+        rec["latency_ms"] = self._latency(item, t0)
         t1 = time.perf_counter()
-        self.publish(rec, item, heat.grid if heat is not None else None)
+        self.publish(rec, item, verdict.grid)
         self.stats.add("publish", (time.perf_counter() - t1) * 1e3)
         self.processed += 1
+
+    def _record(self, f: Frame, verdict: Judgement) -> Dict[str, object]:
+        rec: Dict[str, object] = _where(f)
+        if f.video_ms is not None:
+            rec["video_ms"] = round(f.video_ms, 3)
+        rec["mode"] = self.cfg.mode
+        rec.update(self.strategy.record(verdict, self.class_names, self.cfg.record_grid))
+        # this frame's own verdict beside the smoothed state, which is fed the calibrated score
+        rec["verdict"] = verdict.to_record()
+        return rec
+
+    def _latency(self, item: Item, t0: float) -> Dict[str, float]:
+        """The frame's stage times (ms, postprocess since ``t0``), also added to the stats."""
+        times = dict(item.times, infer=item.infer_ms)
+        times["postprocess"] = (time.perf_counter() - t0) * 1e3
+        times["total"] = sum(times.values())
+        for k, v in times.items():
+            self.stats.add(k, v)
+        return {k: round(v, 3) for k, v in times.items()}
 
     def summary(self, elapsed: Optional[float] = None) -> Dict[str, object]:
         if elapsed is None:  # after an error: time since the start of run()
@@ -284,6 +312,10 @@ class Pipeline:
                 "decision_changes": self.flips,
                 "final_decision": {"safe_to_overfly": self.safety.safe},
                 "stopped_by": self.reason, "latency_ms": self.stats.summary(), "backend": describe}
+
+
+def _where(f: Frame) -> Dict[str, object]:
+    return {"source": f.name, "frame": f.index, "timestamp": round(f.timestamp, 6)}
 
 
 def annotate(record, item: Item, heat_grid) -> Optional[np.ndarray]:

@@ -1,10 +1,11 @@
 """Decoding and preprocessing on the device: OpenCV BGR frames -> the network input of the contract.
 
 OpenCV hands over BGR (cameras, videos, ``imdecode``). Training decodes to RGB and applies
-:class:`edge.contract.Preprocess` (``to_uint8`` then ``normalize``). Here the order is changed
-for speed: the resize runs on the BGR frame and the (cheap) channel swap on the small resized
-image, which is the same arithmetic because the resize is per channel, so the uint8 pixels are
-bit-identical to train's; the normalisation is one fused pass (equal to within 1e-6).
+:class:`edge.contract.Preprocess` (``to_uint8`` then ``normalize``). Both resize through
+``Preprocess.fit``, the one resize path, in the image's own channel order; the (cheap) channel
+swap runs on the small resized image, which is the same arithmetic because the resize is per
+channel, so the uint8 pixels are bit-identical to train's; the normalisation is one fused pass
+(equal to within 1e-6).
 ``tests/test_edge_preprocess.py`` proves both against train's own torch code.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edge.contract import Preprocess, fit_to_size
+from edge.contract import Preprocess, as_colour_or_gray
 
 
 def decode_bgr(path) -> Optional[np.ndarray]:
@@ -49,15 +50,8 @@ def decode_rgb(path) -> Optional[np.ndarray]:
     return img
 
 
-def as_bgr_or_gray(img: np.ndarray) -> np.ndarray:
-    """HxW, HxWx1, HxWx3 (BGR) or HxWx4 (BGRA) -> HxW gray or HxWx3 BGR (a view when possible)."""
-    if img.ndim == 3 and img.shape[2] == 1:
-        return img[:, :, 0]
-    if img.ndim == 3 and img.shape[2] == 4:
-        return img[:, :, :3]
-    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3):
-        return img
-    raise ValueError(f"unsupported image shape {img.shape}")
+#: decoded frames are BGR: the readers' name for the contract's shape check (alpha dropped)
+as_bgr_or_gray = as_colour_or_gray
 
 
 class FramePreprocessor:
@@ -70,8 +64,6 @@ class FramePreprocessor:
         inv_std = 1.0 / np.asarray(recipe.std, dtype=np.float64)
         self._alpha = inv_std / 255.0
         self._beta = -np.asarray(recipe.mean, dtype=np.float64) * inv_std
-        fill = recipe.pad_value()                 # letterbox padding, in the order resized here
-        self._fill = fill[::-1] if recipe.channel_order == "RGB" else fill
 
     @property
     def size(self):
@@ -79,7 +71,7 @@ class FramePreprocessor:
 
     def to_uint8(self, image: np.ndarray, size: Optional[Sequence[int]] = None) -> np.ndarray:
         """BGR/gray uint8 image -> HxWxC uint8 in the model's channel order (RGB, BGR or GRAY)."""
-        img = self.to_uint8_bgr_order(image, size)
+        img = self.recipe.fit(image, "BGR", size)
         if self.recipe.channel_order == "RGB":
             img = img[:, :, ::-1]
         return np.ascontiguousarray(img)
@@ -99,7 +91,7 @@ class FramePreprocessor:
         bit-identical). The tests hold both to that bound."""
         import cv2
 
-        hwc = self.to_uint8_bgr_order(image, size)
+        hwc = self.recipe.fit(image, "BGR", size)
         c = self.recipe.channels
         if out is None:
             out = np.empty((c,) + hwc.shape[:2], np.float32)
@@ -110,26 +102,6 @@ class FramePreprocessor:
             cv2.addWeighted(planes[k], float(self._alpha[k]), planes[k], 0.0, float(self._beta[k]),
                             dst=out[k], dtype=cv2.CV_32F)
         return out
-
-    def to_uint8_bgr_order(self, image: np.ndarray, size=None) -> np.ndarray:
-        """Like :meth:`to_uint8` but colour stays BGR (the swap is folded into :meth:`to_tensor`).
-        ``size`` overrides the recipe's size (tiles, dense frames); the recipe's resize policy
-        applies either way."""
-        import cv2
-
-        img = as_bgr_or_gray(np.asarray(image))
-        if img.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 image, got {img.dtype}")
-        if self.recipe.channel_order == "GRAY" and img.ndim == 3:
-            img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2GRAY)
-        colour = self.recipe.channel_order != "GRAY"
-        if img.ndim == 2 and colour and self.recipe.resize == "letterbox":
-            img = np.repeat(img[:, :, None], 3, 2)      # the padding is a colour (the mean)
-        img = fit_to_size(img, self.recipe.size if size is None else size, self.recipe.resize,
-                          self._fill)
-        if img.ndim == 2:
-            img = np.repeat(img[:, :, None], 3, 2) if colour else img[:, :, None]
-        return img
 
     def batch(self, images: Sequence[np.ndarray], size=None) -> np.ndarray:
         """BGR/gray images -> float32 NCHW batch."""

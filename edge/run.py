@@ -22,10 +22,11 @@ import argparse
 import json
 import signal
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from edge.backends import BACKENDS
-from edge.cli_checks import OneLineParser, check_run_args, one_line, write_text_output
+from edge.cli_checks import OneLineParser, check_run_args, write_text_output
+from edge.command import model_error, run_command
 from edge.contract import PRECISIONS, positive_class_index
 from edge.model_checks import open_model
 from edge.sidecar import SidecarError
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the model's own; ort-trt can run an fp32 ONNX at fp16; an engine's is fixed at build")
     p.add_argument("--mode", default="classify", choices=MODES, help="one decision per frame, or a crowd heatmap")
     p.add_argument("--output", default=None, help="JSON Lines file, one record per frame, appended ('-' = stdout)")
-    # a flag pair rather than BooleanOptionalAction: JetPack 5.1 runs Python 3.8
+    # a flag pair rather than BooleanOptionalAction: each side says what it trades (in --help)
     p.add_argument("--fsync", dest="fsync", action="store_true", default=True,
                    help="fsync the JSONL after every record, so a power cut loses at most one (default)")
     p.add_argument("--no-fsync", dest="fsync", action="store_false",
@@ -145,56 +146,74 @@ class Publisher:
         return out
 
 
+#: what a bad model, source or flag raises while setting up (exit status 2)
+SETUP_ERRORS = (ValueError, OSError, ImportError, RuntimeError, SourceError, SidecarError)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        check_run_args(args)
-        backend = open_model(args.model, args.backend, threads=args.threads,
-                             precision=args.precision)
-        positive = positive_class_index(backend.info.class_names, args.positive_class)
-        settings = judge_settings(args, backend.info)
-        safety = FlightSafety(args.unsafe_above, args.safe_below, args.smooth, args.hold)
-        frames = open_source(args.source, args.reconnect_timeout, tuple(args.csi_size), args.csi_fps, args.loop)
-        cfg = PipelineConfig(mode=args.mode, positive=positive, **settings,
-                             heatmap_impl=args.heatmap_impl, stride=args.stride,
-                             tile_batch=args.tile_batch, batch=args.batch, queue_size=args.queue_size,
-                             max_frames=args.max_frames,
-                             keep_images=bool(args.save_video or args.save_images or args.display),
-                             record_grid=args.record_grid)
-        pipe = Pipeline(backend, frames, cfg, safety=safety)
-        # outputs open last: a bad model, source or setting leaves no file behind
-        pipe.publish = publisher = Publisher(args, on_quit=lambda: pipe.request_stop("window closed"))
-    except (ValueError, OSError, ImportError, RuntimeError, SourceError, SidecarError) as e:
-        # one line, except an engine refusal: it lists each difference and the rebuild command
-        print(f"edge.run: error: {e if isinstance(e, SidecarError) else one_line(e)}", file=sys.stderr)
-        return 2
-    print(f"edge.run: {args.model} on {backend.describe().get('provider')}, mode {args.mode}"
+    return run_command("edge.run", build_parser().parse_args(argv), set_up, fly, SETUP_ERRORS,
+                       model_error)
+
+
+def set_up(args) -> Tuple[Pipeline, Publisher]:
+    """The pipeline and its outputs; one of :data:`SETUP_ERRORS` names a bad model, source or
+    value. The outputs open last: a bad model, source or setting leaves no file behind."""
+    check_run_args(args)
+    backend = open_model(args.model, args.backend, threads=args.threads, precision=args.precision)
+    positive = positive_class_index(backend.info.class_names, args.positive_class)
+    settings = judge_settings(args, backend.info)
+    safety = FlightSafety(args.unsafe_above, args.safe_below, args.smooth, args.hold)
+    frames = open_source(args.source, args.reconnect_timeout, tuple(args.csi_size), args.csi_fps, args.loop)
+    cfg = PipelineConfig(mode=args.mode, positive=positive, **settings,
+                         heatmap_impl=args.heatmap_impl, stride=args.stride,
+                         tile_batch=args.tile_batch, batch=args.batch, queue_size=args.queue_size,
+                         max_frames=args.max_frames,
+                         keep_images=bool(args.save_video or args.save_images or args.display),
+                         record_grid=args.record_grid)
+    pipe = Pipeline(backend, frames, cfg, safety=safety)
+    pipe.publish = publisher = Publisher(args, on_quit=lambda: pipe.request_stop("window closed"))
+    return pipe, publisher
+
+
+def fly(args, state: Tuple[Pipeline, Publisher]) -> int:
+    """Run until the source ends or something stops it; the summary; the exit status."""
+    pipe, publisher = state
+    print(f"edge.run: {args.model} on {pipe.backend.describe().get('provider')}, mode {args.mode}"
           + (f" ({pipe.impl})" if args.mode == "heatmap" else ""), file=sys.stderr)
     for note in pipe.judge.notes:          # e.g. the default camera: said once, recorded in the summary
         print(f"edge.run: note: {note}", file=sys.stderr)
-
-    def on_signal(signum, _frame):
-        pipe.request_stop(f"signal {signal.Signals(signum).name}")
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    status = 0
     try:
-        summary = pipe.run()
-    except SourceLost as e:
-        summary, status = pipe.summary(), 3
-        summary["stopped_by"] = f"source lost: {e}"
-        print(f"edge.run: error: {e}", file=sys.stderr)
-    except (SourceError, RuntimeError) as e:
-        summary, status = pipe.summary(), 2
-        summary["stopped_by"] = f"error: {e}"
-        print(f"edge.run: error: {e}", file=sys.stderr)
+        summary, status = run_with_signals(pipe)
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
         publisher.close()
     summary.update(publisher.losses())
     report(summary, args.summary_json)
     return status
+
+
+def run_with_signals(pipe: Pipeline) -> Tuple[dict, int]:
+    """``pipe.run()`` with SIGINT and SIGTERM asking it to stop; (summary, exit status)."""
+    def on_signal(signum, _frame):
+        pipe.request_stop(f"signal {signal.Signals(signum).name}")
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return pipe.run(), 0
+    except SourceLost as e:
+        return failed(pipe, f"source lost: {e}", e), 3
+    except (SourceError, RuntimeError) as e:
+        return failed(pipe, f"error: {e}", e), 2
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def failed(pipe: Pipeline, stopped_by: str, e: BaseException) -> dict:
+    """The summary of a run an error ended, and the error on stderr."""
+    summary = pipe.summary()
+    summary["stopped_by"] = stopped_by
+    print(f"edge.run: error: {e}", file=sys.stderr)
+    return summary
 
 
 def report(summary, path: Optional[str]) -> None:

@@ -23,6 +23,7 @@ from typing import List, Optional
 
 import torch
 
+from edge.command import run_command
 from edge.judge import add_camera_args, camera_from_args
 
 
@@ -72,15 +73,19 @@ def calibrate_checkpoint(args):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from train.checkpoint import CheckpointError, save_checkpoint
+    from train.checkpoint import CheckpointError
     from train.data import DataError
 
-    args = build_parser().parse_args(argv)
-    try:
-        ckpt, rule, before, after = calibrate_checkpoint(args)
-    except (ValueError, FileNotFoundError, CheckpointError, DataError, RuntimeError) as e:
-        print(f"train.calibrate: error: {e}", file=sys.stderr)
-        return 2
+    errors = (ValueError, FileNotFoundError, CheckpointError, DataError, RuntimeError)
+    return run_command("train.calibrate", build_parser().parse_args(argv), calibrate_checkpoint,
+                       save, errors)
+
+
+def save(args, calibrated) -> int:
+    """Write the calibrated checkpoint and say what the rule does."""
+    from train.checkpoint import save_checkpoint
+
+    ckpt, rule, before, after = calibrated
     out = Path(args.out or args.checkpoint)
     save_checkpoint(ckpt, out)
     print(f"with the rule it had: {_fmt(before)}")

@@ -4,7 +4,7 @@ The schema, the device probe, the comparison and the sidecar I/O live in ``edge/
 (the one implementation: the edge runtime checks with it before deserialising, and ``edge/``
 imports nothing from ``export/``). This module only adds what the build request decides: the
 fingerprint of a build, the sidecar of an engine built from an ONNX, and whether an existing
-engine still fits a request.
+engine still fits a request (``export.trt`` keeps an engine that does instead of rebuilding it).
 """
 from __future__ import annotations
 

@@ -13,9 +13,11 @@ ONNX ``model.int8.onnx`` (calibrated on ``--calib-size`` images of the training 
 ``model.engine`` for the TensorRT found here (8.5 .. 11; see docs/export.md for what each version
 does), writes the sidecar with the build fingerprint, and checks the engine against ONNX
 Runtime fp32 on the same samples, every named output, run by the runtime's own engine class
-(``edge.backends.trt.TrtBackend``). Exit 0 ok, 1 a parity gate failed or TensorRT failed to
-build the engine, 2 bad input, 3 TensorRT or a GPU is missing or unusable here: the ONNX files
-are written and the exact command for the target printed.
+(``edge.backends.trt.TrtBackend``). An engine whose sidecar already records this device and
+this request (precision, profile, ONNX sha256, DLA core) is kept, not rebuilt (``--force``).
+Exit 0 ok, 1 a parity gate failed or TensorRT failed to build the engine, 2 bad input, 3
+TensorRT or a GPU is missing or unusable here: the ONNX files are written and the exact command
+for the target printed.
 The ``.onnx`` path never imports torch.
 """
 from __future__ import annotations
@@ -63,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probs", action="store_true", help=".pt: also export `probabilities`")
     p.add_argument("--out", "--output", dest="out", default=None,
                    help="engine path (default: beside the ONNX, .engine)")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild the engine even when its sidecar shows it was built from this "
+                        "ONNX with these settings on this device")
     p.add_argument("--verbose", action="store_true", help="TensorRT verbose log")
     return p
 
@@ -183,9 +188,11 @@ def probe_tensorrt():
 
 def stage_engine(args, plan, onnx: Path, parsed: Path, model: OnnxStage, trt, gpu) -> int:
     """Build the engine TensorRT parses from ``parsed`` (``onnx``, or its fp16 form), gate it
-    against ``model.reference`` and write its sidecar."""
+    against ``model.reference`` and write its sidecar. An engine whose sidecar records this
+    device and this request (precision, profile, ONNX sha256, DLA core) is kept as it is:
+    it passed its gate when it was built (``--force`` rebuilds it)."""
     from edge import sidecar as S
-    from export.fingerprint import build_fingerprint, write_engine_sidecar
+    from export.fingerprint import build_fingerprint, rebuild_reasons, write_engine_sidecar
     from export.trt_build import build_engine, profile_shapes
 
     a = args
@@ -198,6 +205,17 @@ def stage_engine(args, plan, onnx: Path, parsed: Path, model: OnnxStage, trt, gp
     base = onnx.name.split(".")[0]
     engine = Path(a.out) if a.out else onnx.with_name(base + ".engine")
     cache = Path(a.timing_cache) if a.timing_cache else engine.with_name(base + ".timing.cache")
+    device = S.probe_device(trt.__version__, gpu)
+    fp = build_fingerprint(precision=a.precision, profile=profile, onnx_path=parsed,
+                           dla_core=a.dla, device=device)
+    reasons = rebuild_reasons(engine, fp, device)
+    if not reasons and not a.force:
+        print(f"{engine} is up to date (its sidecar records this TensorRT, GPU, precision, "
+              "profile, ONNX and DLA core; it passed its gate when built): not rebuilt, "
+              "--force rebuilds it")
+        return EXIT_OK
+    if engine.exists():
+        print(f"rebuilding {engine}: " + ("; ".join(reasons) or "--force"))
     print(f"building {engine} with TensorRT {trt.__version__} on {gpu[0]} (sm {gpu[1]}): "
           f"{plan.describe()}")
     build: dict = {"plan": plan.describe(), "dla": None}
@@ -211,9 +229,6 @@ def stage_engine(args, plan, onnx: Path, parsed: Path, model: OnnxStage, trt, gp
         if info.get("used_dla"):
             build["dla_layers"] = info["dla_layers"]
             print_dla_placement(info["dla"], info["dla_layers"])
-        fp = build_fingerprint(precision=a.precision, profile=profile, onnx_path=parsed,
-                               dla_core=a.dla if info.get("used_dla") else None,
-                               device=S.probe_device(trt.__version__, gpu))
         staged_side = write_engine_sidecar(stage.tmp, parsed, fp, rebuild_command=command,
                                            build=build)
         try:

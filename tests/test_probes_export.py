@@ -350,6 +350,32 @@ def test_engine_and_sidecar_replaced_only_after_the_gate(good_onnx, tmp_path, fa
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_unchanged_engine_is_not_rebuilt(good_onnx, tmp_path, fake_tensorrt, monkeypatch, capsys):
+    """The sidecar says what an engine was built from and for: the same request on the same
+    device keeps it (no build), another profile or --force rebuilds it."""
+    from export import trt_build
+
+    src = tmp_path / "model.onnx"
+    src.write_bytes(good_onnx.read_bytes())
+    fake_tensorrt.update(onnx=src)
+    builds = []
+    fake_build = trt_build.build_engine
+    monkeypatch.setattr(trt_build, "build_engine", lambda *a, **k: builds.append(1) or fake_build(*a, **k))
+    engine = tmp_path / "model.engine"
+    argv = [str(src), "--check-size", "8", "--max-batch", "4"]
+    assert export_trt.main(argv) == 0 and len(builds) == 1
+    first = S.read_sidecar(engine)
+    capsys.readouterr()
+    assert export_trt.main(argv) == 0 and len(builds) == 1
+    assert f"{engine} is up to date" in capsys.readouterr().out
+    assert S.read_sidecar(engine) == first                               # not even rewritten
+    assert export_trt.main([str(src), "--check-size", "8", "--max-batch", "8"]) == 0
+    out = capsys.readouterr().out
+    assert len(builds) == 2 and f"rebuilding {engine}: optimisation profile" in out
+    assert export_trt.main([str(src), "--check-size", "8", "--max-batch", "8", "--force"]) == 0
+    assert len(builds) == 3 and f"rebuilding {engine}: --force" in capsys.readouterr().out
+
+
 def test_fp16_onnx_replaced_only_after_its_gate(good_onnx, tmp_path, monkeypatch, capsys):
     pytest.importorskip("onnxconverter_common")
     from export.parity import random_samples

@@ -48,20 +48,19 @@ def bench(path, batch: int, iters: int, warmup: int, threads: int):
 
 
 def prepare(pt: Path, out: Path):
-    from export.onnx import export_onnx, own_split
-    from export.parity import uint8_samples
+    from export import ExportInputError
+    from export.onnx import export_onnx
     from export.quantize import quantize_qdq
-    from train.checkpoint import load_checkpoint
-    from edge.contract import Preprocess
+    from export.source import ExportSource
 
-    res = export_onnx(pt, out / "model.onnx", check_size=16)
+    source = ExportSource.from_checkpoint(pt)
+    res = export_onnx(source, out / "model.onnx", check_size=16)
     if not res.passed:
         sys.exit("parity gate failed: " + res.reports[0].format())
-    ck = load_checkpoint(pt)
-    x, _, why = own_split(ck, "train")
-    if x is None:
-        sys.exit(f"no calibration data: {why}")
-    calib = uint8_samples(x[:512], None, Preprocess.from_dict(ck["preprocess"]), "train").x
+    try:
+        calib, _ = source.calibration_set(512)        # what export.trt calibrates on
+    except ExportInputError as e:
+        sys.exit(f"no calibration data: {e}")
     return [("fp32", res.onnx_path), ("int8", quantize_qdq(res.onnx_path, out / "model.int8.onnx", calib))]
 
 

@@ -2,9 +2,9 @@
 
 The schema, the device probe, the comparison and the sidecar I/O live in ``edge/sidecar.py``
 (the one implementation: the edge runtime checks with it before deserialising, and ``edge/``
-imports nothing from ``export/``). This module only adds what needs the ``onnx`` package or the
-build request: reading the parsed ONNX's metadata, and deciding whether an existing engine
-still fits a request.
+imports nothing from ``export/``). This module only adds what the build request decides: the
+fingerprint of a build, the sidecar of an engine built from an ONNX, and whether an existing
+engine still fits a request (``export.trt`` keeps an engine that does instead of rebuilding it).
 """
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from edge import sidecar as S
-from edge.sidecar import (BUILD_KEYS, DEVICE_KEYS, compare,  # noqa: F401  (API)
-                          read_sidecar, sidecar_path)
+from edge.onnx_wire import model_metadata
 
 
 def build_fingerprint(*, precision: str, profile: Mapping[str, List[int]], onnx_path,
@@ -25,19 +24,12 @@ def build_fingerprint(*, precision: str, profile: Mapping[str, List[int]], onnx_
                               dla_core=dla_core)
 
 
-def onnx_metadata_props(onnx_path) -> Dict[str, str]:
-    """The raw (encoded) ``metadata_props`` of an ONNX file."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}
-
-
 def write_engine_sidecar(engine_path, onnx_path, fingerprint: Mapping[str, Any], *,
                          rebuild_command: str,
                          build: Optional[Mapping[str, Any]] = None) -> Path:
-    """Write ``<engine>.json`` for an engine TensorRT built from ``onnx_path``."""
-    return S.write_sidecar(engine_path, onnx_metadata_props(onnx_path), fingerprint,
+    """Write ``<engine>.json`` for an engine TensorRT built from ``onnx_path`` (its
+    ``metadata_props`` as stored, read by the runtime's own reader, edge/onnx_wire.py)."""
+    return S.write_sidecar(engine_path, model_metadata(onnx_path), fingerprint,
                            source_onnx=onnx_path, rebuild_command=rebuild_command, build=build)
 
 
@@ -50,8 +42,8 @@ def rebuild_reasons(engine_path, wanted: Mapping[str, Any],
     if not Path(engine_path).is_file():
         return [f"no engine at {engine_path}"]
     try:
-        built = read_sidecar(engine_path)[S.KEY_FINGERPRINT]
+        built = S.read_sidecar(engine_path)[S.KEY_FINGERPRINT]
     except S.SidecarError as e:
         return [str(e)]
     device = dict(current_device if current_device is not None else S.probe_device())
-    return compare(built, device, DEVICE_KEYS) + compare(built, wanted, BUILD_KEYS)
+    return S.compare(built, device, S.DEVICE_KEYS) + S.compare(built, wanted, S.BUILD_KEYS)

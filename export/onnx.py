@@ -18,7 +18,7 @@ of range, or the output cannot be written.
 
 The samples come only from ``--check-data`` or from a built-in dataset at its default place
 (never from paths, downloads or generator settings stored in the checkpoint, see
-:func:`own_split`).
+export/source.py).
 """
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ from edge import contract as C
 from edge.cli_checks import OneLineParser, UsageError, one_line, printable
 from export import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK, ExportInputError
 from export.checks import Staged, check_onnx_args
-from export.parity import (TOLERANCES, ParityReport, Samples, compare_outputs, folder_samples,
-                           ort_run, random_samples, uint8_samples)
+from export.parity import (TOLERANCES, ParityReport, Samples, compare_outputs, ort_run,
+                           random_samples)
+from export.source import ExportSource
 
 DEFAULT_OPSET = 17
 
@@ -54,32 +55,7 @@ class ExportResult:
         return all(r.passed for r in self.reports)
 
 
-# ------------------------------------------------------------------------- loading
-def load_source(path):
-    """``(model, checkpoint)``; any unusable file raises :class:`ExportInputError`."""
-    import zipfile
-
-    from train.checkpoint import CheckpointError, load_model
-
-    path = Path(path)
-    if path.suffix == ".onnx":
-        raise ExportInputError(f"{path} is an ONNX file; export.onnx takes a checkpoint (model.pt)"
-                               " and `python -m export.trt model.onnx` builds engines from ONNX")
-    if path.is_file() and not zipfile.is_zipfile(path):
-        raise ExportInputError(f"{path} is not a PyTorch checkpoint (torch.save writes a zip "
-                               "archive; this file is not one: truncated or another format?)")
-    try:
-        return load_model(path)
-    except CheckpointError as e:
-        raise ExportInputError(str(e)) from None
-    except (RuntimeError, KeyError, TypeError, ValueError) as e:  # state dict / kwargs mismatch
-        raise ExportInputError(f"{path}: cannot rebuild the model from the checkpoint: {e}") from None
-
-
-def checkpoint_preprocess(ckpt: Dict[str, Any]) -> C.Preprocess:
-    return C.Preprocess.from_dict(ckpt["preprocess"])
-
-
+# ------------------------------------------------------------------------- metadata
 def build_metadata(ckpt: Dict[str, Any], sha256: str, outputs: List[str], *, dense: bool,
                    fully_convolutional: bool, opset: int, precision: str = "fp32") -> Dict[str, Any]:
     """The typed metadata of contracts 2 and 4 (encode with :func:`edge.contract.encode_metadata`);
@@ -90,7 +66,7 @@ def build_metadata(ckpt: Dict[str, Any], sha256: str, outputs: List[str], *, den
         C.META_NUM_CLASSES: int(ckpt["num_classes"]),
         C.META_INPUT_SIZE: [int(v) for v in ckpt["input_size"]],
         C.META_IN_CHANNELS: int(ckpt["in_channels"]),
-        C.META_PREPROCESS: checkpoint_preprocess(ckpt).to_dict(),
+        C.META_PREPROCESS: C.Preprocess.from_dict(ckpt["preprocess"]).to_dict(),
         C.META_ARCH: str(ckpt["arch"]),
         C.META_ARCH_KWARGS: dict(ckpt["arch_kwargs"]),
         C.META_METHOD: str(ckpt["method"]),
@@ -109,72 +85,6 @@ def build_metadata(ckpt: Dict[str, Any], sha256: str, outputs: List[str], *, den
     except ValueError as e:
         raise ExportInputError(f"checkpoint scale/decision record: {e}") from None
     return meta
-
-
-# ------------------------------------------------------------------------- samples
-def model_samples(ckpt: Dict[str, Any], n: int, check_data=None, seed: int = 0) -> Samples:
-    """``n`` samples from ``check_data``, else the checkpoint's own test split, else random."""
-    pre = checkpoint_preprocess(ckpt)
-    if check_data:
-        try:
-            return folder_samples(check_data, pre, n, seed)
-        except FileNotFoundError as e:
-            raise ExportInputError(f"--check-data: {e}") from None
-    x, y, why = own_split(ckpt, "test")
-    if x is None:
-        return random_samples(pre, n, seed, why)
-    return uint8_samples(x[:n], y[:n], pre, f"the {ckpt['config'].get('dataset', '?')} test split")
-
-
-def own_split(ckpt: Dict[str, Any], split: str):
-    """``(uint8 NCHW, labels, None)`` of the checkpoint's own data, or ``(None, None, why)``.
-
-    The checkpoint only *names* its dataset. Export loads a built-in one from its default place,
-    read-only: the config's ``data`` folder, ``data_root``, ``download`` flag and generator
-    settings are never followed, so a crafted checkpoint cannot make export read a folder of its
-    choosing, generate images or download anything. Other data comes through ``--check-data`` /
-    ``--calib-data``.
-    """
-    cfg = ckpt.get("config")
-    if not isinstance(cfg, dict) or not cfg.get("dataset"):
-        return None, None, "the checkpoint records no dataset"
-    if cfg.get("data") or cfg.get("dataset") == "folder":
-        return None, None, "it was trained on an image folder: pass --check-data DIR"
-    try:
-        data = _builtin_data(str(cfg["dataset"]), cfg)
-    except Exception as e:  # noqa: BLE001  any failure to reload data means: no real samples
-        return None, None, f"its data could not be loaded: {type(e).__name__}: {str(e)[:200]}"
-    if tuple(data.input_size) != tuple(ckpt["input_size"]):
-        return None, None, f"its data now has size {data.input_size}, model {ckpt['input_size']}"
-    x = data.train_x if split == "train" else data.test_x
-    y = data.train_y if split == "train" else data.test_y
-    return x.numpy(), y.numpy(), None
-
-
-def _builtin_data(name: str, cfg: Dict[str, Any]):
-    """A registered dataset from the default cache, never written to or downloaded into."""
-    from train.data import build_dataset
-
-    size = cfg.get("input_size")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ValueError(f"input_size {size!r} in the checkpoint is not a positive int")
-    if name != "crowd_synth":
-        return build_dataset(name, root=None, download=False, input_size=size)
-    from train.data.builtin import folder_dataset
-    from train.data.crowd_synth import PAPER_TRAIN_PER_CLASS, VERSIONS, cache_folder, is_complete
-
-    per_class, seed = cfg.get("synth_size") or PAPER_TRAIN_PER_CLASS, cfg.get("synth_seed") or 0
-    version = cfg.get("synth_version", 2)            # runs from before v3 did not record it
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (per_class, seed)):
-        raise ValueError(f"crowd_synth size/seed {per_class!r}/{seed!r} are not ints")
-    if version not in VERSIONS:
-        raise ValueError(f"crowd_synth version {version!r} in the checkpoint is not one of {VERSIONS}")
-    folder = cache_folder(per_class, seed, version=version)
-    if not is_complete(folder, per_class, seed, version):   # generating it is training's job
-        raise FileNotFoundError(f"crowd_synth v{version} (seed {seed}, {per_class}/class) is not "
-                                f"generated at {folder}; pass --check-data DIR")
-    # crowd_synth's own default size (train/data/builtin.py) when the run did not set one
-    return folder_dataset(folder, int(size or 128), augment="aerial", name="crowd_synth")
 
 
 # ------------------------------------------------------------------------- export
@@ -243,14 +153,6 @@ def finish_onnx(path: Path, metadata: Dict[str, Any]) -> None:
     onnx.save(model, str(path))
 
 
-def read_onnx_metadata(path) -> Dict[str, Any]:
-    """The decoded contract metadata of an exported ONNX (torch-free)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return C.decode_metadata({p.key: p.value for p in model.metadata_props})
-
-
 def torch_outputs(model, x: np.ndarray, dense: bool, batch: int = 256) -> np.ndarray:
     import torch
 
@@ -262,26 +164,27 @@ def torch_outputs(model, x: np.ndarray, dense: bool, batch: int = 256) -> np.nda
     return np.concatenate(parts)
 
 
-def export_onnx(checkpoint, out=None, *, opset: int = DEFAULT_OPSET, probs: bool = False,
+def export_onnx(source, out=None, *, opset: int = DEFAULT_OPSET, probs: bool = False,
                 dense: bool = False, check_data=None, check_size: int = 64,
                 tolerance: Optional[float] = None, seed: int = 0) -> ExportResult:
-    """Export ``checkpoint`` and run the parity gate; ``result.passed`` says if it held."""
+    """Export ``source`` (a checkpoint path, or an :class:`ExportSource` opened on one) and run
+    the parity gate; ``result.passed`` says if it held."""
     import torch
 
     from edge.files import file_sha256
 
-    checkpoint = Path(checkpoint)
-    model, ckpt = load_source(checkpoint)
+    src = source if isinstance(source, ExportSource) else ExportSource.from_checkpoint(source)
+    model, ckpt = src.model, src.checkpoint
     fcn = bool(getattr(model, "fully_convolutional", False))
     if dense and not (fcn and hasattr(model, "score_map")):
         raise ExportInputError(f"--dense needs a fully convolutional model with score_map; "
                                f"{ckpt['arch']} is not one")
     if dense and probs:
         raise ExportInputError("--dense and --probs do not combine (the dense output is a score map)")
-    out = Path(out) if out else checkpoint.with_suffix(".onnx")
+    out = Path(out) if out else src.path.with_suffix(".onnx")
     outputs = [C.SCORE_MAP_NAME] if dense else [C.OUTPUT_NAME] + ([C.PROBS_NAME] if probs else [])
-    samples = model_samples(ckpt, check_size, check_data, seed)
-    meta = build_metadata(ckpt, file_sha256(checkpoint), outputs, dense=dense,
+    samples = src.check_samples(check_size, check_data, seed)
+    meta = build_metadata(ckpt, file_sha256(src.path), outputs, dense=dense,
                           fully_convolutional=fcn, opset=opset)
     result = ExportResult(out, meta, samples)
     tol = TOLERANCES["fp32"][0] if tolerance is None else float(tolerance)
@@ -290,7 +193,7 @@ def export_onnx(checkpoint, out=None, *, opset: int = DEFAULT_OPSET, probs: bool
             example = torch.from_numpy(samples.x[:2].copy())
             torch_to_onnx(_wrapper(model, probs, dense), example, stage.tmp, outputs, dense, opset)
             finish_onnx(stage.tmp, meta)
-            parity_reports(result, model, ckpt, stage.tmp, tol, dense, seed)
+            parity_reports(result, src, stage.tmp, tol, dense, seed)
             if result.passed:
                 stage.commit()
                 result.written = True
@@ -300,22 +203,22 @@ def export_onnx(checkpoint, out=None, *, opset: int = DEFAULT_OPSET, probs: bool
     return result
 
 
-def parity_reports(result: ExportResult, model, ckpt, onnx_path: Path, tol: float, dense: bool,
-                   seed: int) -> None:
+def parity_reports(result: ExportResult, src: ExportSource, onnx_path: Path, tol: float,
+                   dense: bool, seed: int) -> None:
     """The gate: PyTorch against ONNX Runtime on the samples (and, dense, on a larger frame)."""
     samples, outputs, out = result.samples, result.metadata[C.META_OUTPUTS], onnx_path
     result.reports.append(compare_outputs(
-        torch_outputs(model, samples.x, dense), ort_run(out, samples.x, outputs[0]),
+        torch_outputs(src.model, samples.x, dense), ort_run(out, samples.x, outputs[0]),
         name=f"ONNX Runtime CPU vs PyTorch, {outputs[0]} (fp32)", source=samples.source,
         max_abs_tol=tol, min_agreement=1.0))
     if dense:  # the point of --dense: a frame larger than the training size, non-square
-        h, w = ckpt["input_size"]
-        frame = C.Preprocess(size=(int(1.5 * h), 2 * w), mean=checkpoint_preprocess(ckpt).mean,
-                             std=checkpoint_preprocess(ckpt).std,
-                             channel_order=checkpoint_preprocess(ckpt).channel_order)
+        h, w = src.checkpoint["input_size"]
+        pre = src.preprocess
+        frame = C.Preprocess(size=(int(1.5 * h), 2 * w), mean=pre.mean, std=pre.std,
+                             channel_order=pre.channel_order)
         big = random_samples(frame, 2, seed, f"a {frame.size[0]}x{frame.size[1]} frame")
         result.reports.append(compare_outputs(
-            torch_outputs(model, big.x, True), ort_run(out, big.x, outputs[0]),
+            torch_outputs(src.model, big.x, True), ort_run(out, big.x, outputs[0]),
             name="ONNX Runtime CPU vs PyTorch, score_map on a larger frame (fp32)",
             source=big.source, max_abs_tol=tol, min_agreement=1.0))
 

@@ -13,27 +13,28 @@ ONNX ``model.int8.onnx`` (calibrated on ``--calib-size`` images of the training 
 ``model.engine`` for the TensorRT found here (8.5 .. 11; see docs/export.md for what each version
 does), writes the sidecar with the build fingerprint, and checks the engine against ONNX
 Runtime fp32 on the same samples, every named output, run by the runtime's own engine class
-(``edge.backends.trt.TrtBackend``). Exit 0 ok, 1 a parity gate failed or TensorRT failed to
-build the engine, 2 bad input, 3 TensorRT or a GPU is missing or unusable here: the ONNX files
-are written and the exact command for the target printed.
+(``edge.backends.trt.TrtBackend``). An engine whose sidecar already records this device and
+this request (precision, profile, ONNX sha256, DLA core) is kept, not rebuilt (``--force``).
+Exit 0 ok, 1 a parity gate failed or TensorRT failed to build the engine, 2 bad input, 3
+TensorRT or a GPU is missing or unusable here: the ONNX files are written and the exact command
+for the target printed.
 The ``.onnx`` path never imports torch.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
-
-import numpy as np
+from typing import Any, Dict, List, Optional, Tuple
 
 from edge import contract as C
 from edge.cli_checks import OneLineParser, UsageError, one_line, printable, shell_join
 from export import (EXIT_BAD_INPUT, EXIT_GATE, EXIT_NO_TRT, EXIT_OK, ExportInputError,
                     GateFailed, TensorRTUnavailable)
 from export.checks import Staged, check_trt_args
-from export.parity import (TOLERANCES, Samples, compare_outputs, folder_samples, ort_run,
-                           random_samples, uint8_samples)
+from export.parity import TOLERANCES, Samples, compare_outputs, ort_run, random_samples
+from export.source import ExportSource
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,124 +65,93 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probs", action="store_true", help=".pt: also export `probabilities`")
     p.add_argument("--out", "--output", dest="out", default=None,
                    help="engine path (default: beside the ONNX, .engine)")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild the engine even when its sidecar shows it was built from this "
+                        "ONNX with these settings on this device")
     p.add_argument("--verbose", action="store_true", help="TensorRT verbose log")
     return p
 
 
 # ------------------------------------------------------------------------- stages
-class Job:
-    """What the stages share: paths, metadata, samples."""
+@dataclass(frozen=True)
+class OnnxStage:
+    """What the ONNX stage hands on."""
 
-    def __init__(self, args) -> None:
-        self.args = args
-        self.src = Path(args.source)
-        self.ckpt = None                  # the checkpoint dict (.pt input only)
-        self.onnx: Path = self.src
-        self.rebuild_onnx: Optional[Path] = None   # the ONNX a rebuild starts from (pre-fp16)
-        self.meta: dict = {}
-        self.samples: Optional[Samples] = None
-        self.test: Optional[Samples] = None   # labelled test split, for the int8 accuracy
-        self.written: List[Path] = []
+    onnx: Path                    # the ONNX the next stage starts from (fp32, or a given one)
+    reference: Path               # the fp32 ONNX the engine is checked against
+    metadata: Dict[str, Any]      # its contract metadata
+    samples: Samples              # the parity samples (the engine gate reuses them)
 
 
-def stage_onnx(job: Job) -> None:
-    a = job.args
-    if job.src.suffix == ".pt":
-        from export.onnx import export_onnx, own_split  # torch only on this path
+def stage_onnx(source: ExportSource, args) -> OnnxStage:
+    """From a checkpoint: write the fp32 ONNX and gate it (export.onnx). From an ONNX: take it
+    as it is; an int8 build of a Q/DQ ONNX is checked against its fp32 parent when it is there."""
+    if source.checkpoint is None:
+        reference = source.fp32_parent() if args.precision == "int8" else source.path
+        return OnnxStage(source.path, reference, source.metadata,
+                         source.check_samples(args.check_size, args.check_data))
+    from export.onnx import export_onnx  # torch only on this path
 
-        res = export_onnx(job.src, None, probs=a.probs, check_data=a.check_data,
-                          check_size=a.check_size)
-        print(f"wrote {res.onnx_path}")
-        for r in res.reports:
-            print(r.format())
-        if not res.passed:
-            raise GateFailed("the ONNX model does not match PyTorch (figures above)")
-        job.onnx, job.meta, job.samples = res.onnx_path, res.metadata, res.samples
-        from train.checkpoint import load_checkpoint
-
-        job.ckpt = load_checkpoint(job.src)
-        x, y, _ = own_split(job.ckpt, "test")
-        if x is not None:
-            job.test = uint8_samples(x, y, C.Preprocess.from_dict(job.ckpt["preprocess"]),
-                                     "the model's test split")
-        job.written.append(job.onnx)
-        return
-    if job.src.suffix != ".onnx":
-        raise ExportInputError(f"{job.src}: expected a .pt checkpoint or an .onnx file")
-    job.meta = read_metadata(job.src)
-    pre = C.Preprocess.from_dict(job.meta[C.META_PREPROCESS])
-    if a.check_data:
-        job.samples = _folder(a.check_data, pre, a.check_size, "--check-data")
-    else:
-        job.samples = random_samples(pre, a.check_size, 0, "an .onnx without --check-data")
+    res = export_onnx(source, None, probs=args.probs, check_data=args.check_data,
+                      check_size=args.check_size)
+    for r in res.reports:
+        print(r.format())
+    if not res.passed:
+        raise GateFailed(f"the ONNX model does not match PyTorch (figures above); "
+                         f"{res.onnx_path} not written")
+    print(f"wrote {res.onnx_path}")
+    return OnnxStage(res.onnx_path, res.onnx_path, res.metadata, res.samples)
 
 
-def read_metadata(path: Path) -> dict:
-    if not path.is_file():
-        raise ExportInputError(f"ONNX file not found: {path}")
-    try:
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-    except ImportError:
-        raise ImportError("reading an ONNX needs the onnx package: pip install onnx") from None
-    except Exception as e:  # noqa: BLE001  protobuf raises several types on garbage
-        raise ExportInputError(f"{path} is not a readable ONNX model: {e}") from None
-    try:
-        return C.decode_metadata({p.key: p.value for p in model.metadata_props})
-    except ValueError as e:
-        raise ExportInputError(f"{path}: {e}") from None
-
-
-def _folder(root, pre, n, flag) -> Samples:
-    try:
-        return folder_samples(root, pre, n)
-    except FileNotFoundError as e:
-        raise ExportInputError(f"{flag}: {e}") from None
-
-
-def stage_int8(job: Job) -> None:
-    """Make (or accept) the Q/DQ ONNX and report its accuracy against fp32 on CPU."""
+def stage_int8(source: ExportSource, model: OnnxStage, args) -> Path:
+    """The Q/DQ ONNX (made, or ``model.onnx`` when it is one already), its accuracy against fp32
+    on CPU reported; returns its path."""
     from export.quantize import int8_report, is_qdq, quantize_qdq
 
-    a = job.args
-    if is_qdq(job.onnx):
-        print(f"{job.onnx} is already a Q/DQ ONNX: built as is")
-        return
-    pre = C.Preprocess.from_dict(job.meta[C.META_PREPROCESS])
-    if a.calib_data:
-        found = _folder(a.calib_data, pre, a.calib_size, "--calib-data")
-        calib, where = found.x, found.source       # the source names any corrupt files
-    elif job.ckpt is not None:
-        from export.onnx import own_split
-
-        x, _, why = own_split(job.ckpt, "train")
-        if x is None:
-            raise ExportInputError(f"int8 calibration: {why}; pass --calib-data DIR")
-        idx = np.random.default_rng(0).permutation(len(x))[:a.calib_size]
-        calib = uint8_samples(x[np.sort(idx)], None, pre, "train").x
-        where = f"{len(calib)} images of the training split"
-    else:
-        raise ExportInputError("int8 from an fp32 .onnx needs --calib-data DIR "
-                               "(or pass the .pt, or a Q/DQ .onnx)")
-    fp32 = job.onnx
-    job.onnx = quantize_qdq(fp32, fp32.with_name(fp32.stem + ".int8.onnx"), calib,
-                            method=a.calib_method)
-    job.written.append(job.onnx)
-    print(f"wrote {job.onnx} (Q/DQ INT8, calibrated on {where})")
-    ref = job.test if job.test is not None else job.samples
-    rep = int8_report(fp32, job.onnx, ref.x, ref.y, ref.source)
+    if is_qdq(model.onnx):
+        print(f"{model.onnx} is already a Q/DQ ONNX: built as is")
+        return model.onnx
+    calib, where = source.calibration_set(args.calib_size, args.calib_data)
+    fp32 = model.onnx
+    int8 = quantize_qdq(fp32, fp32.with_name(fp32.stem + ".int8.onnx"), calib,
+                        method=args.calib_method)
+    print(f"wrote {int8} (Q/DQ INT8, calibrated on {where})")
+    test = source.test_split()
+    ref = test if test is not None else model.samples
+    rep = int8_report(fp32, int8, ref.x, ref.y, ref.source)
     print(rep.format(), file=sys.stdout if rep.passed else sys.stderr)
+    return int8
 
 
-def target_command(job: Job, engine: Optional[Path] = None) -> str:
+def stage_fp16(fp32: Path, samples: Samples) -> Tuple[int, Path]:
+    """TensorRT 11: the mixed-precision ONNX, checked on CPU with the fp16 tolerance. Returns
+    ``(EXIT_OK, fp16 ONNX)``, or ``(EXIT_GATE, fp32)`` with the previous fp16 ONNX untouched."""
+    from export.quantize import convert_fp16
+
+    tol, agree = TOLERANCES["fp16"]
+    with Staged(fp32.with_name(fp32.name.split(".")[0] + ".fp16.onnx")) as stage:
+        convert_fp16(fp32, stage.tmp)
+        rep = compare_outputs(ort_run(fp32, samples.x), ort_run(stage.tmp, samples.x),
+                              name="fp16 ONNX vs fp32 ONNX (ONNX Runtime CPU)",
+                              source=samples.source, max_abs_tol=tol, min_agreement=agree)
+        print(rep.format())
+        if not rep.passed:             # the previous fp16 ONNX, if any, stays as it was
+            print(f"{stage.final} not written", file=sys.stderr)
+            return EXIT_GATE, fp32
+        fp16 = stage.commit()
+    print(f"wrote {fp16}")
+    return EXIT_OK, fp16
+
+
+def target_command(args, onnx: Path, engine: Optional[Path] = None) -> str:
     """``python -m export.trt ONNX`` with the flags that decide the engine (precision, profile,
     input size, DLA, workspace). With ``engine``: the sidecar's rebuild command, paths relative
-    to the engine's folder (where ``edge`` prints it to be run) and ``--out`` the engine."""
+    to the engine's folder (where ``edge`` prints it to be run) and ``--out`` the engine. ``onnx``
+    is what export.trt starts from (on TensorRT 11 fp16, the fp32 ONNX the fp16 one derives
+    from)."""
     from edge.sidecar import relative_to_engine
 
-    a = job.args
-    onnx = job.rebuild_onnx or job.onnx
+    a = args
     parts = ["python", "-m", "export.trt",
              relative_to_engine(onnx, engine) if engine is not None else str(onnx),
              "--precision", a.precision,
@@ -216,55 +186,60 @@ def probe_tensorrt():
     return trt, gpu
 
 
-def stage_engine(job: Job, trt, gpu) -> int:
+def stage_engine(args, plan, onnx: Path, parsed: Path, model: OnnxStage, trt, gpu) -> int:
+    """Build the engine TensorRT parses from ``parsed`` (``onnx``, or its fp16 form), gate it
+    against ``model.reference`` and write its sidecar. An engine whose sidecar records this
+    device and this request (precision, profile, ONNX sha256, DLA core) is kept as it is:
+    it passed its gate when it was built (``--force`` rebuilds it)."""
     from edge import sidecar as S
-    from export.fingerprint import build_fingerprint, write_engine_sidecar
-    from export.trt_build import (build_engine, enum_names, plan_build, profile_shapes)
+    from export.fingerprint import build_fingerprint, rebuild_reasons, write_engine_sidecar
+    from export.trt_build import build_engine, profile_shapes
 
-    a = job.args
-    plan = plan_build(a.precision, trt.__version__, enum_names(trt.BuilderFlag),
-                      enum_names(trt.NetworkDefinitionCreationFlag))
-    fp32_onnx = job.onnx if a.precision != "int8" else None
-    job.rebuild_onnx = job.onnx      # the fp16 ONNX below is derived: a rebuild starts here
-    if plan.onnx_kind == "fp16":
-        code = stage_fp16(job)
-        if code:
-            return code
-    h, w = a.input_size or job.meta[C.META_INPUT_SIZE]
+    a = args
+    h, w = a.input_size or model.metadata[C.META_INPUT_SIZE]
     try:
-        profile = profile_shapes((job.meta[C.META_IN_CHANNELS], h, w), a.min_batch,
+        profile = profile_shapes((model.metadata[C.META_IN_CHANNELS], h, w), a.min_batch,
                                  a.opt_batch or a.max_batch, a.max_batch)
     except ValueError as e:
         raise ExportInputError(str(e)) from None
-    base = job.onnx.name.split(".")[0]
-    engine = Path(a.out) if a.out else job.onnx.with_name(base + ".engine")
+    base = onnx.name.split(".")[0]
+    engine = Path(a.out) if a.out else onnx.with_name(base + ".engine")
     cache = Path(a.timing_cache) if a.timing_cache else engine.with_name(base + ".timing.cache")
+    device = S.probe_device(trt.__version__, gpu)
+    fp = build_fingerprint(precision=a.precision, profile=profile, onnx_path=parsed,
+                           dla_core=a.dla, device=device)
+    reasons = rebuild_reasons(engine, fp, device)
+    if not reasons and not a.force:
+        print(f"{engine} is up to date (its sidecar records this TensorRT, GPU, precision, "
+              "profile, ONNX and DLA core; it passed its gate when built): not rebuilt, "
+              "--force rebuilds it")
+        return EXIT_OK
+    if engine.exists():
+        print(f"rebuilding {engine}: " + ("; ".join(reasons) or "--force"))
     print(f"building {engine} with TensorRT {trt.__version__} on {gpu[0]} (sm {gpu[1]}): "
           f"{plan.describe()}")
     build: dict = {"plan": plan.describe(), "dla": None}
-    command = target_command(job, engine)
+    command = target_command(a, onnx, engine)
     # built, described and gated under a temporary name, by the runtime's own class (which reads
     # the sidecar): a failed gate leaves the previous engine and its sidecar as they were
     with Staged(engine) as stage:
-        info = build_engine(job.onnx, stage.tmp, plan, profile, workspace_mb=a.workspace_mb,
+        info = build_engine(parsed, stage.tmp, plan, profile, workspace_mb=a.workspace_mb,
                             timing_cache=cache, dla_core=a.dla, verbose=a.verbose)
         build["dla"] = info.get("dla")
         if info.get("used_dla"):
             build["dla_layers"] = info["dla_layers"]
             print_dla_placement(info["dla"], info["dla_layers"])
-        fp = build_fingerprint(precision=a.precision, profile=profile, onnx_path=job.onnx,
-                               dla_core=a.dla if info.get("used_dla") else None,
-                               device=S.probe_device(trt.__version__, gpu))
-        staged_side = write_engine_sidecar(stage.tmp, job.onnx, fp, rebuild_command=command, build=build)
+        staged_side = write_engine_sidecar(stage.tmp, parsed, fp, rebuild_command=command,
+                                           build=build)
         try:
-            code = engine_parity(job, stage.tmp, fp32_onnx or _fp32_parent(job), profile)
+            code = engine_parity(a, stage.tmp, model)
         finally:
             staged_side.unlink(missing_ok=True)
         if code != EXIT_OK:
             print(f"{engine} not written", file=sys.stderr)
             return code
         stage.commit()
-    side = write_engine_sidecar(engine, job.onnx, fp, rebuild_command=command, build=build)
+    side = write_engine_sidecar(engine, parsed, fp, rebuild_command=command, build=build)
     print(f"wrote {engine}, {side} and the timing cache {cache}")
     return EXIT_OK
 
@@ -301,32 +276,6 @@ def check_dla_request(args) -> None:
         raise ExportInputError(f"--dla {args.dla}: {problem}")
 
 
-def _fp32_parent(job: Job) -> Path:
-    cand = job.onnx.with_name(job.onnx.name.split(".")[0] + ".onnx")
-    return cand if cand.is_file() else job.onnx
-
-
-def stage_fp16(job: Job) -> int:
-    """TensorRT 11: the mixed-precision ONNX, checked on CPU with the fp16 tolerance."""
-    from export.quantize import convert_fp16
-
-    fp32 = job.onnx
-    tol, agree = TOLERANCES["fp16"]
-    with Staged(fp32.with_name(fp32.name.split(".")[0] + ".fp16.onnx")) as stage:
-        convert_fp16(fp32, stage.tmp)
-        rep = compare_outputs(ort_run(fp32, job.samples.x), ort_run(stage.tmp, job.samples.x),
-                              name="fp16 ONNX vs fp32 ONNX (ONNX Runtime CPU)",
-                              source=job.samples.source, max_abs_tol=tol, min_agreement=agree)
-        print(rep.format())
-        if not rep.passed:             # the previous fp16 ONNX, if any, stays as it was
-            print(f"{stage.final} not written", file=sys.stderr)
-            return EXIT_GATE
-        job.onnx = stage.commit()
-    job.written.append(job.onnx)
-    print(f"wrote {job.onnx}")
-    return EXIT_OK
-
-
 def open_engine(engine: Path):
     """The shipped runtime class on a fresh engine, sidecar check included (the runtime's own)."""
     from edge.backends.trt import TrtBackend
@@ -334,14 +283,14 @@ def open_engine(engine: Path):
     return TrtBackend(engine)
 
 
-def engine_parity(job: Job, engine: Path, fp32_onnx: Path, profile) -> int:
+def engine_parity(args, engine: Path, model: OnnxStage) -> int:
     """Every named output of the engine against ONNX Runtime fp32, run by the runtime's class."""
-    x = job.samples.x
-    if job.args.input_size:   # a dense engine at a frame size: random frames of that size
-        x = random_samples(C.Preprocess.from_dict({**job.meta[C.META_PREPROCESS],
-                                                   "size": job.args.input_size}),
+    x = model.samples.x
+    if args.input_size:   # a dense engine at a frame size: random frames of that size
+        x = random_samples(C.Preprocess.from_dict({**model.metadata[C.META_PREPROCESS],
+                                                   "size": args.input_size}),
                            len(x), 0, "frames at --input-size").x
-    names = list(job.meta[C.META_OUTPUTS])
+    names = list(model.metadata[C.META_OUTPUTS])
     backend = open_engine(engine)
     try:
         got = backend.run_all(x, names)
@@ -349,12 +298,12 @@ def engine_parity(job: Job, engine: Path, fp32_onnx: Path, profile) -> int:
         raise GateFailed(f"{engine}: {e}") from None
     finally:
         backend.close()
-    tol, agree = TOLERANCES["trt_" + job.args.precision]
+    tol, agree = TOLERANCES["trt_" + args.precision]
     passed = True
     for name in names:
-        rep = compare_outputs(ort_run(fp32_onnx, x, name), got[name],
-                              name=f"TensorRT {job.args.precision} engine vs ONNX Runtime fp32 ({name})",
-                              source=job.samples.source, max_abs_tol=tol, min_agreement=agree)
+        rep = compare_outputs(ort_run(model.reference, x, name), got[name],
+                              name=f"TensorRT {args.precision} engine vs ONNX Runtime fp32 ({name})",
+                              source=model.samples.source, max_abs_tol=tol, min_agreement=agree)
         print(rep.format())
         passed &= rep.passed
     return EXIT_OK if passed else EXIT_GATE
@@ -369,14 +318,30 @@ def main(argv=None) -> int:
     except UsageError as e:
         print(f"python -m export.trt: error: {printable(one_line(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    job = Job(args)
+    onnx = Path(args.source)       # what the engine stage starts from, once known
+    written: List[Path] = []
     try:
         check_dla_request(args)
-        stage_onnx(job)
+        source = ExportSource.open(args.source)
+        model = stage_onnx(source, args)
+        onnx = model.onnx
+        if source.checkpoint is not None:
+            written.append(onnx)
         if args.precision == "int8":
-            stage_int8(job)
+            onnx = stage_int8(source, model, args)
+            written += [onnx] if onnx != model.onnx else []
         trt, gpu = probe_tensorrt()
-        return stage_engine(job, trt, gpu)
+        from export.trt_build import enum_names, plan_build
+
+        plan = plan_build(args.precision, trt.__version__, enum_names(trt.BuilderFlag),
+                          enum_names(trt.NetworkDefinitionCreationFlag))
+        parsed = onnx
+        if plan.onnx_kind == "fp16":      # the fp16 ONNX derives from `onnx`: rebuilds start there
+            code, parsed = stage_fp16(onnx, model.samples)
+            if code != EXIT_OK:
+                return code
+            written.append(parsed)
+        return stage_engine(args, plan, onnx, parsed, model, trt, gpu)
     except ExportInputError as e:
         print(f"python -m export.trt: error: {printable(one_line(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -384,11 +349,11 @@ def main(argv=None) -> int:
         print(f"python -m export.trt: error: {e}", file=sys.stderr)
         return EXIT_GATE
     except (TensorRTUnavailable, TensorRTUnusable) as e:
-        files = ", ".join(str(p) for p in job.written) or str(job.onnx)
+        files = ", ".join(str(p) for p in written) or str(onnx)
         print(f"TensorRT is not available here: {e}\n"
               f"ONNX ready: {files}\n"
               f"On the target (Jetson / GPU machine with TensorRT), run:\n"
-              f"  {target_command(job)}", file=sys.stderr)
+              f"  {target_command(args, onnx)}", file=sys.stderr)
         return EXIT_NO_TRT
     except RuntimeError as e:          # TensorRT could not parse/build/run (its log says why)
         print(f"error: {e}", file=sys.stderr)

@@ -46,11 +46,11 @@ def test_files_are_tracked_not_ignored():
 
 
 def test_metadata_names_its_checkpoint_scale_and_rule():
-    from export.onnx import read_onnx_metadata
+    from export.source import read_contract_metadata
     from train.checkpoint import load_checkpoint
     from train.data.crowd_synth import ground_scale
 
-    meta = read_onnx_metadata(ONNX)
+    meta = read_contract_metadata(ONNX)
     ckpt = load_checkpoint(CKPT)
     assert meta[C.META_ARCH] == ckpt["arch"] == "crowd_fcn"
     assert meta[C.META_CLASS_NAMES] == ckpt["class_names"] == ["crowd", "no_crowd"]

@@ -45,7 +45,7 @@ def build_engine_files(tmp_path, device=ORIN, precision="fp16", dla=None):
     """What `python -m export.trt crowd.onnx ...` leaves behind, with bytes for the plan:
     the sidecar is written by export's own writer and rebuild command."""
     from export.fingerprint import build_fingerprint, write_engine_sidecar
-    from export.trt import Job, build_parser, target_command
+    from export.trt import build_parser, target_command
 
     onnx_path = crowd_onnx(tmp_path / "crowd.onnx")
     engine = tmp_path / "crowd.engine"
@@ -53,10 +53,10 @@ def build_engine_files(tmp_path, device=ORIN, precision="fp16", dla=None):
     argv = [str(onnx_path), "--precision", precision, "--max-batch", "8"]
     if dla is not None:
         argv += ["--dla", str(dla)]
-    job = Job(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
     fp = build_fingerprint(precision=precision, profile=PROFILE, onnx_path=onnx_path,
                            dla_core=dla, device=device)
-    write_engine_sidecar(engine, onnx_path, fp, rebuild_command=target_command(job, engine),
+    write_engine_sidecar(engine, onnx_path, fp, rebuild_command=target_command(args, onnx_path, engine),
                          build={"plan": "test"})
     return engine, onnx_path
 

@@ -137,12 +137,12 @@ def test_engine_gate_checks_every_named_output(tmp_path, monkeypatch, capsys, be
     from export.parity import random_samples
 
     onnx_path, meta = two_output_onnx(tmp_path / "m.onnx")
-    job = T.Job(T.build_parser().parse_args([str(onnx_path)]))
-    job.meta = meta
-    job.samples = random_samples(C.Preprocess.from_dict(meta[C.META_PREPROCESS]), 16, 0, "test")
+    args = T.build_parser().parse_args([str(onnx_path)])
+    model = T.OnnxStage(onnx_path, onnx_path, meta,
+                        random_samples(C.Preprocess.from_dict(meta[C.META_PREPROCESS]), 16, 0, "test"))
     engine = OrtEngine(onnx_path, bend)
     monkeypatch.setattr(T, "open_engine", lambda path: engine)
-    assert T.engine_parity(job, tmp_path / "m.engine", onnx_path, None) == rc
+    assert T.engine_parity(args, tmp_path / "m.engine", model) == rc
     out = capsys.readouterr().out
     assert "(logits)" in out and "(probabilities)" in out and engine.closed
     if bend:

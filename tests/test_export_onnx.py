@@ -9,8 +9,9 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from edge import contract as C  # noqa: E402
-from export.onnx import export_onnx, main, read_onnx_metadata  # noqa: E402
+from export.onnx import export_onnx, main  # noqa: E402
 from export.parity import compare_outputs, ort_run  # noqa: E402
+from export.source import read_contract_metadata  # noqa: E402
 from train.checkpoint import build_checkpoint, save_checkpoint  # noqa: E402
 from train.models import build_model, list_models  # noqa: E402
 
@@ -85,7 +86,7 @@ def test_dense_score_map_dynamic_hw(tmp_path):
     path = make_ckpt(tmp_path, "crowd_fcn")
     res = export_onnx(path, tmp_path / "dense.onnx", dense=True, check_size=2)
     assert res.passed and len(res.reports) == 2, [r.format() for r in res.reports]
-    meta = read_onnx_metadata(res.onnx_path)
+    meta = read_contract_metadata(res.onnx_path)
     assert meta[C.META_OUTPUTS] == [C.SCORE_MAP_NAME] and meta[C.META_DENSE] is True
     x = np.zeros((1, 3, 160, 224), np.float32)
     assert ort_run(res.onnx_path, x).shape == (1, 2, 10, 14)
@@ -96,7 +97,7 @@ def test_dense_score_map_dynamic_hw(tmp_path):
 def test_metadata_round_trip(tmp_path):
     path = make_ckpt(tmp_path, "fashion_cnn")
     res = export_onnx(path, check_size=2)
-    meta = read_onnx_metadata(res.onnx_path)
+    meta = read_contract_metadata(res.onnx_path)
     from edge.files import file_sha256
     from train.checkpoint import load_checkpoint
 
@@ -119,7 +120,7 @@ def test_scale_and_decision_travel_to_onnx_and_engine_sidecar(tmp_path):
     rule = C.DecisionRule(0.6, 0.05, 0.4, "calibrated on val (40 frames)")
     res = export_onnx(make_ckpt(tmp_path, "crowd_fcn", scale=scale.to_dict(), decision=rule.to_dict()),
                       check_size=2)
-    meta = read_onnx_metadata(res.onnx_path)
+    meta = read_contract_metadata(res.onnx_path)
     assert meta[C.META_SCALE] == scale.to_dict() and meta[C.META_DECISION] == rule.to_dict()
     info = C.ModelInfo.from_metadata(meta)
     assert info.scale == scale and info.decision == rule
@@ -135,7 +136,7 @@ def test_scale_and_decision_travel_to_onnx_and_engine_sidecar(tmp_path):
 
 
 def test_models_without_scale_or_decision_keep_working(tmp_path):
-    meta = read_onnx_metadata(export_onnx(make_ckpt(tmp_path, "crowd_fcn"), check_size=2).onnx_path)
+    meta = read_contract_metadata(export_onnx(make_ckpt(tmp_path, "crowd_fcn"), check_size=2).onnx_path)
     assert C.META_SCALE not in meta and C.META_DECISION not in meta
     info = C.ModelInfo.from_metadata(meta)
     assert info.scale is None and info.decision == C.DecisionRule()

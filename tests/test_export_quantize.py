@@ -6,24 +6,20 @@ import pytest
 pytest.importorskip("onnxruntime.quantization")
 
 from edge import contract as C  # noqa: E402
-from export.onnx import export_onnx, own_split  # noqa: E402
-from export.parity import TOLERANCES, compare_outputs, ort_run, uint8_samples  # noqa: E402
+from export.onnx import export_onnx  # noqa: E402
+from export.parity import TOLERANCES, compare_outputs, ort_run  # noqa: E402
 from export.quantize import convert_fp16, int8_report, is_qdq, quantize_qdq  # noqa: E402
-from train.checkpoint import load_checkpoint  # noqa: E402
+from export.source import ExportSource  # noqa: E402
 
 
 def quantize_and_report(ckpt_path, tmp_path, calib_size=512):
-    res = export_onnx(ckpt_path, tmp_path / "m.onnx", check_size=16)
+    source = ExportSource.from_checkpoint(ckpt_path)
+    res = export_onnx(source, tmp_path / "m.onnx", check_size=16)
     assert res.passed
-    ck = load_checkpoint(ckpt_path)
-    pre = C.Preprocess.from_dict(ck["preprocess"])
-    xtr, _, why = own_split(ck, "train")
-    xte, yte, _ = own_split(ck, "test")
-    assert xtr is not None, why
-    idx = np.sort(np.random.default_rng(0).permutation(len(xtr))[:calib_size])
-    calib = uint8_samples(xtr[idx], None, pre, "train").x
+    calib, where = source.calibration_set(calib_size)     # what export.trt calibrates on
+    assert "of the training split" in where, where
+    test = source.test_split()
     q = quantize_qdq(res.onnx_path, tmp_path / "m.int8.onnx", calib)
-    test = uint8_samples(xte, yte, pre, "test")
     return res.onnx_path, q, int8_report(res.onnx_path, q, test.x, test.y, "test split")
 
 

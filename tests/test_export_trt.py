@@ -153,19 +153,19 @@ def test_sidecar_round_trip_and_rebuild_reasons(tmp_path):
 
 
 def test_rebuild_command_from_the_cli_flags(tmp_path):
-    from export.trt import Job, build_parser, target_command
+    from export.trt import build_parser, target_command
 
     onnx_path = tmp_path / "model.int8.onnx"
     a = ["--precision", "int8", "--min-batch", "2", "--max-batch", "16", "--dla", "0",
          "--input-size", "240", "320", "--workspace-mb", "2048"]
-    job = Job(build_parser().parse_args([str(onnx_path), *a, "--output", str(tmp_path / "e" / "x.engine")]))
-    cmd = target_command(job, tmp_path / "e" / "x.engine")
+    args = build_parser().parse_args([str(onnx_path), *a, "--output", str(tmp_path / "e" / "x.engine")])
+    cmd = target_command(args, onnx_path, tmp_path / "e" / "x.engine")
     assert cmd == ("python -m export.trt ../model.int8.onnx --precision int8 --min-batch 2 "
                    "--opt-batch 16 --max-batch 16 --input-size 240 320 --dla 0 "
                    "--workspace-mb 2048 --out x.engine")
-    assert target_command(job).startswith(f"python -m export.trt {onnx_path} --precision int8")
-    job.rebuild_onnx = tmp_path / "model.onnx"      # TensorRT 11 fp16: rebuild from the fp32 ONNX
-    assert " ../model.onnx " in target_command(job, tmp_path / "e" / "x.engine")
+    assert target_command(args, onnx_path).startswith(f"python -m export.trt {onnx_path} --precision int8")
+    # TensorRT 11 fp16: the engine parses model.fp16.onnx, a rebuild starts from the fp32 ONNX
+    assert " ../model.onnx " in target_command(args, tmp_path / "model.onnx", tmp_path / "e" / "x.engine")
 
 
 def test_tegra_release_parsing(tmp_path):

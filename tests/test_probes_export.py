@@ -26,6 +26,7 @@ from edge import sidecar as S  # noqa: E402
 from edge.cli_checks import printable, shell_join, shell_quote  # noqa: E402
 from export import onnx as export_onnx_cli  # noqa: E402
 from export import trt as export_trt  # noqa: E402
+from export.source import read_contract_metadata  # noqa: E402
 from train.checkpoint import build_checkpoint, save_checkpoint  # noqa: E402
 from train.models import build_model  # noqa: E402
 
@@ -349,6 +350,32 @@ def test_engine_and_sidecar_replaced_only_after_the_gate(good_onnx, tmp_path, fa
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_unchanged_engine_is_not_rebuilt(good_onnx, tmp_path, fake_tensorrt, monkeypatch, capsys):
+    """The sidecar says what an engine was built from and for: the same request on the same
+    device keeps it (no build), another profile or --force rebuilds it."""
+    from export import trt_build
+
+    src = tmp_path / "model.onnx"
+    src.write_bytes(good_onnx.read_bytes())
+    fake_tensorrt.update(onnx=src)
+    builds = []
+    fake_build = trt_build.build_engine
+    monkeypatch.setattr(trt_build, "build_engine", lambda *a, **k: builds.append(1) or fake_build(*a, **k))
+    engine = tmp_path / "model.engine"
+    argv = [str(src), "--check-size", "8", "--max-batch", "4"]
+    assert export_trt.main(argv) == 0 and len(builds) == 1
+    first = S.read_sidecar(engine)
+    capsys.readouterr()
+    assert export_trt.main(argv) == 0 and len(builds) == 1
+    assert f"{engine} is up to date" in capsys.readouterr().out
+    assert S.read_sidecar(engine) == first                               # not even rewritten
+    assert export_trt.main([str(src), "--check-size", "8", "--max-batch", "8"]) == 0
+    out = capsys.readouterr().out
+    assert len(builds) == 2 and f"rebuilding {engine}: optimisation profile" in out
+    assert export_trt.main([str(src), "--check-size", "8", "--max-batch", "8", "--force"]) == 0
+    assert len(builds) == 3 and f"rebuilding {engine}: --force" in capsys.readouterr().out
+
+
 def test_fp16_onnx_replaced_only_after_its_gate(good_onnx, tmp_path, monkeypatch, capsys):
     pytest.importorskip("onnxconverter_common")
     from export.parity import random_samples
@@ -357,17 +384,18 @@ def test_fp16_onnx_replaced_only_after_its_gate(good_onnx, tmp_path, monkeypatch
     fp32.write_bytes(good_onnx.read_bytes())
     fp16 = tmp_path / "model.fp16.onnx"
     fp16.write_bytes(b"previous fp16")
-    meta = export_trt.read_metadata(fp32)
+    meta = read_contract_metadata(fp32)
     pre = C.Preprocess.from_dict(meta[C.META_PREPROCESS])
-    job = export_trt.Job(SimpleNamespace(source=str(fp32)))
-    job.samples = random_samples(pre, 8)
+    samples = random_samples(pre, 8)
     real_tolerances = dict(export_trt.TOLERANCES)
     monkeypatch.setitem(export_trt.TOLERANCES, "fp16", (-1.0, 1.0))     # nothing can pass
-    assert export_trt.stage_fp16(job) == export_trt.EXIT_GATE
-    assert fp16.read_bytes() == b"previous fp16" and job.onnx == fp32
+    code, onnx = export_trt.stage_fp16(fp32, samples)
+    assert code == export_trt.EXIT_GATE
+    assert fp16.read_bytes() == b"previous fp16" and onnx == fp32
     monkeypatch.setitem(export_trt.TOLERANCES, "fp16", real_tolerances["fp16"])
-    assert export_trt.stage_fp16(job) == export_trt.EXIT_OK
-    assert job.onnx == fp16 and fp16.read_bytes() != b"previous fp16"
+    code, onnx = export_trt.stage_fp16(fp32, samples)
+    assert code == export_trt.EXIT_OK
+    assert onnx == fp16 and fp16.read_bytes() != b"previous fp16"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

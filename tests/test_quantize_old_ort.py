@@ -60,21 +60,15 @@ SCRIPT = textwrap.dedent("""
 @pytest.mark.skipif(os.environ.get("EDGE_TEST_OLD_ORT") != "1",
                     reason="downloads onnxruntime 1.19.2 (13 MB): set EDGE_TEST_OLD_ORT=1")
 def test_int8_export_on_onnxruntime_1_19_2(digits_ckpt, tmp_path):
-    from edge import contract as C
-    from export.onnx import export_onnx, own_split
-    from export.parity import uint8_samples
-    from train.checkpoint import load_checkpoint
+    from export.onnx import export_onnx
+    from export.source import ExportSource
 
     site = pip_cache.pip_target("onnxruntime", OLD_ORT, "onnxruntime/__init__.py",
                                 pip_cache.cache_root() / "ort")
-    fp32 = export_onnx(digits_ckpt, tmp_path / "m.onnx", check_size=8).onnx_path
-    ck = load_checkpoint(digits_ckpt)
-    pre = C.Preprocess.from_dict(ck["preprocess"])
-    xtr, _, _ = own_split(ck, "train")
-    xte, yte, _ = own_split(ck, "test")
-    calib = uint8_samples(xtr[np.sort(np.random.default_rng(0).permutation(len(xtr))[:512])],
-                          None, pre, "train").x
-    test = uint8_samples(xte, yte, pre, "test")
+    source = ExportSource.from_checkpoint(digits_ckpt)
+    fp32 = export_onnx(source, tmp_path / "m.onnx", check_size=8).onnx_path
+    calib, _ = source.calibration_set(512)
+    test = source.test_split()
     np.savez(tmp_path / "data.npz", calib=calib, x=test.x, y=test.y)
     got = {}
     for label, path in (("old", [str(site)]), ("installed", [])):

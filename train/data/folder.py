@@ -29,11 +29,9 @@ def list_classes(split_dir: Path) -> List[str]:
     return classes
 
 
-def load_split(split_dir: Path, classes: Sequence[str], preprocess: Preprocess,
-               workers: int = 4, desc: str = "",
-               sizes: Optional[List[Tuple[int, int]]] = None) -> Tuple[torch.Tensor, torch.Tensor, int]:
-    """Decode one split: (images uint8 [N,C,H,W], labels [N], number of skipped files); ``sizes``,
-    if given, receives each kept image's original (H, W)."""
+def split_files(split_dir: Path, classes: Sequence[str]) -> List[Tuple[Path, int]]:
+    """The (file, label) pairs of one split, class by class, each class's files sorted; nothing
+    is decoded (export draws a few of them, see export/source.py)."""
     files: List[Tuple[Path, int]] = []
     for label, name in enumerate(classes):
         class_dir = split_dir / name
@@ -43,6 +41,15 @@ def load_split(split_dir: Path, classes: Sequence[str], preprocess: Preprocess,
         if not images:
             raise DataError(f"class folder {class_dir} has no images ({', '.join(IMAGE_EXTENSIONS)})")
         files += [(p, label) for p in images]
+    return files
+
+
+def load_split(split_dir: Path, classes: Sequence[str], preprocess: Preprocess,
+               workers: int = 4, desc: str = "",
+               sizes: Optional[List[Tuple[int, int]]] = None) -> Tuple[torch.Tensor, torch.Tensor, int]:
+    """Decode one split: (images uint8 [N,C,H,W], labels [N], number of skipped files); ``sizes``,
+    if given, receives each kept image's original (H, W)."""
+    files = split_files(split_dir, classes)
     x, y, skipped = decode_files(files, preprocess, workers, desc, where=str(split_dir), sizes=sizes)
     empty = [classes[c] for c in range(len(classes)) if not (y == c).any()]
     if empty:

@@ -207,28 +207,33 @@ FCN_MARGIN = 0.1
 #: reproducible; OpenCV's JPEG/resize code is part of the pixels, so they are checked only under
 #: the OpenCV they were recorded with.
 V2_DIGESTS = {(0, 0, 0): "11b3025f6102d89e", (0, 1, 5): "07124b33d5b9b77a", (1, 0, 9): "83358b2eade75686"}
-V2_DIGEST_OPENCV = "5.1.0"
+#: the same for v3, recorded before v4 was added on v3's scene code (the shipped model's data)
+V3_DIGESTS = {(0, 0, 0): "9354d5959be73e1a", (0, 1, 5): "a31967f8b2660041", (1, 0, 9): "ed4d951c7d76bbc5",
+              (1, 1, 3): "b82569061450c832"}
+DIGEST_OPENCV = "5.1.0"
 
 
-def test_v2_pixels_are_pinned():
+@pytest.mark.parametrize("version,digests", [(2, V2_DIGESTS), (3, V3_DIGESTS)])
+def test_old_versions_pixels_are_pinned(version, digests):
     import cv2
 
-    if cv2.__version__ != V2_DIGEST_OPENCV:
-        pytest.skip(f"digests recorded under OpenCV {V2_DIGEST_OPENCV}, this is {cv2.__version__}")
-    for (split, cls, index), digest in V2_DIGESTS.items():
-        img = cs.render(0, split, cls, index, version=2)
+    if cv2.__version__ != DIGEST_OPENCV:
+        pytest.skip(f"digests recorded under OpenCV {DIGEST_OPENCV}, this is {cv2.__version__}")
+    for (split, cls, index), digest in digests.items():
+        img = cs.render(0, split, cls, index, version=version)
         assert hashlib.sha256(img.tobytes()).hexdigest()[:16] == digest
 
 
 def test_versions_are_separate_and_selectable(tmp_path):
-    assert cs.GENERATOR_VERSION == 3 and cs.VERSIONS == (2, 3)
-    a, b = cs.render(0, 0, 0, 4, version=2), cs.render(0, 0, 0, 4, version=3)
-    assert a.shape == b.shape == (cs.SIZE, cs.SIZE, 3) and not np.array_equal(a, b)
-    assert np.array_equal(b, cs.render(0, 0, 0, 4))                 # v3 is the default
+    assert cs.GENERATOR_VERSION == 4 and cs.VERSIONS == (2, 3, 4)
+    a, b, c = (cs.render(0, 0, 0, 4, version=v) for v in (2, 3, 4))
+    assert a.shape == b.shape == c.shape == (cs.SIZE, cs.SIZE, 3)
+    assert not np.array_equal(a, b) and not np.array_equal(b, c)
+    assert np.array_equal(c, cs.render(0, 0, 0, 4))                 # v4 is the default
     old = cs.ensure_crowd_synth(2, seed=0, cache_dir=tmp_path, workers=1, progress=False, version=2)
     new = cs.ensure_crowd_synth(2, seed=0, cache_dir=tmp_path, workers=1, progress=False)
-    assert (old.name, new.name) == ("v2-s0-n2", "v3-s0-n2")
-    assert cs.is_complete(old, version=2) and not cs.is_complete(old, version=3)
+    assert (old.name, new.name) == ("v2-s0-n2", "v4-s0-n2")
+    assert cs.is_complete(old, version=2) and not cs.is_complete(old, version=4)
     with pytest.raises(ValueError, match="version 7"):
         cs.generate_folder(tmp_path / "x", 2, version=7, workers=1, progress=False)
     assert not (tmp_path / "x").exists()
@@ -239,6 +244,45 @@ def test_ground_scale_per_version():
     assert v2.patch_m_range == (16.0, 42.67) and v2.input_width == cs.SIZE
     assert v3.patch_m_range == (12.8, 64.0)                          # 2-10 px per metre
     assert v3.patch_m == pytest.approx((12.8 * 64.0) ** 0.5, abs=0.01)
+    assert cs.ground_scale(4).patch_m_range == (12.8, 128.0)         # 1-10 px per metre
+    assert cs.ground_scale() == cs.ground_scale(4)
+
+
+def _scene(area: float = 1.0):
+    from train.data.crowd_synth.scene_v2 import R, Scene
+
+    return Scene(rng=np.random.default_rng(0), img=np.zeros((R, R, 3), np.float32), ppm=4.0,
+                 sun=np.float32([1, 0]), shadow_len=1.0, shadow_dark=0.5, roads=[],
+                 roofs=np.zeros((R, R), np.uint8), area=area)
+
+
+def test_v4_fills_a_wide_view_with_more_of_everything():
+    from train.data.crowd_synth import scene_v3, scene_v4
+
+    recipe = scene_v4.V4
+    assert scene_v3._view_area(recipe, 3.0) == 1.0 == scene_v3._view_area(recipe, 10.0)
+    assert scene_v3._view_area(recipe, 2.0) == pytest.approx(2.25)   # (3 / 2)^2 the ground
+    assert scene_v3._view_area(recipe, 1.0) == 6.0                   # 9x the ground, capped
+    assert scene_v3._view_area(scene_v3.V3, 1.0) == 1.0              # v3: never
+    wide = _scene(4.0)
+    assert scene_v3._n(wide, 10) == 40 and scene_v3._n(wide, 10, linear=True) == 20
+    assert scene_v3._n(_scene(), 7) == 7
+
+
+def test_v4_moves_a_crowd_that_fell_out_of_view_onto_free_ground():
+    from train.data.crowd_synth import scene_v3
+    from train.data.crowd_synth.scene_v2 import R
+
+    sc = _scene()
+    sc.roofs[:, : R // 2] = 1                                       # the left half is roofs
+    H = np.eye(3)                                                    # a nadir view of the canvas
+    outside = np.random.default_rng(1).uniform(-3 * R, -2 * R, (200, 2)).astype(np.float32)
+    assert scene_v3._seen(sc, H, 0, outside) == 0
+    moved = scene_v3._into_view(sc, H, 0, outside, 60)
+    assert scene_v3._seen(sc, H, 0, moved) >= 60
+    assert np.allclose(moved - moved.mean(0), outside - outside.mean(0), atol=1e-3)  # same shape
+    inside = np.random.default_rng(2).uniform(R * 0.6, R * 0.9, (100, 2)).astype(np.float32)
+    assert np.array_equal(scene_v3._into_view(sc, H, 0, inside, 60), inside)  # seen: left alone
 
 
 def test_v3_classes_differ_in_people_not_in_statistics_alone():

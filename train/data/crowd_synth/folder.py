@@ -28,6 +28,8 @@ def renderer(version: int = GENERATOR_VERSION) -> Callable[[int, int, int, int],
         from train.data.crowd_synth.scene_v2 import render
     elif version == 3:
         from train.data.crowd_synth.scene_v3 import render
+    elif version == 4:
+        from train.data.crowd_synth.scene_v4 import render
     else:
         raise ValueError(f"crowd_synth generator version {version!r} not in {VERSIONS}")
     return render

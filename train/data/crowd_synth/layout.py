@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 
-GENERATOR_VERSION = 3             # the default version (``--synth-version``)
-VERSIONS = (2, 3)                  # every version that can still be generated
+GENERATOR_VERSION = 4             # the default version (``--synth-version``)
+VERSIONS = (2, 3, 4)                # every version that can still be generated
 PAPER_TRAIN_PER_CLASS = 7000
 SIZE = 128
 CLASSES = ("crowd", "no_crowd")   # folder names; sorted, so the label of "crowd" is 0

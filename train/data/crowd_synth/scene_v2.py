@@ -71,6 +71,7 @@ class Scene:
     shadow_dark: float        # fraction of light a shadow removes
     roads: List[Tuple[np.ndarray, np.ndarray, float]]  # (point, unit direction, half width px)
     roofs: np.ndarray         # [R, R] uint8, 1 on roofs and canopies: people stand on the ground
+    area: float = 1.0         # ground area of the view over a nominal view's: counts scale by it (v4)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ oblique the view, sized by the local scale of the homography.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import List, Tuple
 
 import numpy as np
@@ -59,12 +60,20 @@ COURT_COLOURS = np.array([(60, 120, 80), (170, 70, 60), (60, 90, 150), (190, 120
                           (80, 140, 150)], np.float32)
 
 
-def ground_scale():
+def ground_scale(ppm_range: Tuple[float, float] = PPM_RANGE):
     """The ground scale of v3 scenes (contract 4): 128 px cover SIZE / ppm metres at the centre."""
     from edge.contract import GroundScale
 
-    lo, hi = SIZE / PPM_RANGE[1], SIZE / PPM_RANGE[0]
+    lo, hi = SIZE / ppm_range[1], SIZE / ppm_range[0]
     return GroundScale(round(math.sqrt(lo * hi), 2), (round(lo, 2), round(hi, 2)), SIZE)
+
+
+def _n(sc: Scene, count: int, linear: bool = False) -> int:
+    """``count`` things of a nominal view for this view's ground area, or for its width when the
+    things are ``linear`` (roads cross a view in proportion to its width); the same count in v3."""
+    if sc.area == 1.0:
+        return count
+    return int(round(count * (math.sqrt(sc.area) if linear else sc.area)))
 
 
 def _pick(rng: np.random.Generator, table: dict) -> str:
@@ -125,11 +134,12 @@ def _town(sc: Scene) -> None:
     _blend_ground(sc, ["asphalt", "concrete", "paving"])
     if sc.rng.random() < 0.5:
         _plaza(sc)
-    _roads(sc)
+    for _ in range(_n(sc, 1, linear=True)):
+        _roads(sc)
     _crosswalks(sc)
-    _buildings(sc, int(sc.rng.integers(1, 7)))
-    _rooftop_units(sc, int(sc.rng.integers(0, 120)))
-    _trees(sc, int(sc.rng.poisson(2)))
+    _buildings(sc, _n(sc, int(sc.rng.integers(1, 7))))
+    _rooftop_units(sc, _n(sc, int(sc.rng.integers(0, 120))))
+    _trees(sc, _n(sc, int(sc.rng.poisson(2))))
 
 
 def _city(sc: Scene) -> None:
@@ -137,13 +147,13 @@ def _city(sc: Scene) -> None:
     units, cars in the streets, a few trees: busy, but without a gathering."""
     rng = sc.rng
     _blend_ground(sc, ["asphalt", "concrete"])
-    for _ in range(int(rng.integers(2, 5))):
+    for _ in range(_n(sc, int(rng.integers(2, 5)), linear=True)):
         _roads(sc)
     _crosswalks(sc)
-    _buildings(sc, int(rng.integers(12, 45)))
-    _rooftop_units(sc, int(rng.integers(50, 300)))
-    _car_spots_on_roads(sc, int(rng.integers(5, 40)))
-    _trees(sc, int(rng.poisson(3)))
+    _buildings(sc, _n(sc, int(rng.integers(12, 45))))
+    _rooftop_units(sc, _n(sc, int(rng.integers(50, 300))))
+    _car_spots_on_roads(sc, _n(sc, int(rng.integers(5, 40))))
+    _trees(sc, _n(sc, int(rng.poisson(3))))
 
 
 def _car_spots_on_roads(sc: Scene, count: int) -> None:
@@ -161,8 +171,9 @@ def _park(sc: Scene) -> None:
     if sc.rng.random() < 0.4:
         _plaza(sc)
     if sc.rng.random() < 0.5:
-        _roads(sc)
-    _trees(sc, int(sc.rng.poisson(6)))
+        for _ in range(_n(sc, 1, linear=True)):
+            _roads(sc)
+    _trees(sc, _n(sc, int(sc.rng.poisson(6))))
 
 
 def _parking_rows(sc: Scene, fill: float) -> None:
@@ -174,7 +185,7 @@ def _parking_rows(sc: Scene, fill: float) -> None:
     centre = rng.uniform(0.3, 0.7, 2) * R
     bay, row = rng.uniform(2.4, 2.8) * sc.ppm, rng.uniform(5.0, 6.5) * sc.ppm
     spots = []
-    n_rows, n_bays = int(rng.integers(2, 9)), int(rng.integers(6, 30))
+    n_rows, n_bays = _n(sc, int(rng.integers(2, 9))), int(rng.integers(6, 30))
     for r in range(n_rows):
         for b in range(n_bays):
             if rng.random() < fill:
@@ -189,8 +200,8 @@ def _parking(sc: Scene) -> None:
         _roads(sc)
     _parking_rows(sc, sc.rng.uniform(0.3, 0.98))
     if sc.rng.random() < 0.5:
-        _buildings(sc, int(sc.rng.integers(1, 3)))
-    _trees(sc, int(sc.rng.poisson(1.5)))
+        _buildings(sc, _n(sc, int(sc.rng.integers(1, 3))))
+    _trees(sc, _n(sc, int(sc.rng.poisson(1.5))))
 
 
 def _water(sc: Scene) -> np.ndarray:
@@ -239,10 +250,10 @@ def _boats(sc: Scene, water: np.ndarray, count: int) -> None:
 
 def _waterfront(sc: Scene) -> None:
     water = _water(sc)
-    _boats(sc, water, int(sc.rng.integers(6, 60)))
+    _boats(sc, water, _n(sc, int(sc.rng.integers(6, 60))))
     if sc.rng.random() < 0.5:
-        _buildings(sc, int(sc.rng.integers(1, 4)))
-    _trees(sc, int(sc.rng.poisson(2)))
+        _buildings(sc, _n(sc, int(sc.rng.integers(1, 4))))
+    _trees(sc, _n(sc, int(sc.rng.poisson(2))))
 
 
 def _plantation(sc: Scene) -> None:
@@ -274,7 +285,7 @@ def _fields(sc: Scene) -> None:
         _plantation(sc)
     if sc.rng.random() < 0.4:
         _roads(sc)
-    _trees(sc, int(sc.rng.poisson(2)))
+    _trees(sc, _n(sc, int(sc.rng.poisson(2))))
 
 
 def _court(sc: Scene) -> np.ndarray:
@@ -406,8 +417,8 @@ def _crowd(sc: Scene, court) -> np.ndarray:
     if layout == "ring" and court is not None:
         return _ring(sc, court, dense)
     if layout == "loose":                                           # dancers, a rally on a lawn
-        return _cluster(rng, int(rng.integers(40, 160)), rng.uniform(1.5, 4.0) * sc.ppm)
-    groups = [_cluster(rng, int(rng.integers(30, 300)), dense) for _ in range(int(rng.integers(1, 4)))]
+        return _cluster(rng, _n(sc, int(rng.integers(40, 160))), rng.uniform(1.5, 4.0) * sc.ppm)
+    groups = [_cluster(rng, _n(sc, int(rng.integers(30, 300))), dense) for _ in range(int(rng.integers(1, 4)))]
     return np.concatenate(groups)
 
 
@@ -643,14 +654,14 @@ def _hard_negatives(sc: Scene, court) -> None:
         if kind == "cars":
             _parking_rows(sc, rng.uniform(0.4, 1.0))
         elif kind == "market":
-            _market(sc, int(rng.integers(8, 60)))
+            _market(sc, _n(sc, int(rng.integers(8, 60))))
         elif kind == "seats" and court is not None:
             _seats(sc, court)
         elif kind == "roof_units":
-            _buildings(sc, int(rng.integers(1, 4)))
-            _rooftop_units(sc, int(rng.integers(40, 200)))
+            _buildings(sc, _n(sc, int(rng.integers(1, 4))))
+            _rooftop_units(sc, _n(sc, int(rng.integers(40, 200))))
         else:
-            count, spacing = int(rng.integers(20, 120)), rng.uniform(1.0, 2.5) * sc.ppm
+            count, spacing = _n(sc, int(rng.integers(20, 120))), rng.uniform(1.0, 2.5) * sc.ppm
             _small_objects(sc, [(_cluster(rng, count, spacing), str(rng.choice(["bush", "rock", "box", "flower", "table"])))])
 
 
@@ -658,33 +669,90 @@ PLACE_BUILDERS = {"town": _town, "city": _city, "park": _park, "parking": _parki
                   "fields": _fields}
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What one generator version draws beyond the shared scene code (v3 and v4 share it)."""
+
+    version: int
+    ppm_range: Tuple[float, float]           # output px per metre at the centre, log-uniform
+    area_ref: float = 0.0                    # px/m of a nominal view; wider views get more of
+    max_area: float = 1.0                    # everything, up to this many times (0: off)
+    crowd_in_view: int = 0                   # a crowd image shows at least this many people
+
+
+V3 = Recipe(3, PPM_RANGE)
+
+
 def render(seed: int, split_id: int, class_id: int, index: int) -> np.ndarray:
     """Image ``index`` of (split, class) as 128x128x3 uint8 RGB; a pure function of its arguments."""
+    return render_recipe(V3, seed, split_id, class_id, index)
+
+
+def _view_area(recipe: Recipe, ppm_out: float) -> float:
+    if not recipe.area_ref:
+        return 1.0
+    return float(min(recipe.max_area, max(1.0, (recipe.area_ref / ppm_out) ** 2)))
+
+
+def _seen(sc: Scene, H: np.ndarray, horizon: int, pts: np.ndarray) -> int:
+    """How many of ``pts`` (ground coordinates) stand on the ground inside the picture."""
+    pts = _on_ground(sc, pts)
+    if not len(pts):
+        return 0
+    xy = _local_scale(H, pts)[0]
+    return int(((xy[:, 1] > horizon + 2) & (xy[:, 0] >= 0) & (xy[:, 0] < R) & (xy[:, 1] < R)).sum())
+
+
+def _into_view(sc: Scene, H: np.ndarray, horizon: int, pts: np.ndarray, need: int) -> np.ndarray:
+    """Move a gathering (ground coordinates) onto free ground in the picture until at least
+    ``need`` of its people (half of a smaller group) are seen: a ``crowd`` image whose crowd fell
+    outside the frame, behind the horizon or on the roofs is mislabelled."""
+    need = min(need, len(pts) // 2)
+    inverse = np.linalg.inv(H)
+    for _ in range(8):
+        if _seen(sc, H, horizon, pts) >= need:
+            break
+        u = sc.rng.uniform(0.15, 0.85) * R
+        v = sc.rng.uniform(horizon + 0.2 * (R - horizon), 0.9 * R)
+        g = inverse @ np.array([u, v, 1.0])
+        target = np.float32(g[:2] / g[2])
+        x, y = np.clip(np.round(target).astype(int), 0, R - 1)
+        if not sc.roofs[y, x]:
+            pts = pts + (target - np.median(pts, 0)).astype(np.float32)
+    return pts
+
+
+def render_recipe(recipe: Recipe, seed: int, split_id: int, class_id: int, index: int) -> np.ndarray:
+    """Image ``index`` of (split, class) of ``recipe``'s version: a pure function of its arguments."""
     import cv2
 
-    rng = np.random.default_rng([int(seed), int(split_id), int(class_id), int(index), 3])
+    rng = np.random.default_rng([int(seed), int(split_id), int(class_id), int(index), recipe.version])
     crowd = CLASSES[class_id] == "crowd"
     light, place = _pick(rng, LIGHTING), _pick(rng, PLACES)
     H, tilt, horizon = _homography(rng)
     centre_mag = float(_local_scale(H, np.float32([[R / 2, R / 2]]))[1][0])
-    ppm = math.exp(rng.uniform(math.log(PPM_RANGE[0]), math.log(PPM_RANGE[1]))) * SS
+    lo, hi = recipe.ppm_range
+    ppm = math.exp(rng.uniform(math.log(lo), math.log(hi))) * SS
     elevation = math.radians(rng.uniform(20, 75))
     sun = rng.uniform(0, 2 * math.pi)
     sc = Scene(rng=rng, img=np.zeros((R, R, 3), np.float32), ppm=ppm / centre_mag,
                sun=np.array([math.cos(sun), math.sin(sun)], np.float32),
                shadow_len=1.0 / math.tan(elevation),
                shadow_dark=rng.uniform(0.35, 0.65) * (0.3 if light in ("overcast", "night") else 1.0),
-               roads=[], roofs=np.zeros((R, R), np.uint8))
+               roads=[], roofs=np.zeros((R, R), np.uint8), area=_view_area(recipe, ppm / SS))
     court = _venue(sc) if place == "venue" else None
     if court is None:
         PLACE_BUILDERS[place](sc)
     if rng.random() < (0.45 if crowd else 0.85):
         _hard_negatives(sc, court)
-    _vehicles(sc, [(rng.uniform(0, R, 2), rng.uniform(0, math.pi)) for _ in range(int(rng.poisson(1.5)))])
+    _vehicles(sc, [(rng.uniform(0, R, 2), rng.uniform(0, math.pi)) for _ in range(_n(sc, int(rng.poisson(1.5))))])
     few = int(rng.choice(13, p=np.r_[0.3, np.full(12, 0.7 / 12)]))           # up to 12 walkers
     people = rng.uniform(0, R, (few, 2)).astype(np.float32)
     if crowd:
-        people = np.concatenate([people, _crowd(sc, court)])
+        gathering = _crowd(sc, court)
+        if recipe.crowd_in_view:
+            gathering = _into_view(sc, H, horizon, gathering, recipe.crowd_in_view)
+        people = np.concatenate([people, gathering])
     people = _on_ground(sc, people)[:MAX_PEOPLE]
     if len(people):                                                 # shadows on the ground plane
         shadow = np.zeros((R, R), np.float32)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from train.config import TrainConfig
-from train.report import (CSV_COLUMNS, collect, gap_heading, group, rows, write_report,
+from train.experiments.report import (CSV_COLUMNS, collect, gap_heading, group, rows, write_report,
                           write_report_from_csv)
-from train.sweep import main
+from train.experiments.sweep import main
 
 
 def _run(root: Path, seed: int, best: float, **cfg) -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from train import stats
-from train.paper_results import PAPER, lookup
+from train.experiments import stats
+from train.experiments.paper_results import PAPER, lookup
 
 
 @pytest.mark.parametrize("a,b", [([66.1, 65.2, 67.0, 66.4, 65.9], [64.7, 65.1, 64.0, 65.5, 64.4]),

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from train.paper_results import lookup
-from train.stats import mean_std, paired, welch
+from train.experiments.paper_results import lookup
+from train.experiments.stats import mean_std, paired, welch
 
 #: run bookkeeping, not part of a setting
 IGNORED = {"seed", "out", "resume", "overwrite", "device", "eval_batch_size", "data_root", "download", "preset"}
@@ -514,7 +514,7 @@ def conclusions(table_rows: Sequence[Dict[str, Any]]) -> List[str]:
 def _paper_posd_gains(dataset: str, model: str) -> Tuple[List[float], str]:
     """The paper's POSD − CE differences (pp) for this data and model, or, where it has none,
     those of its lightweight-net tables (Tables 2-4); and where they come from."""
-    from train.paper_results import PAPER
+    from train.experiments.paper_results import PAPER
 
     def gains(rows):
         ce = {(r["table"], r["dataset"]): r["mean"] for r in rows if r["method"] == "ce"}

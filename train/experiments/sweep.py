@@ -26,9 +26,10 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from edge.cli_checks import OneLineParser, fail
+from train.cli_checks import check_int, check_output_dir, describe_os_error
 from train.experiments.grid import Grid, expand, parse_shard, shard
 from train.experiments.presets import PRESETS
-from train.cli_checks import OneLineParser, check_int, check_output_dir, describe_os_error, fail
 
 MANIFEST = ".sweep"
 PROG = "python -m train.sweep"
@@ -39,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     from train.losses import list_losses
     from train.models import list_models
 
-    p = OneLineParser(prog="python -m train.sweep", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_preset_help())
+    p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_preset_help())
     p.add_argument("--out", metavar="DIR", default=None,
                    help="root folder of the sweep's runs (required, except for --report --from-csv)")
     g = p.add_argument_group("grid (with --preset: replaces the preset's value)")

@@ -182,10 +182,10 @@ def report(args: argparse.Namespace) -> int:
             return fail(PROG, str(e))
         except OSError as e:              # a full disk
             return fail(PROG, describe_os_error(e))
-    print(f"{res['runs']} runs{' (as recorded in the CSV)' if args.from_csv else ' folders'}, "
-          f"{res['finished']} finished, {res['settings']} settings -> "
-          f"{res['markdown']}, {res['csv']}, {res['latex']}, {len(res['curves'])} curve PNGs")
-    for path, why in res["problems"]:
+    print(f"{res.runs} runs{' (as recorded in the CSV)' if args.from_csv else ' folders'}, "
+          f"{res.finished} finished, {res.settings} settings -> "
+          f"{res.markdown}, {res.csv}, {res.latex}, {len(res.curves)} curve PNGs")
+    for path, why in res.problems:
         print(f"skipped {path}: {why}", file=sys.stderr)
     return 0
 

@@ -1,6 +1,8 @@
 """Command-line checks shared by the CLIs (``edge.run``, ``edge.bench``, ``export.onnx``,
 ``export.trt``): numbers in their allowed range, output paths that can be written, and text that
-is safe to print.
+is safe to print. The one-line argument parser (:class:`OneLineParser`) and error line
+(:func:`fail`) serve every command of the toolkit, ``python -m train`` and
+``python -m profiling.tables`` included.
 
 Every check runs before a command opens a model, a source or an output, and raises
 :class:`UsageError` with one line that names the flag, the bad value and what is allowed; the
@@ -188,10 +190,11 @@ def write_text_output(path, text: str) -> None:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def one_line(text: str, limit: int = 400) -> str:
-    """``text`` (e.g. a library's multi-line error) on one line, shortened to ``limit`` chars."""
+def one_line(text: str, limit: Optional[int] = 400) -> str:
+    """``text`` (e.g. a library's multi-line error) on one line, shortened to ``limit`` chars
+    (``None``: never shortened)."""
     flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def printable(text: str) -> str:
@@ -218,9 +221,12 @@ def shell_join(words: Iterable[str]) -> str:
     return " ".join(shell_quote(w) for w in words)
 
 
-def error_line(prog: str, message) -> None:
-    """Print ``prog: error: message`` on stderr as one line."""
-    print(f"{prog}: error: {printable(one_line(message))}", file=sys.stderr)
+def fail(prog: str, message) -> int:
+    """Print ``prog: error: message`` on stderr as one line; returns the exit status 2. The
+    message is a command's own (flag, value, reason): flattened and made printable, never cut,
+    so the reason at its end survives a long echoed command line."""
+    print(f"{prog}: error: {printable(one_line(message, None))}", file=sys.stderr)
+    return 2
 
 
 # --- per command ------------------------------------------------------------------------------

@@ -1,31 +1,23 @@
-"""A table as data (title, columns, rows, note) and its Markdown, CSV, JSON and LaTeX forms."""
+"""The profiling tables in their formats: Markdown, CSV and LaTeX by the shared renderer
+(:mod:`train.experiments.table`), JSON with the unformatted figures, and bar charts."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from edge.files import atomic_write
+from edge.cli_checks import write_text_output
+from train.experiments import table
+from train.experiments.table import csv_text, latex, markdown, save_figure
 
 FORMATS = ("markdown", "csv", "json", "latex")
 EXT = {"markdown": "md", "csv": "csv", "json": "json", "latex": "tex"}
 
 
 @dataclass
-class Table:
-    key: str
-    title: str
-    columns: List[str]
-    rows: List[List[Any]]
-    note: str = ""
-    raw: List[Dict[str, Any]] = field(default_factory=list)  # unformatted figures, for JSON
-
-    def column(self, name: str) -> List[Any]:
-        i = self.columns.index(name)
-        return [r[i] for r in self.rows]
+class Table(table.Table):
+    raw: List[Dict[str, Any]] = field(default_factory=list)  # unformatted figures, for JSON and plots
 
 
 def size(n) -> str:
@@ -39,41 +31,6 @@ def mib(n) -> str:
     return f"{n / 2 ** 20:.1f}" if isinstance(n, (int, float)) else str(n)
 
 
-def to_markdown(t: Table) -> str:
-    lines = [f"### {t.title}", "", "| " + " | ".join(t.columns) + " |",
-             "|" + "|".join("---" for _ in t.columns) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in t.rows]
-    if t.note:
-        lines += ["", t.note]
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(t: Table) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(t.columns)
-    w.writerows(t.rows)
-    return buf.getvalue()
-
-
-def _tex(s: Any) -> str:
-    s = str(s)
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
-                 ("#", r"\#"), ("->", r"$\rightarrow$"), ("×", r"$\times$"), ("—", "--"),
-                 ("λ", r"$\lambda$"), ("≈", r"$\approx$")):
-        s = s.replace(a, b)
-    return s
-
-
-def to_latex(t: Table) -> str:
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             r"\begin{tabular}{" + "l" * len(t.columns) + "}", r"\hline",
-             " & ".join(_tex(c) for c in t.columns) + r" \\", r"\hline"]
-    lines += [" & ".join(_tex(c) for c in r) + r" \\" for r in t.rows]
-    lines += [r"\hline", r"\end{tabular}", r"\caption{" + _tex(t.title) + "}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
 def render(tables: Sequence[Table], fmt: str, header: str = "") -> str:
     """All tables in one document of format ``fmt``."""
     if fmt not in FORMATS:
@@ -82,8 +39,8 @@ def render(tables: Sequence[Table], fmt: str, header: str = "") -> str:
         return json.dumps({"header": header, "tables": [asdict(t) for t in tables]}, indent=1,
                           default=str) + "\n"
     if fmt == "csv":
-        return "\n".join(f"# {t.title}\n{to_csv(t)}" for t in tables)
-    one = to_markdown if fmt == "markdown" else to_latex
+        return "\n".join(f"# {t.title}\n{csv_text(t)}" for t in tables)
+    one = markdown if fmt == "markdown" else latex
     head = header + "\n\n" if header and fmt == "markdown" else ""
     return head + "\n".join(one(t) for t in tables)
 
@@ -96,16 +53,12 @@ def write(tables: Sequence[Table], fmt: str, out_dir, header: str = "") -> List[
         paths = []
         for t in tables:
             p = out / f"{t.key}.{EXT[fmt]}"
-            _write_text(p, to_csv(t) if fmt == "csv" else to_latex(t))
+            write_text_output(p, csv_text(t) if fmt == "csv" else latex(t))
             paths.append(p)
         return paths
     p = out / f"profiling_tables.{EXT[fmt]}"
-    _write_text(p, render(tables, fmt, header))
+    write_text_output(p, render(tables, fmt, header))
     return [p]
-
-
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def plot(tables: Sequence[Table], out_dir) -> List[Path]:
@@ -129,10 +82,5 @@ def plot(tables: Sequence[Table], out_dir) -> List[Path]:
         ax.set_ylabel(t.raw[0].get("plot_unit", ""))
         ax.set_title(t.title, fontsize=9)
         fig.tight_layout()
-        p = out / f"{t.key}.png"
-        png = io.BytesIO()
-        fig.savefig(png, dpi=120, format="png")
-        plt.close(fig)
-        atomic_write(p, lambda f: f.write(png.getvalue()))
-        paths.append(p)
+        paths.append(save_figure(fig, out / f"{t.key}.png", dpi=120))
     return paths

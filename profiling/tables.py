@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from edge.cli_checks import OneLineParser, fail
 from profiling import report
 from profiling.builders import TABLES, build_tables
 from profiling.specs import DEFAULT_PAIRS, Pair, with_batch
@@ -29,10 +30,9 @@ PROG = "python -m profiling.tables"
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     from train.models import list_models
-    from train.cli_checks import OneLineParser
 
     p = OneLineParser(prog=PROG, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tables", nargs="+", default=["all"], choices=["all", *TABLES],
                    help="which tables to build (default: all)")
     p.add_argument("--format", default="markdown", choices=report.FORMATS, help="output format")
@@ -99,11 +99,6 @@ def check_args(args: argparse.Namespace) -> None:
         check_output_dir(args.out or "reports", "--out")
 
 
-def _fail(message: str) -> "SystemExit":
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return SystemExit(2)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> List[report.Table]:
     """Build, print or write the tables; bad input: one line on stderr and ``SystemExit(2)``."""
     from train.cli_checks import describe_os_error
@@ -119,9 +114,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[report.Table]:
                               onnx=not args.no_onnx)
         _emit(tables, args, header(args, argv))
     except ValueError as e:
-        raise _fail(str(e)) from None
+        raise SystemExit(fail(PROG, str(e))) from None
     except OSError as e:                  # a full disk, a folder that cannot be written
-        raise _fail(describe_os_error(e)) from None
+        raise SystemExit(fail(PROG, describe_os_error(e))) from None
     return tables
 
 

@@ -153,7 +153,7 @@ def test_summarise_and_report_grouping():
     hist = [{"grad_ratio": {"posd": 3e-5}}, {}, {"grad_ratio": {"posd": 7e-4}}, {"grad_ratio": {"posd": 1e-4}}]
     assert summarise(hist) == {"posd": {"first": 3e-5, "last": 1e-4, "min": 3e-5, "max": 7e-4}}
     assert summarise([{}]) is None
-    from train.report import setting_keys
+    from train.experiments.report import setting_keys
 
     old = TrainConfig(method="posd").to_dict()
     old.pop("ce_reduction")                      # a run recorded before the option existed

@@ -58,8 +58,8 @@ def test_flags_and_an_explicit_preset_win_over_the_models_preset():
 @pytest.mark.parametrize("table", ["table8", "table9", "table10", "table11", "table12", "table13"])
 def test_the_sweep_presets_resolve_to_the_direct_commands_recipe(table):
     """A table's sweep job and `python -m train --model M` train the same recipe."""
-    from train.sweeps.grid import Grid, expand
-    from train.sweeps.presets import PRESETS as SWEEPS
+    from train.experiments.grid import Grid, expand
+    from train.experiments.presets import PRESETS as SWEEPS
 
     spec = SWEEPS[table]
     grid = Grid(pairs=spec["pairs"], methods=("ce",), batch_size=spec["batch_size"], seeds=(0,),

@@ -32,9 +32,9 @@ from train.cli import main as train_main
 from train.config import TrainConfig
 from train.engine import Trainer
 from train.models import build_model
-from train.sweep import main as sweep_main
-from train.sweeps import runner
-from train.sweeps.grid import Grid, expand
+from train.experiments.sweep import main as sweep_main
+from train.experiments import runner
+from train.experiments.grid import Grid, expand
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ["--dataset", "digits", "--model", "cifar_cnn"]

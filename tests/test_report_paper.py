@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from train.config import TrainConfig
-from train.report import (CSV_COLUMNS, collect, gap_heading, group, rows, write_report,
+from train.experiments.report import (CSV_COLUMNS, collect, gap_heading, group, rows, write_report,
                           write_report_from_csv)
-from train.sweep import main
+from train.experiments.sweep import main
 
 
 def _run(root: Path, seed: int, best: float, **cfg) -> None:
@@ -59,7 +59,7 @@ def test_gap_heading_names_data_and_optimiser_and_says_if_it_is_fair(report_rows
     assert "ours on synthetic crowd_synth data, Adam lr 0.001, 30 epochs" in crowd
     assert "paper on the real Crowd-drone set, SGD lr 0.001, 100 epochs (Table 6): NOT like for like" in crowd
     assert "ours on cifar10, SGD lr 0.001, 100 epochs" in cifar and cifar.endswith(": like for like)")
-    assert gap_heading([r for r in table_rows if r["dataset"] == "digits"]) == "ours − paper, pp"
+    assert gap_heading([r for r in table_rows if r.dataset == "digits"]) == "ours − paper, pp"
 
 
 def test_direction_verdicts_with_effect_sizes(report_rows, tmp_path):

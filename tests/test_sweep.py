@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from train.losses import list_losses
-from train.sweep import main
-from train.sweeps import runner
-from train.sweeps.grid import Grid, expand, parse_shard, shard
+from train.experiments.sweep import main
+from train.experiments import runner
+from train.experiments.grid import Grid, expand, parse_shard, shard
 
 #: CE always; POSD too once it is registered (it lands from another branch)
 METHODS = ["ce"] + [m for m in ("posd",) if m in list_losses()]

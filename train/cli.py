@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict, Optional, Sequence
 
+from edge.cli_checks import OneLineParser, fail
 from train.config import PRESET_TABLES, PRESETS, TrainConfig, resolve
-from train.cli_checks import (OneLineParser, check_input_dir, check_output_dir, check_train_config,
-                              describe_os_error, fail, json_object)
+from train.cli_checks import (check_input_dir, check_output_dir, check_train_config, describe_os_error,
+                              json_object)
 
 #: aliases: --posd is --method posd, and so on (--kd and --dml take a value)
 FLAG_METHODS = ("ce", "posd", "oskd")

@@ -2,7 +2,9 @@
 what is allowed, so a command can print one line and exit 2 before it creates anything.
 
 Used by ``python -m train`` (and its presets), ``python -m train.sweep`` and
-``python -m profiling.tables``. Library code below the boundary keeps its own ``ValueError``s.
+``python -m profiling.tables``, with :class:`edge.cli_checks.OneLineParser` and
+:func:`edge.cli_checks.fail` for the error line. Library code below the boundary keeps its own
+``ValueError``s.
 """
 from __future__ import annotations
 
@@ -12,20 +14,12 @@ import json
 import math
 import os
 import re
-import sys
 from pathlib import Path
-from typing import Any, Mapping, NoReturn, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 #: a model's keyword arguments that the data sets, never ``--model-kwargs``
 DATA_SET_KWARGS = {"num_classes": "the data", "in_channels": "the data", "input_size": "--input-size"}
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line on stderr (no usage block), exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def json_object(text: str) -> dict:
@@ -158,9 +152,3 @@ def describe_os_error(e: OSError) -> str:
     if e.strerror:
         return e.strerror
     return str(e).splitlines()[0] if str(e) else type(e).__name__
-
-
-def fail(prog: str, message: str) -> int:
-    """Print the one error line of a command; returns the exit code 2."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    return 2

@@ -1,7 +1,7 @@
 """The paper's experiments as sweep grids (POSD paper, sec. 4.3-4.4, Tables 1-13).
 
 Each entry holds the grid and the table it reproduces. Where the paper leaves a value out, the
-choice is named in ``notes``. The published numbers are in :mod:`train.paper_results`.
+choice is named in ``notes``. The published numbers are in :mod:`train.experiments.paper_results`.
 """
 from __future__ import annotations
 

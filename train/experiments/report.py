@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from train.paper_results import lookup
-from train.stats import mean_std, paired, welch
+from edge.cli_checks import write_text_output
+from train.experiments.paper_results import PAPER, PaperValue, lookup
+from train.experiments.stats import TTest, mean_std, paired, welch
+from train.experiments.table import Cell, Table, csv_text, latex, markdown, save_figure, tex
 
 #: run bookkeeping, not part of a setting
 IGNORED = {"seed", "out", "resume", "overwrite", "device", "eval_batch_size", "data_root", "download", "preset"}
@@ -162,34 +164,62 @@ def method_label(c: Dict[str, Any], show_lam: bool = False) -> str:
 
 
 # ---------------------------------------------------------------------------------- rows
-def rows(settings: Sequence[Setting]) -> List[Dict[str, Any]]:
+@dataclass
+class ResultRow:
+    """One setting of the report (one line of results.csv): what ran, how many seeds finished,
+    the accuracies in %, the tests against the CE baseline of the same data, model and recipe,
+    and the paper's figure for the setting."""
+    dataset: str
+    model: str
+    batch_size: int
+    epochs: int
+    method: str                   # the label, e.g. "POSD-4NN"
+    method_name: str              # the loss's registry name, e.g. "posd"
+    knn: Optional[int]            # for the methods that take k, else None
+    lam: Optional[float]
+    finished: int
+    runs: int
+    seeds: List[int]              # of the finished runs
+    best_mean: Optional[float]    # None: no finished run
+    best_std: Optional[float]
+    last_mean: Optional[float]
+    last_std: Optional[float]
+    vs_ce: Optional[TTest]        # Welch, best accuracy against CE's
+    paired: Optional[TTest]       # the same, paired by seed
+    paper_mean: Optional[float]   # None: the paper has no figure for the setting
+    paper_std: Optional[float]
+    paper_table: Optional[str]
+    optimizer: Optional[str]
+    lr: Optional[float]
+
+
+def rows(settings: Sequence[Setting]) -> List[ResultRow]:
     baselines = {s.context: s for s in settings if s.config["method"] == "ce"}
     out = []
     for s in settings:
         c, fin = s.config, s.finished
         best = [100 * r.best for r in fin]
         last = [100 * r.final for r in fin]
-        row: Dict[str, Any] = {
-            "dataset": _data_name(c), "model": c["model"], "batch_size": c["batch_size"],
-            "epochs": c["epochs"], "method": method_label(c), "method_name": c["method"],
-            "knn": c.get("knn") if c["method"] in KNN_METHODS else None,
-            "lam": c.get("lam"), "finished": len(fin), "runs": len(s.runs),
-            "seeds": sorted(int(r.config["seed"]) for r in fin), "setting": s,
-            "optimizer": c.get("optimizer"), "lr": c.get("lr"),
-        }
-        row["best_mean"], row["best_std"] = mean_std(best) if best else (None, None)
-        row["last_mean"], row["last_std"] = mean_std(last) if last else (None, None)
+        knn = c.get("knn") if c["method"] in KNN_METHODS else None
+        vs_ce = paired_test = None
         base = baselines.get(s.context)
-        row["vs_ce"] = row["paired"] = None
         if base is not None and base is not s:
-            row["vs_ce"] = welch(best, [100 * r.best for r in base.finished])
+            vs_ce = welch(best, [100 * r.best for r in base.finished])
             mine = {r.config["seed"]: 100 * r.best for r in fin}
             theirs = {r.config["seed"]: 100 * r.best for r in base.finished}
             common = sorted(set(mine) & set(theirs))
-            row["paired"] = paired([mine[k] for k in common], [theirs[k] for k in common])
-        paper = lookup(row["dataset"], c["model"], c["batch_size"], c["method"], row["knn"], c.get("lam"))
-        row["paper"] = paper
-        out.append(row)
+            paired_test = paired([mine[k] for k in common], [theirs[k] for k in common])
+        best_mean, best_std = mean_std(best) if best else (None, None)
+        last_mean, last_std = mean_std(last) if last else (None, None)
+        paper = lookup(_data_name(c), c["model"], c["batch_size"], c["method"], knn, c.get("lam"))
+        out.append(ResultRow(
+            dataset=_data_name(c), model=c["model"], batch_size=c["batch_size"], epochs=c["epochs"],
+            method=method_label(c), method_name=c["method"], knn=knn, lam=c.get("lam"), finished=len(fin),
+            runs=len(s.runs), seeds=sorted(int(r.config["seed"]) for r in fin),
+            best_mean=best_mean, best_std=best_std, last_mean=last_mean, last_std=last_std,
+            vs_ce=vs_ce, paired=paired_test, paper_mean=None if paper is None else paper.mean,
+            paper_std=None if paper is None else paper.std, paper_table=None if paper is None else paper.table,
+            optimizer=c.get("optimizer"), lr=c.get("lr")))
     return out
 
 
@@ -201,23 +231,23 @@ def _pm(m: Optional[float], s: Optional[float], digits: int = 2) -> str:
     return "–" if m is None else f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
-def _delta(d: Optional[Dict[str, float]]) -> str:
-    return "–" if d is None else f"{d['diff']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]"
+def _delta(d: Optional[TTest]) -> str:
+    return "–" if d is None else f"{d.diff:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}]"
 
 
-def _p(d: Optional[Dict[str, float]]) -> str:
-    return "–" if d is None else f"{d['p']:.3f}"
+def _p(d: Optional[TTest]) -> str:
+    return "–" if d is None else f"{d.p:.3f}"
 
 
-def _paper(p: Optional[Dict[str, Any]]) -> str:
-    if p is None:
+def _paper(r: ResultRow) -> str:
+    if r.paper_mean is None:
         return "–"
-    val = f"{p['mean']:.2f}" + (f" ± {p['std']:.2f}" if p.get("std") is not None else "")
-    return f"{val} ({p['table']})"
+    val = f"{r.paper_mean:.2f}" + (f" ± {r.paper_std:.2f}" if r.paper_std is not None else "")
+    return f"{val} ({r.paper_table})"
 
 
-def _gap(r: Dict[str, Any]) -> str:
-    return "–" if r["paper"] is None or r["best_mean"] is None else f"{r['best_mean'] - r['paper']['mean']:+.2f}"
+def _gap(r: ResultRow) -> str:
+    return "–" if r.paper_mean is None or r.best_mean is None else f"{r.best_mean - r.paper_mean:+.2f}"
 
 
 # ---------------------------------------------------------------------------------- tables
@@ -247,110 +277,113 @@ def _paper_recipe(table: str) -> Tuple[Optional[str], Optional[float], Optional[
     return preset.get("optimizer"), preset.get("lr"), preset.get("epochs")
 
 
-def comparisons(table_rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+@dataclass
+class Comparison:
+    """What one "ours − paper" figure compares: our data and recipe against the paper's."""
+    dataset: str
+    ours_data: str
+    paper_data: str
+    ours: str                     # the recipe, e.g. "Adam lr 0.001, 30 epochs"
+    paper: str
+    like_for_like: bool           # the same data and the recipe of the paper's table
+    tables: List[str] = field(default_factory=list)
+
+
+def comparisons(table_rows: Sequence[ResultRow]) -> List[Comparison]:
     """What each "ours − paper" figure compares: per dataset with paper figures, our data and
     recipe, the paper's, and whether they are the same (like for like)."""
-    out: "OrderedDict[Tuple, Dict[str, Any]]" = OrderedDict()
+    out: "OrderedDict[Tuple, Comparison]" = OrderedDict()
     for r in table_rows:
-        if r["paper"] is None:
+        if r.paper_table is None:
             continue
-        ours_data, paper_data = STAND_INS.get(r["dataset"], (r["dataset"], r["dataset"]))
-        table = r["paper"]["table"]
-        ours = (r["optimizer"], r["lr"], r["epochs"])
+        ours_data, paper_data = STAND_INS.get(r.dataset, (r.dataset, r.dataset))
+        table = r.paper_table
+        ours = (r.optimizer, r.lr, r.epochs)
         theirs = _paper_recipe(table)
-        key = (r["dataset"], r["model"], ours, table if theirs == (None, None, None) else theirs)
-        entry = out.setdefault(key, {"dataset": r["dataset"], "ours_data": ours_data,
-                                     "paper_data": paper_data, "ours": _recipe(*ours),
-                                     "paper": _recipe(*theirs), "tables": [],
-                                     "like_for_like": ours_data == paper_data and ours == theirs})
-        if table not in entry["tables"]:
-            entry["tables"].append(table)
+        key = (r.dataset, r.model, ours, table if theirs == (None, None, None) else theirs)
+        entry = out.setdefault(key, Comparison(r.dataset, ours_data, paper_data, _recipe(*ours), _recipe(*theirs),
+                                               ours_data == paper_data and ours == theirs))
+        if table not in entry.tables:
+            entry.tables.append(table)
     return list(out.values())
 
 
-def gap_heading(table_rows: Sequence[Dict[str, Any]]) -> str:
+def gap_heading(table_rows: Sequence[ResultRow]) -> str:
     """The heading of the "ours − paper" column: what is set against what, and if it is fair."""
     parts = []
     for c in comparisons(table_rows):
-        verdict = "like for like" if c["like_for_like"] else "NOT like for like"
-        parts.append(f"ours on {c['ours_data']}, {c['ours']} − paper on {c['paper_data']}, "
-                     f"{c['paper']} ({', '.join(c['tables'])}): {verdict}")
+        verdict = "like for like" if c.like_for_like else "NOT like for like"
+        parts.append(f"ours on {c.ours_data}, {c.ours} − paper on {c.paper_data}, "
+                     f"{c.paper} ({', '.join(c.tables)}): {verdict}")
     return "ours − paper, pp" + (" (" + "; ".join(parts) + ")" if parts else "")
 
 
-def long_cells(r: Dict[str, Any]) -> List[str]:
-    return [r["dataset"], r["model"], str(r["batch_size"]), str(r["epochs"]), r["method"],
-            f"{r['finished']}/{r['runs']}", _pm(r["best_mean"], r["best_std"]),
-            _pm(r["last_mean"], r["last_std"]), _delta(r["vs_ce"]), _p(r["vs_ce"]), _delta(r["paired"]), _p(r["paired"]), _paper(r["paper"]), _gap(r)]
+def long_cells(r: ResultRow) -> List[str]:
+    return [r.dataset, r.model, str(r.batch_size), str(r.epochs), r.method, f"{r.finished}/{r.runs}",
+            _pm(r.best_mean, r.best_std), _pm(r.last_mean, r.last_std), _delta(r.vs_ce), _p(r.vs_ce),
+            _delta(r.paired), _p(r.paired), _paper(r), _gap(r)]
 
 
-def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines)
+@dataclass
+class Pivot:
+    """One table of the paper's layout: methods down, datasets across."""
+    title: str
+    datasets: List[str] = field(default_factory=list)
+    methods: List[str] = field(default_factory=list)
+    cells: Dict[Tuple[str, str], ResultRow] = field(default_factory=dict)   # (method, dataset) -> row
+
+    def best_per_column(self) -> Dict[str, str]:
+        """dataset -> the method with the highest mean best accuracy."""
+        best = {}
+        for d in self.datasets:
+            cands = [(r.best_mean, m) for (m, dd), r in self.cells.items() if dd == d and r.best_mean is not None]
+            if cands:
+                best[d] = max(cands)[1]
+        return best
+
+    def table(self) -> Table:
+        """The best mean per column in bold; the LaTeX cells in math mode without the run counts."""
+        bold = self.best_per_column()
+        body = []
+        for m in self.methods:
+            cells: List[Any] = [m]
+            for d in self.datasets:
+                r = self.cells.get((m, d))
+                text = "–" if r is None else _pm(r.best_mean, r.best_std) + f" (n={r.finished})"
+                tx = "--" if r is None or r.best_mean is None else \
+                    f"${r.best_mean:.2f}\\% \\pm {r.best_std:.2f}\\%$"
+                if bold.get(d) == m:
+                    text, tx = f"**{text}**", f"{{\\boldmath {tx}}}"
+                cells.append(Cell(text, tx))
+            body.append(cells)
+        return Table(_slug(self.title), self.title, ["Method"] + self.datasets, body)
 
 
-def pivots(table_rows: Sequence[Dict[str, Any]]) -> "OrderedDict[str, Dict[str, Any]]":
-    """The paper's layout: per (model, batch, epochs) a table, methods down, datasets across."""
-    out: "OrderedDict[str, Dict[str, Any]]" = OrderedDict()
+def pivots(table_rows: Sequence[ResultRow]) -> List[Pivot]:
+    """The paper's layout: per (model, batch, epochs, recipe) a table, methods down, datasets across."""
+    out: "OrderedDict[str, Pivot]" = OrderedDict()
     for r in table_rows:
-        title = f"{r['model']}, batch {r['batch_size']}, {r['epochs']} epochs"
-        if r.get("optimizer"):
-            title += f", {_recipe(r['optimizer'], r['lr'], None)}"
-        t = out.setdefault(title, {"datasets": [], "methods": [], "cells": {}})
-        if r["dataset"] not in t["datasets"]:
-            t["datasets"].append(r["dataset"])
-        if r["method"] not in t["methods"]:
-            t["methods"].append(r["method"])
-        t["cells"][(r["method"], r["dataset"])] = r
-    return out
+        title = f"{r.model}, batch {r.batch_size}, {r.epochs} epochs"
+        if r.optimizer:
+            title += f", {_recipe(r.optimizer, r.lr, None)}"
+        t = out.setdefault(title, Pivot(title))
+        if r.dataset not in t.datasets:
+            t.datasets.append(r.dataset)
+        if r.method not in t.methods:
+            t.methods.append(r.method)
+        t.cells[(r.method, r.dataset)] = r
+    return list(out.values())
 
 
-def _best_per_column(t: Dict[str, Any]) -> Dict[str, str]:
-    best = {}
-    for d in t["datasets"]:
-        cands = [(r["best_mean"], m) for (m, dd), r in t["cells"].items() if dd == d and r["best_mean"] is not None]
-        if cands:
-            best[d] = max(cands)[1]
-    return best
+def pivot_tables(table_rows: Sequence[ResultRow]) -> List[Table]:
+    return [p.table() for p in pivots(table_rows)]
 
 
-def pivot_markdown(t: Dict[str, Any]) -> str:
-    bold = _best_per_column(t)
-    body = []
-    for m in t["methods"]:
-        cells = []
-        for d in t["datasets"]:
-            r = t["cells"].get((m, d))
-            text = "–" if r is None else _pm(r["best_mean"], r["best_std"]) + f" (n={r['finished']})"
-            cells.append(f"**{text}**" if bold.get(d) == m else text)
-        body.append([m] + cells)
-    return markdown_table(["Method"] + t["datasets"], body)
-
-
-def latex(pv: "OrderedDict[str, Dict[str, Any]]") -> str:
-    parts = ["% generated by python -m train.sweep --report; needs \\usepackage{booktabs}"]
-    for title, t in pv.items():
-        bold = _best_per_column(t)
-        parts += ["\\begin{table}[t]", "\\centering", "\\begin{tabular}{l" + "c" * len(t["datasets"]) + "}",
-                  "\\toprule", "Method & " + " & ".join(_tex(d) for d in t["datasets"]) + " \\\\", "\\midrule"]
-        for m in t["methods"]:
-            cells = []
-            for d in t["datasets"]:
-                r = t["cells"].get((m, d))
-                text = "--" if r is None or r["best_mean"] is None else \
-                    f"${r['best_mean']:.2f}\\% \\pm {r['best_std']:.2f}\\%$"
-                cells.append(f"{{\\boldmath {text}}}" if bold.get(d) == m and r is not None else text)
-            parts.append(_tex(m) + " & " + " & ".join(cells) + " \\\\")
-        parts += ["\\bottomrule", "\\end{tabular}",
-                  f"\\caption{{Test accuracy (mean $\\pm$ std of the best epoch over runs), {_tex(title)}}}",
-                  "\\end{table}", ""]
-    return "\n".join(parts)
-
-
-def _tex(s: str) -> str:
-    s = s.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
-    return s.replace("λ", "$\\lambda$").replace("–", "--").replace("±", "$\\pm$")
+def latex_document(tables: Sequence[Table]) -> str:
+    """results.tex: the pivots as booktabs tables like the paper's."""
+    return "\n".join(["% generated by python -m train.sweep --report; needs \\usepackage{booktabs}"]
+                     + [latex(t, booktabs=True, caption="Test accuracy (mean $\\pm$ std of the best epoch "
+                                                        f"over runs), {tex(t.title)}") for t in tables])
 
 
 CSV_COLUMNS = ("dataset", "model", "batch_size", "epochs", "method", "method_name", "knn", "lam", "finished",
@@ -359,27 +392,25 @@ CSV_COLUMNS = ("dataset", "model", "batch_size", "epochs", "method", "method_nam
                "paper_std", "paper_table", "optimizer", "lr")
 
 
-def write_csv(path: Path, table_rows: Sequence[Dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(CSV_COLUMNS)
-        for r in table_rows:
-            d, p, pd = r["vs_ce"] or {}, r["paper"] or {}, r["paired"] or {}
-            w.writerow([r["dataset"], r["model"], r["batch_size"], r["epochs"], r["method"], r["method_name"],
-                        r["knn"], r["lam"], r["finished"], r["runs"], " ".join(map(str, r["seeds"])),
-                        _num(r["best_mean"]), _num(r["best_std"]), _num(r["last_mean"]), _num(r["last_std"]),
-                        _num(d.get("diff")), _num(d.get("lo")), _num(d.get("hi")), _num(d.get("p")),
-                        _num(pd.get("diff")), _num(pd.get("lo")), _num(pd.get("hi")), _num(pd.get("p")),
-                        p.get("mean", ""), p.get("std", "") if p.get("std") is not None else "", p.get("table", ""),
-                        r.get("optimizer") or "", "" if r.get("lr") is None else repr(float(r["lr"]))])
+def csv_table(table_rows: Sequence[ResultRow]) -> Table:
+    """results.csv: one line per setting, the statistics to 4 decimals (``None``: empty)."""
+    body = [[r.dataset, r.model, r.batch_size, r.epochs, r.method, r.method_name, r.knn, r.lam, r.finished,
+             r.runs, " ".join(map(str, r.seeds)), _num(r.best_mean), _num(r.best_std), _num(r.last_mean),
+             _num(r.last_std), *_test_cells(r.vs_ce), *_test_cells(r.paired), r.paper_mean, r.paper_std,
+             r.paper_table, r.optimizer, None if r.lr is None else repr(float(r.lr))] for r in table_rows]
+    return Table("results", "Results", list(CSV_COLUMNS), body)
 
 
 def _num(v: Optional[float]) -> str:
     return "" if v is None else f"{v:.4f}"
 
 
-def read_csv(path: Path) -> List[Dict[str, Any]]:
-    """The rows of a results.csv written by :func:`write_csv`, to render the report again when
+def _test_cells(t: Optional[TTest]) -> List[str]:
+    return ["", "", "", ""] if t is None else [_num(t.diff), _num(t.lo), _num(t.hi), _num(t.p)]
+
+
+def read_csv(path: Path) -> List[ResultRow]:
+    """The rows of a results.csv written by :func:`write_files`, to render the report again when
     the run folders are gone (figures as rounded in the file). ValueError names what is missing."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
@@ -392,47 +423,36 @@ def read_csv(path: Path) -> List[Dict[str, Any]]:
     def num(v: str) -> Optional[float]:
         return None if v == "" else float(v)
 
-    def stat(d: Dict[str, str], diff: str, lo: str, hi: str, pv: str) -> Optional[Dict[str, float]]:
-        return None if d[diff] == "" else {"diff": float(d[diff]), "lo": float(d[lo]), "hi": float(d[hi]),
-                                           "p": float(d[pv])}
+    def stat(d: Dict[str, str], diff: str, lo: str, hi: str, pv: str) -> Optional[TTest]:
+        return None if d[diff] == "" else TTest(float(d[diff]), float(d[lo]), float(d[hi]), float(d[pv]))
 
-    out = []
-    for d in table:
-        paper = None if d["paper_table"] == "" else {"mean": float(d["paper_mean"]), "std": num(d["paper_std"]),
-                                                     "table": d["paper_table"]}
-        out.append({
-            "dataset": d["dataset"], "model": d["model"], "batch_size": int(d["batch_size"]),
-            "epochs": int(d["epochs"]), "method": d["method"], "method_name": d["method_name"],
-            "knn": None if d["knn"] == "" else int(d["knn"]), "lam": num(d["lam"]),
-            "finished": int(d["finished"]), "runs": int(d["runs"]),
-            "seeds": [int(v) for v in d["seeds"].split()], "setting": None,
-            "best_mean": num(d["best_mean"]), "best_std": num(d["best_std"]),
-            "last_mean": num(d["last_mean"]), "last_std": num(d["last_std"]),
-            "vs_ce": stat(d, "delta_vs_ce", "ci95_lo", "ci95_hi", "p_welch"),
-            "paired": stat(d, "paired_delta", "paired_lo", "paired_hi", "p_paired"),
-            "paper": paper, "optimizer": d["optimizer"] or None, "lr": num(d["lr"]),
-        })
-    return out
+    return [ResultRow(
+        dataset=d["dataset"], model=d["model"], batch_size=int(d["batch_size"]), epochs=int(d["epochs"]),
+        method=d["method"], method_name=d["method_name"], knn=None if d["knn"] == "" else int(d["knn"]),
+        lam=num(d["lam"]), finished=int(d["finished"]), runs=int(d["runs"]),
+        seeds=[int(v) for v in d["seeds"].split()], best_mean=num(d["best_mean"]), best_std=num(d["best_std"]),
+        last_mean=num(d["last_mean"]), last_std=num(d["last_std"]),
+        vs_ce=stat(d, "delta_vs_ce", "ci95_lo", "ci95_hi", "p_welch"),
+        paired=stat(d, "paired_delta", "paired_lo", "paired_hi", "p_paired"),
+        paper_mean=num(d["paper_mean"]) if d["paper_table"] else None,
+        paper_std=num(d["paper_std"]) if d["paper_table"] else None, paper_table=d["paper_table"] or None,
+        optimizer=d["optimizer"] or None, lr=num(d["lr"])) for d in table]
 
 
 def write_report_from_csv(csv_path: Path, out_dir: Path, commands: Sequence[str] = (), title: str = "Results",
-                          regenerate: Sequence[str] = (), note: str = "") -> Dict[str, Any]:
+                          regenerate: Sequence[str] = (), note: str = "") -> Written:
     """:func:`write_report` from a results.csv instead of run folders: the same tables and text,
     with the curves already in ``out_dir/curves`` (they need the runs to be drawn again)."""
     out_dir = Path(out_dir)
     table_rows = read_csv(Path(csv_path))
     found = {p.stem: p for p in (out_dir / "curves").glob("*.png")}
-    order = [_slug(f"{r['dataset']}-{r['model']}-b{r['batch_size']}-e{r['epochs']}") for r in table_rows]
+    order = [_slug(f"{r.dataset}-{r.model}-b{r.batch_size}-e{r.epochs}") for r in table_rows]
     curves = [found.pop(stem) for stem in dict.fromkeys(order) if stem in found] + sorted(found.values())
     md = render_markdown(table_rows, [], [], curves, out_dir, commands, title, regenerate, note,
                          source=f"`{Path(csv_path).name}`, the run folders' figures as it records them")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.md").write_text(md)
-    write_csv(out_dir / "results.csv", table_rows)
-    (out_dir / "results.tex").write_text(latex(pivots(table_rows)))
-    return {"markdown": out_dir / "results.md", "csv": out_dir / "results.csv", "latex": out_dir / "results.tex",
-            "curves": curves, "settings": len(table_rows), "runs": sum(r["runs"] for r in table_rows),
-            "finished": sum(r["finished"] for r in table_rows), "problems": [], "rows": table_rows}
+    return write_files(out_dir, md, table_rows, curves, settings=len(table_rows),
+                       runs=sum(r.runs for r in table_rows), finished=sum(r.finished for r in table_rows),
+                       problems=[])
 
 
 # ---------------------------------------------------------------------------------- curves
@@ -470,9 +490,7 @@ def plot_curves(settings: Sequence[Setting], out_dir: Path) -> List[Path]:
         path = out_dir / (_slug(f"{_data_name(c)}-{c['model']}-b{c['batch_size']}-e{c['epochs']}") + ".png")
         if path in paths:
             path = path.with_name(f"{path.stem}-{len(paths)}.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, path, dpi=110))
     return paths
 
 
@@ -481,26 +499,25 @@ def _slug(s: str) -> str:
 
 
 # ---------------------------------------------------------------------------------- document
-def conclusions(table_rows: Sequence[Dict[str, Any]]) -> List[str]:
+def conclusions(table_rows: Sequence[ResultRow]) -> List[str]:
     """One sentence per distillation setting against its CE baseline, from the numbers above."""
     lines = []
     above = below = welch_sig = paired_sig = 0
     for r in table_rows:
-        d, pr = r["vs_ce"], r["paired"]
-        if r["method_name"] == "ce" or d is None:
+        d, pr = r.vs_ce, r.paired
+        if r.method_name == "ce" or d is None:
             continue
-        if abs(d["diff"]) < 0.005:
+        if abs(d.diff) < 0.005:
             where = "the same mean as CE"
         else:
-            where = "above CE" if d["diff"] > 0 else "below CE"
-            above, below = above + (d["diff"] > 0), below + (d["diff"] < 0)
-        welch_sig += d["p"] < 0.05
-        text = (f"- {r['method']} on {r['dataset']} ({r['model']}, batch {r['batch_size']}, {r['epochs']} epochs): "
-                f"{d['diff']:+.2f} pp, {where}; Welch 95% CI [{d['lo']:+.2f}, {d['hi']:+.2f}], p = {d['p']:.3f}"
-                f"{_sig(d['p'])}")
+            where = "above CE" if d.diff > 0 else "below CE"
+            above, below = above + (d.diff > 0), below + (d.diff < 0)
+        welch_sig += d.p < 0.05
+        text = (f"- {r.method} on {r.dataset} ({r.model}, batch {r.batch_size}, {r.epochs} epochs): "
+                f"{d.diff:+.2f} pp, {where}; Welch 95% CI [{d.lo:+.2f}, {d.hi:+.2f}], p = {d.p:.3f}{_sig(d.p)}")
         if pr is not None:
-            paired_sig += pr["p"] < 0.05
-            text += f"; paired by seed [{pr['lo']:+.2f}, {pr['hi']:+.2f}], p = {pr['p']:.3f}{_sig(pr['p'])}"
+            paired_sig += pr.p < 0.05
+            text += f"; paired by seed [{pr.lo:+.2f}, {pr.hi:+.2f}], p = {pr.p:.3f}{_sig(pr.p)}"
         lines.append(text + ".")
     if lines:
         lines.insert(0, f"{len(lines)} distillation settings against their CE baseline: {above} above, {below} below, "
@@ -514,41 +531,39 @@ def conclusions(table_rows: Sequence[Dict[str, Any]]) -> List[str]:
 def _paper_posd_gains(dataset: str, model: str) -> Tuple[List[float], str]:
     """The paper's POSD − CE differences (pp) for this data and model, or, where it has none,
     those of its lightweight-net tables (Tables 2-4); and where they come from."""
-    from train.paper_results import PAPER
+    def gains(values: Sequence[PaperValue]) -> List[Tuple[str, float]]:
+        ce = {(v.table, v.dataset): v.mean for v in values if v.method == "ce"}
+        return [(v.table, v.mean - ce[(v.table, v.dataset)]) for v in values
+                if v.method == "posd" and (v.table, v.dataset) in ce]
 
-    def gains(rows):
-        ce = {(r["table"], r["dataset"]): r["mean"] for r in rows if r["method"] == "ce"}
-        return [(r["table"], r["mean"] - ce[(r["table"], r["dataset"])]) for r in rows
-                if r["method"] == "posd" and (r["table"], r["dataset"]) in ce]
-
-    own = gains([r for r in PAPER if (r["dataset"], r["model"]) == (dataset, model)])
+    own = gains([v for v in PAPER if (v.dataset, v.model) == (dataset, model)])
     if own:
         where = ", ".join(sorted({t for t, _ in own}))
         if dataset in STAND_INS:
             where += f", on {STAND_INS[dataset][1]}"
         return [g for _, g in own], where
-    light = [r for r in PAPER if r["table"] in ("Table 2", "Table 3", "Table 4")]
+    light = [v for v in PAPER if v.table in ("Table 2", "Table 3", "Table 4")]
     names = {"cifar10": "CIFAR-10", "svhn": "SVHN", "fashion_mnist": "Fashion-MNIST"}
-    data = ", ".join(names.get(d, d) for d in dict.fromkeys(r["dataset"] for r in light))
+    data = ", ".join(names.get(d, d) for d in dict.fromkeys(v.dataset for v in light))
     return [g for _, g in gains(light)], f"Tables 2-4, on {data}; the paper has no {dataset} figures"
 
 
-def direction(table_rows: Sequence[Dict[str, Any]]) -> List[str]:
+def direction(table_rows: Sequence[ResultRow]) -> List[str]:
     """Per data set and recipe: does POSD beat CE, as the paper reports it does in every one of
     its settings? A plain verdict with the effect sizes, from the paired (same-seed) differences."""
     lines = []
-    contexts: "OrderedDict[Tuple, List[Dict[str, Any]]]" = OrderedDict()
+    contexts: "OrderedDict[Tuple, List[ResultRow]]" = OrderedDict()
     for r in table_rows:
-        if r["method_name"] in KNN_METHODS and r["paired"] is not None:
-            key = (r["dataset"], r["model"], r["batch_size"], r["epochs"], r["optimizer"], r["lr"])
+        if r.method_name in KNN_METHODS and r.paired is not None:
+            key = (r.dataset, r.model, r.batch_size, r.epochs, r.optimizer, r.lr)
             contexts.setdefault(key, []).append(r)
     for (dataset, model, batch, epochs, opt, lr), group_ in contexts.items():
-        posd = [r for r in group_ if r["method_name"] == "posd"]
+        posd = [r for r in group_ if r.method_name == "posd"]
         if not posd:
             continue
-        diffs = [r["paired"]["diff"] for r in posd]
-        up = sum(r["paired"]["lo"] > 0 for r in posd)
-        down = sum(r["paired"]["hi"] < 0 for r in posd)
+        diffs = [r.paired.diff for r in posd]
+        up = sum(r.paired.lo > 0 for r in posd)
+        down = sum(r.paired.hi < 0 for r in posd)
         if up == len(posd):
             verdict = "**Yes**"
         elif up == 0:
@@ -563,11 +578,11 @@ def direction(table_rows: Sequence[Dict[str, Any]]) -> List[str]:
                 f"above 0, uncorrected) in {up}, significantly below in {down}; the differences are "
                 f"{min(diffs):+.2f} to {max(diffs):+.2f} pp (paired, mean of same-seed differences), "
                 f"where {paper}.")
-        oskd = [r for r in group_ if r["method_name"] == "oskd"]
+        oskd = [r for r in group_ if r.method_name == "oskd"]
         if oskd:
-            od = [r["paired"]["diff"] for r in oskd]
+            od = [r.paired.diff for r in oskd]
             text += (f" OSKD (not in the POSD paper): {min(od):+.2f} to {max(od):+.2f} pp, significantly "
-                     f"above CE in {sum(r['paired']['lo'] > 0 for r in oskd)} of {len(oskd)}.")
+                     f"above CE in {sum(r.paired.lo > 0 for r in oskd)} of {len(oskd)}.")
         lines.append(text)
     return lines
 
@@ -576,8 +591,9 @@ def _sig(p: float) -> str:
     return " (significant at 5%)" if p < 0.05 else " (not significant)"
 
 
-def render_markdown(table_rows, settings, problems, curves, out_dir: Path, commands: Sequence[str],
-                    title: str, regenerate: Sequence[str], note: str = "",
+def render_markdown(table_rows: Sequence[ResultRow], settings: Sequence[Setting],
+                    problems: Sequence[Tuple[Path, str]], curves: Sequence[Path], out_dir: Path,
+                    commands: Sequence[str], title: str, regenerate: Sequence[str], note: str = "",
                     source: str = "the run folders") -> str:
     unfinished = [(r.path, r.note) for s in settings for r in s.runs if not r.finished]
     md = [f"# {title}", "",
@@ -593,10 +609,9 @@ def render_markdown(table_rows, settings, problems, curves, out_dir: Path, comma
     if commands:
         md += ["## Commands", "", "```"] + list(commands) + ["```", ""]
     md += ["## Results (paper layout: best test accuracy %, best per column in bold)", ""]
-    for name, t in pivots(table_rows).items():
-        md += [f"### {name}", "", pivot_markdown(t), ""]
+    md += [markdown(t) for t in pivot_tables(table_rows)]
     header = list(LONG_COLUMNS[:-1]) + [gap_heading(table_rows)]
-    md += ["## All settings", "", markdown_table(header, [long_cells(r) for r in table_rows]), ""]
+    md += [markdown(Table("settings", "All settings", header, [long_cells(r) for r in table_rows]), level=2)]
     verdicts = direction(table_rows)
     if verdicts:
         md += ["## Does it reproduce the paper's direction?", ""] + verdicts + [""]
@@ -606,7 +621,7 @@ def render_markdown(table_rows, settings, problems, curves, out_dir: Path, comma
     if curves:
         md += ["## Test accuracy per epoch (mean ± 1 std over seeds)", ""]
         md += [f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in curves] + [""]
-    if any(r["paper"] for r in table_rows):
+    if any(r.paper_table for r in table_rows):
         md += ["Paper values: POSD paper, the table named beside each; `crowd_synth` is a synthetic "
                "stand-in, so its paper column (Table 6) is the real Crowd-drone set's.", ""]
     if unfinished or problems:
@@ -619,8 +634,33 @@ def render_markdown(table_rows, settings, problems, curves, out_dir: Path, comma
     return "\n".join(md)
 
 
+@dataclass
+class Written:
+    """What a report wrote, and from how much."""
+    markdown: Path
+    csv: Path
+    latex: Path
+    curves: List[Path]
+    settings: int
+    runs: int                     # run folders read (or, from a CSV, the runs it counts)
+    finished: int
+    problems: List[Tuple[Path, str]]   # folders left out, and why
+
+
+def write_files(out_dir: Path, md: str, table_rows: Sequence[ResultRow], curves: List[Path], settings: int,
+                runs: int, finished: int, problems: List[Tuple[Path, str]]) -> Written:
+    """results.md (``md``), results.csv and results.tex, each written atomically."""
+    written = Written(out_dir / "results.md", out_dir / "results.csv", out_dir / "results.tex", curves,
+                      settings, runs, finished, problems)
+    write_text_output(written.markdown, md)
+    # the csv module's own line ends (RFC 4180), as results.csv has always had
+    write_text_output(written.csv, csv_text(csv_table(table_rows), lineterminator="\r\n"))
+    write_text_output(written.latex, latex_document(pivot_tables(table_rows)))
+    return written
+
+
 def write_report(root: Path, out_dir: Path, commands: Sequence[str] = (), title: str = "Results",
-                 regenerate: Sequence[str] = (), note: str = "") -> Dict[str, Any]:
+                 regenerate: Sequence[str] = (), note: str = "") -> Written:
     """Aggregate ``root`` into ``out_dir``; returns paths and counts (and the problems found)."""
     out_dir = Path(out_dir)
     runs, problems = collect(root, skip=[out_dir])
@@ -629,9 +669,5 @@ def write_report(root: Path, out_dir: Path, commands: Sequence[str] = (), title:
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = plot_curves(settings, out_dir / "curves")
     md = render_markdown(table_rows, settings, problems, curves, out_dir, commands, title, regenerate, note)
-    (out_dir / "results.md").write_text(md)
-    write_csv(out_dir / "results.csv", table_rows)
-    (out_dir / "results.tex").write_text(latex(pivots(table_rows)))
-    return {"markdown": out_dir / "results.md", "csv": out_dir / "results.csv", "latex": out_dir / "results.tex",
-            "curves": curves, "settings": len(settings), "runs": len(runs),
-            "finished": sum(len(s.finished) for s in settings), "problems": problems, "rows": table_rows}
+    return write_files(out_dir, md, table_rows, curves, settings=len(settings), runs=len(runs),
+                       finished=sum(len(s.finished) for s in settings), problems=problems)

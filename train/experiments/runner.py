@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from edge.files import atomic_write
 from train.config import RESUMABLE_CHANGES, TrainConfig
-from train.sweeps.grid import Job
+from train.experiments.grid import Job
 
 LOCK = ".sweep.lock"
 LOG = "train.log"

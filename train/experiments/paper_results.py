@@ -2,8 +2,8 @@
 typed from Tables 1-13 of the POSD paper (its full text, as published). These are the only
 hand-typed numbers of the reports; each carries its table.
 
-Keys: dataset, model, batch_size, method, knn (None: the paper does not say), lam (None: the
-default 1e-4). Notes: Table 1's lambda = 1e-4 row (66.362 ± 0.726) is the number of Table 4's
+Each is a :class:`PaperValue`: dataset, model, batch_size, method, knn (None: the paper does not
+say), lam (None: the default 1e-4). Notes: Table 1's lambda = 1e-4 row (66.362 ± 0.726) is the number of Table 4's
 POSD-4NN at batch 128, not Table 3's POSD-4NN at batch 64 (66.782 ± 0.691), although Table 1 is
 titled batch 64; both are kept as printed. Tables 8-11 give single numbers for the baselines and
 DML (no std). The ResNet-32 KD numbers are from the text under Tables 8-9 (teacher ResNet-110).
@@ -11,23 +11,40 @@ Table 6 is the real Crowd-drone set; a ``crowd_synth`` run is only a stand-in fo
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+
+@dataclass(frozen=True)
+class PaperValue:
+    """One published accuracy (%) and the setting it belongs to; ``None`` where the paper leaves
+    a value out (batch size, k, a std)."""
+    table: str
+    dataset: str
+    model: str
+    batch_size: Optional[int]
+    method: str
+    knn: Optional[int]
+    lam: Optional[float]
+    mean: float
+    std: Optional[float]
+
 
 _LIGHT = {"cifar10": "cifar_cnn", "svhn": "cifar_cnn", "fashion_mnist": "fashion_cnn"}
 
 
-def _rows(table: str, batch: int, values: Dict[str, List[Any]]) -> List[Dict[str, Any]]:
+def _rows(table: str, batch: int, values: Dict[str, List[Tuple[float, float]]]) -> List[PaperValue]:
     """values: method label -> [(mean, std) for cifar10, svhn, fashion_mnist]."""
     out = []
     for label, cells in values.items():
         method, knn = ("ce", None) if label == "ce" else ("posd", int(label[4:]))
         for dataset, (mean, std) in zip(_LIGHT, cells):
-            out.append(dict(table=table, dataset=dataset, model=_LIGHT[dataset], batch_size=batch,
-                            method=method, knn=knn, lam=None, mean=mean, std=std))
+            out.append(PaperValue(table=table, dataset=dataset, model=_LIGHT[dataset], batch_size=batch,
+                                  method=method, knn=knn, lam=None, mean=mean, std=std))
     return out
 
 
-PAPER: List[Dict[str, Any]] = []
+PAPER: List[PaperValue] = []
 PAPER += _rows("Table 2", 32, {
     "ce": [(64.826, 0.573), (88.822, 0.217), (91.278, 0.141)],
     "posd2": [(65.508, 0.729), (89.223, 0.404), (91.770, 0.160)],
@@ -48,15 +65,16 @@ PAPER += _rows("Table 4", 128, {
     "posd10": [(66.304, 0.919), (89.655, 0.334), (91.592, 0.151)]})
 
 # after Tables 2-4, so that their CE row is the one a default run is compared with
-PAPER += [dict(table="Table 1", dataset="cifar10", model="cifar_cnn", batch_size=64, method=m, knn=k,
-               lam=lam, mean=mean, std=std) for m, k, lam, mean, std in (
+PAPER += [PaperValue(table="Table 1", dataset="cifar10", model="cifar_cnn", batch_size=64, method=m, knn=k,
+                     lam=lam, mean=mean, std=std) for m, k, lam, mean, std in (
     ("ce", None, None, 64.734, 0.654), ("posd", 4, 0.1, 66.042, 0.575), ("posd", 4, 0.01, 65.595, 0.467),
     ("posd", 4, 0.001, 65.482, 0.533), ("posd", 4, 0.0001, 66.362, 0.726),
     ("posd", 4, 0.00001, 65.354, 0.330))]
 
-def _single(table, dataset, model, batch, rows):
-    return [dict(table=table, dataset=dataset, model=model, batch_size=batch, method=m, knn=k, lam=None,
-                 mean=mean, std=std) for m, k, mean, std in rows]
+
+def _single(table, dataset, model, batch, rows) -> List[PaperValue]:
+    return [PaperValue(table=table, dataset=dataset, model=model, batch_size=batch, method=m, knn=k, lam=None,
+                       mean=mean, std=std) for m, k, mean, std in rows]
 
 
 _KNN = ((None, 29.700, 0.510), (2, 30.639, 0.409), (4, 30.406, 0.750), (8, 30.620, 0.697), (10, 30.000, 0.508))
@@ -83,17 +101,17 @@ PAPER += _single("Table 13", "cifar100", "wrn_20_8", 128,
 
 
 def lookup(dataset: str, model: str, batch_size: int, method: str, knn: Optional[int],
-           lam: Optional[float]) -> Optional[Dict[str, Any]]:
+           lam: Optional[float]) -> Optional[PaperValue]:
     """The paper's number for this setting, or None. A default lambda matches the main tables
     (not Table 1); a paper row without k (Tables 8-13) matches any k."""
     for row in PAPER:
-        if (row["dataset"], row["model"], row["method"]) != (dataset, model, method):
+        if (row.dataset, row.model, row.method) != (dataset, model, method):
             continue
-        if row["batch_size"] is not None and row["batch_size"] != batch_size:
+        if row.batch_size is not None and row.batch_size != batch_size:
             continue
-        if row["knn"] is not None and row["knn"] != knn:
+        if row.knn is not None and row.knn != knn:
             continue
-        if (row["lam"] is None) != (lam is None) or (lam is not None and abs(row["lam"] - lam) > 1e-12):
+        if (row.lam is None) != (lam is None) or (lam is not None and abs(row.lam - lam) > 1e-12):
             continue
         return row
     return None

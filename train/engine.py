@@ -39,7 +39,7 @@ from train.checkpoint import (CheckpointError, build_checkpoint, load_checkpoint
                               save_checkpoint, train_state_of)
 from train.config import RESUMABLE_CHANGES, TrainConfig
 from train.data import DataSplits, build_dataset
-from train.data.augment import AUGMENTATIONS, Normalizer, augment_batch
+from train.data.augment import Normalizer, augment_batch, check_policy
 from train.features import FeatureTap
 from train.grad_ratio import summarise as summarise_ratios, term_grad_ratios
 from train.losses import LOSSES, build_loss
@@ -237,8 +237,7 @@ class Trainer:
         params = [p for p in chain(self.model.parameters(), self.loss.parameters()) if p.requires_grad]
         self.optimizer, self.scheduler = build_optimizer(cfg, params)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp else None
-        if self.data.augment not in AUGMENTATIONS:   # augment_batch draws by this name every step
-            raise ValueError(f"unknown augmentation {self.data.augment!r}; valid: {', '.join(sorted(AUGMENTATIONS))}")
+        check_policy(self.data.augment)   # augment_batch draws by this name every step
         pre = self.data.preprocess
         self.normalize = Normalizer(pre.mean, pre.std, self.device)
         self.train_x = self.data.train_x.to(self.device)   # uint8 stays small: keep it on device

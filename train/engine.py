@@ -42,7 +42,7 @@ from train.data import DataSplits, build_dataset
 from train.data.augment import Normalizer, augment_batch, check_policy
 from train.features import FeatureTap
 from train.grad_ratio import summarise as summarise_ratios, term_grad_ratios
-from train.losses import LOSSES, build_loss
+from train.losses import build_loss, loss_settings
 from train.models import MODELS, build_model
 from train.cli_checks import check_knn_fits_batch
 
@@ -103,25 +103,21 @@ def model_kwargs(cfg: TrainConfig, data: DataSplits) -> Dict[str, Any]:
 
 
 def loss_kwargs(cfg: TrainConfig, data: DataSplits) -> Dict[str, Any]:
-    """The config values a method's builder accepts (by its signature); None means its default."""
-    candidates = {
-        "k": cfg.knn, "lam": cfg.lam, "d": cfg.kernel_d, "feature_layer": cfg.feature_layer,
-        "qmi": cfg.qmi, "teacher": cfg.teacher, "temperature": cfg.temperature,
-        "alpha": cfg.kd_alpha, "peer_arch": cfg.peer_model or cfg.model,
-        "num_classes": data.num_classes, "in_channels": data.in_channels,
-        "input_size": int(data.input_size[0]), "ce_reduction": cfg.ce_reduction,
-    }
-    params = inspect.signature(LOSSES.get(cfg.method)).parameters
-    if cfg.ce_reduction != "mean" and "ce_reduction" not in params:
+    """The settings ``cfg.method``'s builder takes, each under its config name, from ``cfg`` or
+    the data (``train.losses.loss_settings``); a None leaves the builder's default."""
+    settings = loss_settings(cfg.method)
+    if cfg.ce_reduction != "mean" and "ce_reduction" not in settings:
         raise ValueError(f"--ce-reduction {cfg.ce_reduction}: {cfg.method} averages its CE; "
                          "ce, posd and oskd take --ce-reduction sum")
-    return {k: v for k, v in candidates.items() if k in params and v is not None}
+    facts = {"num_classes": data.num_classes, "in_channels": data.in_channels,
+             "input_size": int(data.input_size[0]), "peer_model": cfg.peer_model or cfg.model}
+    values = {name: facts[name] if name in facts else getattr(cfg, name) for name in settings}
+    return {name: v for name, v in values.items() if v is not None}
 
 
 def effective_loss_kwargs(cfg: TrainConfig, data: DataSplits) -> Dict[str, Any]:
     """What the method actually runs with: the given values over the builder's defaults."""
-    params = inspect.signature(LOSSES.get(cfg.method)).parameters
-    out = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    out = {name: v for name, v in loss_settings(cfg.method).items() if v is not None}
     out.update(loss_kwargs(cfg, data))
     return out
 
@@ -222,15 +218,14 @@ class Trainer:
         self.model = build_model(cfg.model, num_classes=self.data.num_classes,
                                  **self.model_kwargs).to(self.device)
         self.loss = build_loss(cfg.method, **loss_kwargs(cfg, self.data)).to(self.device)
-        if hasattr(self.loss, "check_data"):   # a loss holding a trained model (KD's teacher) fits the data
-            self.loss.check_data(self.data.num_classes, self.data.in_channels, self.data.input_size)
+        self.loss.check_data(self.data.num_classes, self.data.in_channels, self.data.input_size)
         self.tap = FeatureTap(self.model, self.loss.feature_layer) if self.loss.needs_features else None
         # global scope: neighbours from the batch gathered across ranks (a no-op in one process)
         self.gather = self.dist.enabled and cfg.knn_scope == "global"
         if self.dist.enabled and not self.gather:   # local scope: neighbours from the rank's slice
             check_knn_fits_batch(cfg.method, cfg.knn, cfg.batch_size // self.dist.world,
                                  f"each rank's share of --batch-size ({cfg.batch_size} / {self.dist.world})")
-        if self.gather and getattr(self.loss, "needs_inputs", False):
+        if self.gather and self.loss.needs_inputs:
             raise ValueError(f"--knn-scope global gathers logits/features for batch-relational losses "
                              f"(posd, oskd); {cfg.method} reads the inputs: use --knn-scope local")
         self.train_model = ddp.wrap(self.model, self.device, self.dist)   # self.model stays unwrapped

@@ -15,7 +15,6 @@ epoch 1; ``metrics.jsonl`` is rewritten on resume to the epochs the state holds.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import math
 import platform
@@ -24,7 +23,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -35,15 +33,14 @@ from torch import nn
 from train import distributed as ddp
 from edge.contract import DecisionRule, GroundScale, ModelInfo
 from edge.files import atomic_write
+from train.build import (DataShape, build_parts, effective_loss_kwargs, load_data, model_kwargs,
+                         pick_device)
 from train.checkpoint import (CheckpointError, build_checkpoint, load_checkpoint, load_weights,
                               save_checkpoint, train_state_of)
 from train.config import RESUMABLE_CHANGES, TrainConfig
-from train.data import DataSplits, build_dataset
+from train.data import DataSplits
 from train.data.augment import Normalizer, augment_batch, check_policy
-from train.features import FeatureTap
 from train.grad_ratio import summarise as summarise_ratios, term_grad_ratios
-from train.losses import build_loss, loss_settings
-from train.models import MODELS, build_model
 from train.cli_checks import check_knn_fits_batch
 
 
@@ -56,28 +53,6 @@ class RunExists(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------- setup
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but no CUDA device is available")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
-    return torch.device(name)
-
-
-def load_data(cfg: TrainConfig) -> DataSplits:
-    if cfg.data:
-        from train.data.builtin import folder_dataset
-
-        size = cfg.input_size or _model_default_size(cfg.model)
-        return folder_dataset(cfg.data, size, augment=cfg.augment, name=Path(cfg.data).name)
-    return build_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download,
-                         synth_size=cfg.synth_size, synth_seed=cfg.synth_seed,
-                         synth_version=cfg.synth_version,
-                         input_size=cfg.input_size)
-
-
 def training_scale(cfg: TrainConfig, data: DataSplits) -> Optional[GroundScale]:
     """The ground one training image covers: ``--patch-metres`` if given, else the dataset's own
     (crowd_synth knows it), else None (the runtime then tiles at native resolution)."""
@@ -88,59 +63,6 @@ def training_scale(cfg: TrainConfig, data: DataSplits) -> Optional[GroundScale]:
         return None
     # --input-size resizes the images: the same ground, another number of input pixels
     return replace(data.scale, input_width=int(data.input_size[1]))
-
-
-def _model_default_size(model: str) -> int:
-    default = inspect.signature(MODELS.get(model)).parameters.get("input_size")
-    return int(default.default) if default is not None else 128
-
-
-def model_kwargs(cfg: TrainConfig, data: DataSplits) -> Dict[str, Any]:
-    """Keyword arguments of the architecture, as stored in the checkpoint."""
-    kwargs = {"in_channels": data.in_channels, "input_size": int(data.input_size[0])}
-    kwargs.update(dict(cfg.model_kwargs))
-    return kwargs
-
-
-def loss_kwargs(cfg: TrainConfig, data: DataSplits) -> Dict[str, Any]:
-    """The settings ``cfg.method``'s builder takes, each under its config name, from ``cfg`` or
-    the data (``train.losses.loss_settings``); a None leaves the builder's default."""
-    settings = loss_settings(cfg.method)
-    if cfg.ce_reduction != "mean" and "ce_reduction" not in settings:
-        raise ValueError(f"--ce-reduction {cfg.ce_reduction}: {cfg.method} averages its CE; "
-                         "ce, posd and oskd take --ce-reduction sum")
-    facts = {"num_classes": data.num_classes, "in_channels": data.in_channels,
-             "input_size": int(data.input_size[0]), "peer_model": cfg.peer_model or cfg.model}
-    values = {name: facts[name] if name in facts else getattr(cfg, name) for name in settings}
-    return {name: v for name, v in values.items() if v is not None}
-
-
-def effective_loss_kwargs(cfg: TrainConfig, data: DataSplits) -> Dict[str, Any]:
-    """What the method actually runs with: the given values over the builder's defaults."""
-    out = {name: v for name, v in loss_settings(cfg.method).items() if v is not None}
-    out.update(loss_kwargs(cfg, data))
-    return out
-
-
-def build_optimizer(cfg: TrainConfig, params):
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                              weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: sgd, adam, adamw")
-    if cfg.schedule == "none":
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
-    elif cfg.schedule == "step":
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.milestones), cfg.gamma)
-    elif cfg.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.epochs, 1))
-    else:
-        raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: none, step, cosine")
-    return opt, sched
 
 
 def _seed(*parts: int) -> int:
@@ -213,13 +135,12 @@ class Trainer:
         self.data = data if data is not None else load_data(cfg)
         if cfg.augment:                  # --augment over the data's default
             self.data = replace(self.data, augment=cfg.augment, augment_reason="")
-        self.model_kwargs = model_kwargs(cfg, self.data)
+        self.shape = DataShape.of(self.data)
+        self.model_kwargs = model_kwargs(cfg, self.shape)
         self.scale = training_scale(cfg, self.data)
-        self.model = build_model(cfg.model, num_classes=self.data.num_classes,
-                                 **self.model_kwargs).to(self.device)
-        self.loss = build_loss(cfg.method, **loss_kwargs(cfg, self.data)).to(self.device)
-        self.loss.check_data(self.data.num_classes, self.data.in_channels, self.data.input_size)
-        self.tap = FeatureTap(self.model, self.loss.feature_layer) if self.loss.needs_features else None
+        parts = build_parts(cfg, self.shape, self.device)
+        self.model, self.loss, self.tap = parts.model, parts.loss, parts.tap
+        self.optimizer, self.scheduler = parts.optimizer, parts.scheduler
         # global scope: neighbours from the batch gathered across ranks (a no-op in one process)
         self.gather = self.dist.enabled and cfg.knn_scope == "global"
         if self.dist.enabled and not self.gather:   # local scope: neighbours from the rank's slice
@@ -229,8 +150,6 @@ class Trainer:
             raise ValueError(f"--knn-scope global gathers logits/features for batch-relational losses "
                              f"(posd, oskd); {cfg.method} reads the inputs: use --knn-scope local")
         self.train_model = ddp.wrap(self.model, self.device, self.dist)   # self.model stays unwrapped
-        params = [p for p in chain(self.model.parameters(), self.loss.parameters()) if p.requires_grad]
-        self.optimizer, self.scheduler = build_optimizer(cfg, params)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp else None
         check_policy(self.data.augment)   # augment_batch draws by this name every step
         pre = self.data.preprocess
@@ -355,7 +274,7 @@ class Trainer:
             "model_kwargs": self.model_kwargs,
             "scale": None if self.scale is None else self.scale.to_dict(),
             "parameters": sum(p.numel() for p in self.model.parameters()),
-            "loss_kwargs": effective_loss_kwargs(self.cfg, self.data),
+            "loss_kwargs": effective_loss_kwargs(self.cfg, self.shape),
             "device": str(self.device), "torch": str(torch.__version__), "python": platform.python_version(),
             "threads": torch.get_num_threads(), "world_size": self.dist.world,
             **self._kernel_info(),

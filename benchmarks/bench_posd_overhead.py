@@ -27,7 +27,7 @@ from train.losses import build_loss
 from train.models import build_model
 from edge.bench import git_commit
 
-METHODS = {"ce": {}, "posd": {"k": 2}, "posd_pt": {"k": 2}, "oskd": {"k": 2}}
+METHODS = {"ce": {}, "posd": {"knn": 2}, "posd_pt": {"knn": 2}, "oskd": {"knn": 2}}
 # posd_pt: POSD on its pure-PyTorch path (train.losses.native.paused), next to the native kernel
 NETS = {"cifar_cnn": 32, "crowd_fcn": 128}
 

@@ -37,7 +37,7 @@ def train_once(splits, lam: float, seed: int, epochs: int, lr: float) -> Tuple[f
     xtr, ytr, xte, yte = splits
     torch.manual_seed(seed)
     model = build_model("cifar_cnn", num_classes=10, in_channels=1, input_size=32)
-    loss = build_loss("ce") if lam == 0 else build_loss("oskd", k=2, lam=lam)
+    loss = build_loss("ce") if lam == 0 else build_loss("oskd", knn=2, lam=lam)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     best = acc = 0.0
     for _ in range(epochs):

@@ -15,9 +15,10 @@ storage once, attributed to the layer that first saves it), and during backward 
 activation gradients of the layer being differentiated. Backward is walked layer by layer in
 reverse: at layer j the saved activations of layers <= j, the gradients of the parameters
 already reached and layer j's input/output gradients are alive; the peak is the largest sum.
-A frozen teacher's no-grad forward adds, at its largest layer, that layer's input and output and
-the inputs of the enclosing calls still on the Python stack (a residual block's input); functional
-temporaries between layers are not in it.
+A frozen teacher's no-grad forward adds, at each of its layers, that layer's input and output and
+the inputs of the enclosing calls still on the Python stack (a residual block's input) to the
+activations the student has saved by then (the KD loss runs the teacher after the student's
+forward, as training does); functional temporaries between layers are not in it.
 """
 from __future__ import annotations
 
@@ -170,8 +171,13 @@ def _analytic(step: Step, rec: _Recorder, static: Dict[str, int]) -> Dict[str, i
         ws = layer["out"] + layer["in_grad"]
         if alive + ws + sum(reached.values()) > bwd_peak:
             bwd_peak, bwd_ws = alive + ws + sum(reached.values()), ws
-    teacher_ws = max([lay["live"] for lay in rec.layers if not lay["trained"]], default=0)
-    peak = sum(static.values()) + max(bwd_peak, saved_total, teacher_ws)
+    teacher_ws, teacher_peak = 0, 0    # the frozen teacher's forward, over what is saved by then
+    for i, layer in enumerate(rec.layers):
+        if not layer["trained"]:
+            saved_by_then = sum(n for first, n in rec.saved.values() if first < i)
+            teacher_ws = max(teacher_ws, layer["live"])
+            teacher_peak = max(teacher_peak, saved_by_then + layer["live"])
+    peak = sum(static.values()) + max(bwd_peak, saved_total, teacher_peak)
     return {**static, "gradients": grads, "saved_activations": saved_total,
             "backward_working_set": bwd_ws, "teacher_forward_working_set": teacher_ws,
             "analytic_peak": peak}

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -26,15 +25,13 @@ if str(ROOT) not in sys.path:
 from edge.contract import Preprocess  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.data import DataSplits  # noqa: E402
-from train.losses import LOSSES, register_loss  # noqa: E402
+from train.losses import LOSSES, Distiller, register_loss  # noqa: E402
 
 EPOCHS = 2
 
 
-class BatchPull(nn.Module):
+class BatchPull(Distiller):
     needs_features = True
-    needs_inputs = False
-    feature_layer = "penultimate"
 
     def forward(self, logits, targets, features=None, inputs=None):
         with torch.no_grad():

@@ -13,7 +13,7 @@ from train.cli import main
 from train.config import TrainConfig
 from train.data import build_dataset
 from train.data import builtin
-from train.data.augment import (AUGMENTATIONS, POLICIES, SMALL_IMAGE_SIDE, draw, folder_default,
+from train.data.augment import (NAMES, POLICIES, SMALL_IMAGE_SIDE, apply, draw, folder_default,
                                 random_flip)
 from train.data.builtin import folder_dataset
 from train.engine import Trainer
@@ -40,16 +40,16 @@ def _folder(root, sizes, n=2):
 # ------------------------------------------------------------------ the policies
 def test_every_policy_is_offered_and_the_old_name_is_an_alias():
     assert set(POLICIES) == {"none", "crop", "crop-flip", "flip", "aerial", "aerial-robust"}
-    assert set(AUGMENTATIONS) == set(POLICIES) | {"cifar"}
+    assert set(NAMES) == set(POLICIES) | {"cifar"}
     x = torch.randint(0, 256, (16, 3, 12, 12), dtype=torch.uint8)
-    a = AUGMENTATIONS["crop-flip"](x, torch.Generator().manual_seed(4))
-    b = AUGMENTATIONS["cifar"](x, torch.Generator().manual_seed(4))
+    a = apply(x, draw("crop-flip", x.shape, torch.Generator().manual_seed(4)))
+    b = apply(x, draw("cifar", x.shape, torch.Generator().manual_seed(4)))
     assert torch.equal(a, b)
 
 
 def test_flip_mirrors_the_width_of_about_half_and_nothing_else():
     x = torch.randint(0, 256, (400, 1, 4, 5), dtype=torch.uint8)
-    out = AUGMENTATIONS["flip"](x, torch.Generator().manual_seed(2))
+    out = apply(x, draw("flip", x.shape, torch.Generator().manual_seed(2)))
     assert torch.equal(out, random_flip(x, 3, torch.Generator().manual_seed(2)))
     flipped = (out == x.flip(3)).flatten(1).all(1) & ~(out == x).flatten(1).all(1)
     assert 150 < int(flipped.sum()) < 250

@@ -10,7 +10,7 @@ import torch
 from train import native
 from train.config import TrainConfig
 from train.data import robust
-from train.data.augment import AUGMENTATIONS, Normalizer, apply, augment_batch, draw
+from train.data.augment import Normalizer, apply, augment_batch, draw
 from train.data.robust import COL, PARAMS, RobustPlan
 from train.engine import Trainer
 
@@ -292,7 +292,7 @@ def test_native_robust_is_bit_identical_to_the_pytorch_ops(kernel_choice, shape)
         fast = augment_batch(x, idx, "aerial-robust", torch.Generator().manual_seed(seed), norm)
         with native.paused():
             ref = augment_batch(x, idx, "aerial-robust", torch.Generator().manual_seed(seed), norm)
-        slow = norm(AUGMENTATIONS["aerial-robust"](x[idx], torch.Generator().manual_seed(seed)))
+        slow = norm(apply(x[idx], draw("aerial-robust", x[idx].shape, torch.Generator().manual_seed(seed))))
         assert torch.equal(fast, ref) and torch.equal(ref, slow), seed
 
 

@@ -23,7 +23,7 @@ def test_crowd_drone_posd_quick_run_writes_model_and_metrics(tmp_path, capsys):
     c = config["config"]
     assert (c["model"], c["batch_size"], c["lr"], c["momentum"], c["knn"]) == ("crowd_fcn", 32, 1e-3, 0.9, 2)
     assert config["resolved"]["train_size"] == 200 and config["resolved"]["test_size"] == 2 * 43
-    assert config["resolved"]["loss_kwargs"]["lam"] == 1e-4 and config["resolved"]["loss_kwargs"]["k"] == 2
+    assert config["resolved"]["loss_kwargs"]["lam"] == 1e-4 and config["resolved"]["loss_kwargs"]["knn"] == 2
     model, ckpt = load_model(out / "model.pt")
     assert ckpt["class_names"] == ["crowd", "no_crowd"] and ckpt["input_size"] == [128, 128]
     assert ckpt["method"] == "posd" and ckpt["arch"] == "crowd_fcn"

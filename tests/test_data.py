@@ -7,7 +7,7 @@ import torch
 
 from edge.contract import Preprocess
 from train.data import DataError, build_dataset, list_datasets
-from train.data.augment import AUGMENTATIONS, Normalizer, random_crop, random_flip
+from train.data.augment import NAMES, Normalizer, apply, draw, random_crop, random_flip
 from train.data.builtin import folder_dataset
 
 
@@ -118,11 +118,11 @@ def test_flip_flips_about_half_and_keeps_the_rest():
     assert (flipped | same).all() and 150 < int(flipped.sum()) < 250
 
 
-@pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
+@pytest.mark.parametrize("name", sorted(NAMES))
 def test_augmentations_keep_shape_dtype_and_are_seeded(name):
     x = torch.randint(0, 256, (16, 3, 12, 12), dtype=torch.uint8)
-    a = AUGMENTATIONS[name](x, torch.Generator().manual_seed(1))
-    b = AUGMENTATIONS[name](x, torch.Generator().manual_seed(1))
+    a = apply(x, draw(name, x.shape, torch.Generator().manual_seed(1)))
+    b = apply(x, draw(name, x.shape, torch.Generator().manual_seed(1)))
     assert a.shape == x.shape and a.dtype == torch.uint8 and torch.equal(a, b)
 
 

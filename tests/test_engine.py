@@ -8,7 +8,8 @@ import torch
 
 from train.cli import main
 from train.config import TrainConfig
-from train.engine import NonFiniteLoss, RunExists, Trainer, epoch_batches
+from train.engine import NonFiniteLoss, Trainer, epoch_batches
+from train.rundir import RunExists
 
 
 def _cfg(tmp_path, **kw):

@@ -67,7 +67,7 @@ def _reference_ratio(model, loss_name, x, y, **kw):
 def test_ratio_matches_two_separate_backwards_and_leaves_no_trace(method):
     model = build_model("_bn_drop", num_classes=4)
     x, y = _batch()
-    loss = build_loss(method, k=2, lam=0.05)
+    loss = build_loss(method, knn=2, lam=0.05)
     tap = FeatureTap(model, loss.feature_layer) if loss.needs_features else None
     before = copy.deepcopy(model.state_dict())
     torch.manual_seed(5)
@@ -78,7 +78,7 @@ def test_ratio_matches_two_separate_backwards_and_leaves_no_trace(method):
         assert torch.equal(v, before[k]), k
     assert all(p.grad is None for p in model.parameters())
     assert torch.equal(torch.get_rng_state(), rng)
-    want = _reference_ratio(model, method, x, y, k=2, lam=0.05)
+    want = _reference_ratio(model, method, x, y, knn=2, lam=0.05)
     assert set(got) == {method}
     assert got[method] == pytest.approx(want, rel=1e-5)
     assert 0 < got[method] < math.inf
@@ -87,7 +87,7 @@ def test_ratio_matches_two_separate_backwards_and_leaves_no_trace(method):
 def test_ce_reduction_sum_is_eq2_and_scales_the_ratio_by_the_batch():
     model = build_model("cifar_cnn")
     x, y = _batch(n=24)
-    mean, total = build_loss("posd", k=2), build_loss("posd", k=2, ce_reduction="sum")
+    mean, total = build_loss("posd", knn=2), build_loss("posd", knn=2, ce_reduction="sum")
     tm, ts = mean(model(x), y, features=torch.randn(24, 5)), total(model(x), y, features=torch.randn(24, 5))
     assert ts["ce"].item() == pytest.approx(24 * tm["ce"].item(), rel=1e-6)
     tap = FeatureTap(model)

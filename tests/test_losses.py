@@ -5,6 +5,7 @@ of the paper) and compared with the vectorised losses on random float64 inputs.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import inspect
 import json
@@ -16,7 +17,8 @@ import torch.nn.functional as F
 
 from train.checkpoint import CheckpointError
 from train.features import FeatureTap
-from train.losses import LOSSES, build_loss, list_losses
+from train.config import TrainConfig
+from train.losses import LOSSES, Distiller, build_loss, list_losses, loss_settings
 from train.losses.oskd import oskd_loss
 from train.losses.posd import posd_loss
 from train.models import build_model
@@ -37,9 +39,9 @@ def teacher_path(tmp_path_factory):
 
 def default_kwargs(name, teacher_path):
     """Builder kwargs for every registered loss; a new loss must add its entry here."""
-    table = {"ce": {}, "posd": {"k": 2}, "oskd": {"k": 2, "lam": 0.1},
+    table = {"ce": {}, "posd": {"knn": 2}, "oskd": {"knn": 2, "lam": 0.1},
              "kd": {"teacher": str(teacher_path)},
-             "dml": {"peer_arch": "cifar_cnn", "num_classes": C, "input_size": SIZE}}
+             "dml": {"peer_model": "cifar_cnn", "num_classes": C, "input_size": SIZE}}
     return table[name]
 
 
@@ -79,16 +81,24 @@ def test_builder_signature_and_interface(name, teacher_path):
     loss = build_loss(name, **default_kwargs(name, teacher_path))
     for attr in ("needs_features", "needs_inputs", "feature_layer"):
         assert hasattr(loss, attr)
+    assert isinstance(loss, Distiller)
 
 
 def test_builder_keywords_as_documented():
     expected = {"ce": ["ce_reduction"],
-                "posd": ["k", "lam", "d", "feature_layer", "qmi", "ce_reduction"],
-                "oskd": ["k", "lam", "feature_layer", "ce_reduction"],
-                "kd": ["teacher", "temperature", "alpha"],
-                "dml": ["peer_arch", "num_classes", "in_channels", "input_size", "temperature"]}
+                "posd": ["knn", "lam", "kernel_d", "feature_layer", "qmi", "ce_reduction"],
+                "oskd": ["knn", "lam", "feature_layer", "ce_reduction"],
+                "kd": ["teacher", "temperature", "kd_alpha"],
+                "dml": ["peer_model", "num_classes", "in_channels", "input_size", "temperature"]}
     for name, keys in expected.items():
         assert list(inspect.signature(LOSSES.get(name)).parameters) == keys
+
+
+def test_every_builder_setting_is_a_config_field_or_a_data_fact():
+    """One name per setting from the command line to the loss: no renaming table in between."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} | {"num_classes", "in_channels", "input_size"}
+    for name in list_losses():
+        assert set(loss_settings(name)) <= fields, name
 
 
 def test_unknown_loss_lists_valid_names():
@@ -136,7 +146,7 @@ def test_posd_loss_terms_are_ce_minus_lambda_v():
     g = torch.Generator().manual_seed(3)
     logits, feats = torch.randn(6, C, generator=g), torch.randn(6, 4, generator=g)
     y = torch.arange(6) % C
-    terms = build_loss("posd", k=2, lam=0.5)(logits, y, features=feats)
+    terms = build_loss("posd", knn=2, lam=0.5)(logits, y, features=feats)
     torch.testing.assert_close(terms["ce"], F.cross_entropy(logits, y))
     torch.testing.assert_close(terms["posd"], -0.5 * posd_loss(feats, 2))
 
@@ -167,12 +177,12 @@ def test_posd_k_clamped_to_batch():
     y = torch.randn(4, 3, dtype=torch.float64)
     torch.testing.assert_close(posd_loss(y, 10), posd_loss(y, 3))   # every group = whole batch
     assert float(posd_loss(torch.randn(1, 3), 2)) == 0.0            # a batch of one
-    terms = build_loss("posd", k=8)(torch.randn(3, C), torch.tensor([0, 1, 2]),
+    terms = build_loss("posd", knn=8)(torch.randn(3, C), torch.tensor([0, 1, 2]),
                                     features=torch.randn(3, 5))
     assert torch.isfinite(terms["posd"])
 
 
-@pytest.mark.parametrize("bad", [{"k": 0}, {"d": 0.0}, {"d": -1.0}])
+@pytest.mark.parametrize("bad", [{"knn": 0}, {"kernel_d": 0.0}, {"kernel_d": -1.0}])
 def test_posd_rejects_bad_options(bad):
     with pytest.raises(ValueError):
         build_loss("posd", **bad)
@@ -215,11 +225,11 @@ def test_oskd_terms_and_feature_layer():
     g = torch.Generator().manual_seed(0)
     logits, feats = torch.randn(8, C, generator=g), torch.randn(8, 5, generator=g)
     y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    probs = build_loss("oskd", k=2, lam=0.3)
+    probs = build_loss("oskd", knn=2, lam=0.3)
     assert not probs.needs_features
     j1, j2 = oskd_loss(logits.softmax(1), y, 2)
     torch.testing.assert_close(probs(logits, y)["oskd"], 0.3 * (j1 + 1 - j2))
-    raw = build_loss("oskd", k=2, lam=0.3, feature_layer="logits")
+    raw = build_loss("oskd", knn=2, lam=0.3, feature_layer="logits")
     j1, j2 = oskd_loss(logits, y, 2)
     torch.testing.assert_close(raw(logits, y)["oskd"], 0.3 * (j1 + 1 - j2))
     tapped = build_loss("oskd", feature_layer="hidden")
@@ -257,7 +267,7 @@ def ref_ce(logits, targets):
 
 
 def test_kd_matches_reference(teacher_path):
-    loss = build_loss("kd", teacher=str(teacher_path), temperature=3.0, alpha=0.7)
+    loss = build_loss("kd", teacher=str(teacher_path), temperature=3.0, kd_alpha=0.7)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 3, SIZE, SIZE, generator=g)
     student = torch.randn(6, C, dtype=torch.float64, generator=g)
@@ -295,7 +305,7 @@ def test_kd_rejects_bad_teacher(teacher_path, tmp_path):
 
 def test_dml_matches_reference():
     torch.manual_seed(0)
-    loss = build_loss("dml", peer_arch="cifar_cnn", num_classes=C, input_size=SIZE).double()
+    loss = build_loss("dml", peer_model="cifar_cnn", num_classes=C, input_size=SIZE).double()
     x = torch.randn(5, 3, SIZE, SIZE, dtype=torch.float64)
     student = torch.randn(5, C, dtype=torch.float64)
     y = torch.arange(5) % C
@@ -308,7 +318,7 @@ def test_dml_matches_reference():
 
 
 def test_dml_gradients_reach_the_right_network():
-    loss = build_loss("dml", peer_arch="cifar_cnn", num_classes=C, input_size=SIZE)
+    loss = build_loss("dml", peer_model="cifar_cnn", num_classes=C, input_size=SIZE)
     model, terms = student_step(loss)
     terms["dml"].backward(retain_graph=True)
     assert all(p.grad is None for p in loss.peer.parameters())       # a target, not a learner

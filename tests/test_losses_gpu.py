@@ -32,8 +32,8 @@ def test_kd_teacher_moves_to_inputs_device(tmp_path):
     assert all(torch.isfinite(v) for v in terms.values())
 
 
-@pytest.mark.parametrize("name,kwargs", [("posd", {"k": 2}), ("posd", {"k": 2, "d": 1.0, "qmi": True}),
-                                         ("oskd", {"k": 2})])
+@pytest.mark.parametrize("name,kwargs", [("posd", {"knn": 2}), ("posd", {"knn": 2, "kernel_d": 1.0, "qmi": True}),
+                                         ("oskd", {"knn": 2})])
 def test_self_distillation_on_cuda_matches_cpu(name, kwargs):
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(16, C, generator=g, dtype=torch.float64)

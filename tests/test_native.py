@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from train import native
-from train.data.augment import AUGMENTATIONS, Normalizer, augment_batch
+from train.data.augment import Normalizer, apply, augment_batch, draw
 from train.losses.posd import _VInD2, _VInD2Native, latent_groups, posd_loss
 from tests.test_losses import ref_posd
 
@@ -196,7 +196,7 @@ def test_native_augmentation_is_bit_identical(kernel, policy, shape):
     fast = augment_batch(x, idx, policy, torch.Generator().manual_seed(7), norm)
     with native.paused():
         ref = augment_batch(x, idx, policy, torch.Generator().manual_seed(7), norm)
-    slow = norm(AUGMENTATIONS[policy](x[idx], torch.Generator().manual_seed(7)))
+    slow = norm(apply(x[idx], draw(policy, x[idx].shape, torch.Generator().manual_seed(7))))
     assert fast.dtype == torch.float32 and fast.shape == (len(idx),) + shape[1:]
     assert torch.equal(fast, ref) and torch.equal(ref, slow)
 

@@ -31,6 +31,7 @@ from train.checkpoint import (CheckpointError, build_checkpoint, load_checkpoint
 from train.cli import main as train_main
 from train.config import TrainConfig
 from train.engine import Trainer
+from train.rundir import RunDir
 from train.models import build_model
 from train.experiments.sweep import main as sweep_main
 from train.experiments import runner
@@ -513,15 +514,15 @@ def test_killed_while_writing_state_pt_resumes(tmp_path, capsys, monkeypatch, re
     metrics.jsonl keeps one line per epoch."""
     out = tmp_path / "run"
 
-    def dying_save(self):
-        if self.state.epoch == kill_epoch:
-            blob = _checkpoint_bytes(self.checkpoint(self.summary(), with_train_state=True))
-            (self.out / ".state.pt.k9x2.tmp").write_bytes(blob[: len(blob) // 2])
+    def dying_save(self, parts, state, summary):
+        if state.epoch == kill_epoch:
+            blob = _checkpoint_bytes(self.checkpoint(parts, summary, state))
+            (self.path / ".state.pt.k9x2.tmp").write_bytes(blob[: len(blob) // 2])
             raise _Killed
-        return real_save(self)
+        return real_save(self, parts, state, summary)
 
-    real_save = Trainer.save_state
-    monkeypatch.setattr(Trainer, "save_state", dying_save)
+    real_save = RunDir.save_state
+    monkeypatch.setattr(RunDir, "save_state", dying_save)
     with pytest.raises(_Killed):
         train_main(RUN + ["--epochs", EPOCHS, "--out", str(out)])
     monkeypatch.undo()

@@ -11,10 +11,11 @@ from profiling.complexity import count_macs, count_params
 from profiling.paper_counter import count_paper_flops
 from profiling.memory import LiveTensorTracker, training_memory
 from profiling.specs import Pair, build
-from profiling.steps import make_step, v_in
+from profiling.steps import METHODS, make_step, save_teacher, step_config
 from profiling.storage import storage_report
 from profiling.tables import main
 from profiling.timing import ratios, step_times
+from train.losses.posd import posd_loss
 
 RESNET = Pair("resnet32", "resnet110")
 WRN = Pair("wrn_16_2", "wrn_40_2")
@@ -227,7 +228,36 @@ def test_v_in_matches_loop():
         for a in group:
             for b in group:
                 total += -float(((y[a] - y[b]) ** 2).sum())
-    assert abs(float(v_in(y, k=k)) - total / n ** 2) < 1e-4
+    assert abs(float(posd_loss(y, k=k)) - total / n ** 2) < 1e-4   # the V_IN the posd step runs
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_steps_are_built_as_the_trainer_builds_its_run(method, digits, tmp_path):
+    """The profiled step holds the objects the Trainer trains for the same configuration: the
+    same builder, student, loss (class, settings, networks), tap and optimiser."""
+    import profiling.steps
+    import train.engine
+    from train.engine import Trainer
+
+    assert profiling.steps.build_parts is train.engine.build_parts
+    pair = Pair("cifar_cnn", "resnet20", input_size=32, num_classes=10, in_channels=1)   # digits
+    step = make_step(method, pair, 4)
+    cfg = step_config(method, pair).replace(device="cpu", out=str(tmp_path / "run"))
+    if method == "kd_student":
+        cfg = cfg.replace(teacher=str(save_teacher(pair, tmp_path / "teacher.pt")))
+    trainer = Trainer(cfg, data=digits, progress=False)
+    ours, theirs = step.parts, trainer.parts
+    assert type(ours.model) is type(theirs.model)
+    assert {k: v.shape for k, v in ours.model.state_dict().items()} == \
+        {k: v.shape for k, v in theirs.model.state_dict().items()}
+    assert type(ours.loss) is type(theirs.loss) and repr(ours.loss) == repr(theirs.loss)
+    assert (ours.tap is None) == (theirs.tap is None)
+    assert type(ours.optimizer) is type(theirs.optimizer)
+    assert [{k: v for k, v in g.items() if k != "params"} for g in ours.optimizer.param_groups] == \
+        [{k: v for k, v in g.items() if k != "params"} for g in theirs.optimizer.param_groups]
+    assert [[p.shape for p in g["params"]] for g in ours.optimizer.param_groups] == \
+        [[p.shape for p in g["params"]] for g in theirs.optimizer.param_groups]
+    assert step.trained[0] is ours.model and all(m in ours.loss.children() for m in step.frozen)
 
 
 def test_step_times_and_ratios():

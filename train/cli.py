@@ -216,7 +216,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m train",
          preset: Optional[str] = None) -> int:
     from train.checkpoint import CheckpointError
     from train.data import DataError
-    from train.engine import NonFiniteLoss, RunExists, Trainer
+    from train.engine import NonFiniteLoss, Trainer
+    from train.rundir import RunExists
 
     parser = build_parser(prog, preset)
     args = parser.parse_args(argv)

@@ -102,9 +102,9 @@ def check_knn_fits_batch(method: str, knn: int, batch_size: int, batch: str = "-
     Refused rather than silently clamped, so the recorded ``--knn`` is the one that ran (the
     last, smaller batch of an epoch is still clamped; see train.losses.posd). ``batch`` names
     the batch the neighbours come from (under DDP with local scope: each rank's share)."""
-    from train.losses import LOSSES
+    from train.losses import loss_settings
 
-    if "k" in inspect.signature(LOSSES.get(method)).parameters and knn >= batch_size:
+    if "knn" in loss_settings(method) and knn >= batch_size:
         raise ValueError(f"--knn {knn} needs batches of more than {knn} samples (each sample's "
                          f"neighbours come from its batch), but {batch} is {batch_size}; "
                          f"use --knn <= {batch_size - 1} or a larger --batch-size")

@@ -132,11 +132,6 @@ def shutdown(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside a DistributedDataParallel wrapper (checkpoints store this one)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-
-
 def wrap(model: torch.nn.Module, device: torch.device, ctx: DistContext) -> torch.nn.Module:
     if not ctx.enabled:
         return model

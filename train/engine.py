@@ -1,31 +1,28 @@
 """The training loop: one loop for every method (the loss module decides what is computed).
 
-Outputs in ``cfg.out``: ``config.json``, ``metrics.jsonl`` (one line per epoch), ``metrics.json``
-(summary: final and best test accuracy; the paper reports the best), ``model.pt`` (final),
-``best.pt`` (by ``--select-best``: best test accuracy, or best balanced accuracy on the real
-frames of ``--val-data``, see train/validation.py) and ``state.pt`` (resumable: weights,
-optimiser, scheduler, position, history). With ``--val-data`` both model files carry a decision
-rule calibrated on those frames (unless ``--no-calibrate``). Ctrl-C saves ``state.pt`` at the
-current step (a second Ctrl-C stops at once and saves nothing, keeping the last consistent
-``state.pt``); ``--resume`` continues from it
-and, on CPU, ends with bit-identical weights to an uninterrupted run, because every random draw
-is a function of (seed, epoch, step). A run killed before its first ``state.pt`` resumes from
-epoch 1; ``metrics.jsonl`` is rewritten on resume to the epochs the state holds.
+Outputs in ``cfg.out`` (written and read back by :class:`train.rundir.RunDir`): ``config.json``,
+``metrics.jsonl`` (one line per epoch), ``metrics.json`` (summary: final and best test accuracy;
+the paper reports the best), ``model.pt`` (final), ``best.pt`` (by ``--select-best``: best test
+accuracy, or best balanced accuracy on the real frames of ``--val-data``, see
+train/validation.py) and ``state.pt`` (resumable: weights, optimiser, scheduler, position,
+history). With ``--val-data`` both model files carry a decision rule calibrated on those frames
+(unless ``--no-calibrate``). Ctrl-C saves ``state.pt`` at the current step (a second Ctrl-C
+stops at once and saves nothing, keeping the last consistent ``state.pt``); ``--resume``
+continues from it and, on CPU, ends with bit-identical weights to an uninterrupted run, because
+every random draw is a function of (seed, epoch, step). A run killed before its first
+``state.pt`` resumes from epoch 1; ``metrics.jsonl`` is rewritten on resume to the epochs the
+state holds.
 """
 from __future__ import annotations
 
 import contextlib
-import inspect
-import json
 import math
 import platform
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, replace
-from itertools import chain
-from pathlib import Path
+from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
@@ -34,16 +31,13 @@ from torch import nn
 
 from train import distributed as ddp
 from edge.contract import DecisionRule, GroundScale, ModelInfo
-from edge.files import atomic_write
-from train.checkpoint import (CheckpointError, build_checkpoint, load_checkpoint, load_weights,
-                              save_checkpoint, train_state_of)
-from train.config import RESUMABLE_CHANGES, TrainConfig
-from train.data import DataSplits, build_dataset
-from train.data.augment import AUGMENTATIONS, Normalizer, augment_batch
-from train.features import FeatureTap
+from train.build import (DataShape, build_parts, effective_loss_kwargs, load_data, model_kwargs,
+                         pick_device)
+from train.config import TrainConfig
+from train.data import DataSplits
+from train.data.augment import Normalizer, augment_batch, check_policy
 from train.grad_ratio import summarise as summarise_ratios, term_grad_ratios
-from train.losses import LOSSES, build_loss
-from train.models import MODELS, build_model
+from train.rundir import RunDir, RunState
 from train.cli_checks import check_knn_fits_batch
 
 
@@ -51,33 +45,7 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and step."""
 
 
-class RunExists(RuntimeError):
-    """The output folder already holds a run and neither --resume nor --overwrite was given."""
-
-
 # ---------------------------------------------------------------------------------- setup
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but no CUDA device is available")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
-    return torch.device(name)
-
-
-def load_data(cfg: TrainConfig) -> DataSplits:
-    if cfg.data:
-        from train.data.builtin import folder_dataset
-
-        size = cfg.input_size or _model_default_size(cfg.model)
-        return folder_dataset(cfg.data, size, augment=cfg.augment, name=Path(cfg.data).name)
-    return build_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download,
-                         synth_size=cfg.synth_size, synth_seed=cfg.synth_seed,
-                         synth_version=cfg.synth_version,
-                         input_size=cfg.input_size)
-
-
 def training_scale(cfg: TrainConfig, data: DataSplits) -> Optional[GroundScale]:
     """The ground one training image covers: ``--patch-metres`` if given, else the dataset's own
     (crowd_synth knows it), else None (the runtime then tiles at native resolution)."""
@@ -88,63 +56,6 @@ def training_scale(cfg: TrainConfig, data: DataSplits) -> Optional[GroundScale]:
         return None
     # --input-size resizes the images: the same ground, another number of input pixels
     return replace(data.scale, input_width=int(data.input_size[1]))
-
-
-def _model_default_size(model: str) -> int:
-    default = inspect.signature(MODELS.get(model)).parameters.get("input_size")
-    return int(default.default) if default is not None else 128
-
-
-def model_kwargs(cfg: TrainConfig, data: DataSplits) -> Dict[str, Any]:
-    """Keyword arguments of the architecture, as stored in the checkpoint."""
-    kwargs = {"in_channels": data.in_channels, "input_size": int(data.input_size[0])}
-    kwargs.update(dict(cfg.model_kwargs))
-    return kwargs
-
-
-def loss_kwargs(cfg: TrainConfig, data: DataSplits) -> Dict[str, Any]:
-    """The config values a method's builder accepts (by its signature); None means its default."""
-    candidates = {
-        "k": cfg.knn, "lam": cfg.lam, "d": cfg.kernel_d, "feature_layer": cfg.feature_layer,
-        "qmi": cfg.qmi, "teacher": cfg.teacher, "temperature": cfg.temperature,
-        "alpha": cfg.kd_alpha, "peer_arch": cfg.peer_model or cfg.model,
-        "num_classes": data.num_classes, "in_channels": data.in_channels,
-        "input_size": int(data.input_size[0]), "ce_reduction": cfg.ce_reduction,
-    }
-    params = inspect.signature(LOSSES.get(cfg.method)).parameters
-    if cfg.ce_reduction != "mean" and "ce_reduction" not in params:
-        raise ValueError(f"--ce-reduction {cfg.ce_reduction}: {cfg.method} averages its CE; "
-                         "ce, posd and oskd take --ce-reduction sum")
-    return {k: v for k, v in candidates.items() if k in params and v is not None}
-
-
-def effective_loss_kwargs(cfg: TrainConfig, data: DataSplits) -> Dict[str, Any]:
-    """What the method actually runs with: the given values over the builder's defaults."""
-    params = inspect.signature(LOSSES.get(cfg.method)).parameters
-    out = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
-    out.update(loss_kwargs(cfg, data))
-    return out
-
-
-def build_optimizer(cfg: TrainConfig, params):
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                              weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: sgd, adam, adamw")
-    if cfg.schedule == "none":
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
-    elif cfg.schedule == "step":
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.milestones), cfg.gamma)
-    elif cfg.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.epochs, 1))
-    else:
-        raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: none, step, cosine")
-    return opt, sched
 
 
 def _seed(*parts: int) -> int:
@@ -165,36 +76,6 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> List[torch.
     return batches
 
 
-# ---------------------------------------------------------------------------------- state
-@dataclass
-class RunState:
-    epoch: int = 0                       # the epoch in progress (0-based)
-    step: int = 0                        # the next step to run within it
-    sums: Dict[str, float] = field(default_factory=dict)   # running sums of the epoch
-    history: List[Dict[str, Any]] = field(default_factory=list)
-    best_acc: float = -1.0
-    best_epoch: int = -1
-    elapsed: float = 0.0                 # seconds of training before this process
-    best_val: float = -1.0               # best validation (balanced accuracy, ROC-AUC), its epoch
-    best_val_auc: float = -1.0
-    best_val_epoch: int = -1
-    best_pt_epoch: int = -1              # the epoch best.pt holds (by --select-best)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"epoch": self.epoch, "step": self.step, "sums": dict(self.sums),
-                "history": list(self.history), "best_acc": self.best_acc,
-                "best_epoch": self.best_epoch, "elapsed": self.elapsed, "best_val": self.best_val,
-                "best_val_auc": self.best_val_auc, "best_val_epoch": self.best_val_epoch,
-                "best_pt_epoch": self.best_pt_epoch}
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "RunState":
-        return cls(int(d["epoch"]), int(d["step"]), dict(d["sums"]), list(d["history"]),
-                   float(d["best_acc"]), int(d["best_epoch"]), float(d.get("elapsed", 0.0)),
-                   float(d.get("best_val", -1.0)), float(d.get("best_val_auc", -1.0)),
-                   int(d.get("best_val_epoch", -1)), int(d.get("best_pt_epoch", d["best_epoch"])))
-
-
 class Trainer:
     """Holds a run's objects; :meth:`fit` trains. ``on_step(trainer, epoch, step)`` is called
     after every optimiser step (tests use it to interrupt a run)."""
@@ -203,7 +84,6 @@ class Trainer:
                  on_step: Optional[Callable[["Trainer", int, int], None]] = None,
                  progress: Optional[bool] = None) -> None:
         self.cfg = cfg
-        self.out = Path(cfg.out)
         self.device = pick_device(cfg.device)
         self.dist = ddp.init_from_env(self.device)     # torchrun: RANK / WORLD_SIZE / LOCAL_RANK
         self.device = ddp.local_device(self.device, self.dist)
@@ -217,36 +97,39 @@ class Trainer:
         self.data = data if data is not None else load_data(cfg)
         if cfg.augment:                  # --augment over the data's default
             self.data = replace(self.data, augment=cfg.augment, augment_reason="")
-        self.model_kwargs = model_kwargs(cfg, self.data)
+        self.shape = DataShape.of(self.data)
+        self.model_kwargs = model_kwargs(cfg, self.shape)
         self.scale = training_scale(cfg, self.data)
-        self.model = build_model(cfg.model, num_classes=self.data.num_classes,
-                                 **self.model_kwargs).to(self.device)
-        self.loss = build_loss(cfg.method, **loss_kwargs(cfg, self.data)).to(self.device)
-        if hasattr(self.loss, "check_data"):   # a loss holding a trained model (KD's teacher) fits the data
-            self.loss.check_data(self.data.num_classes, self.data.in_channels, self.data.input_size)
-        self.tap = FeatureTap(self.model, self.loss.feature_layer) if self.loss.needs_features else None
+        self.parts = build_parts(cfg, self.shape, self.device)
+        self.model, self.loss, self.tap = self.parts.model, self.parts.loss, self.parts.tap
+        self.optimizer, self.scheduler = self.parts.optimizer, self.parts.scheduler
         # global scope: neighbours from the batch gathered across ranks (a no-op in one process)
         self.gather = self.dist.enabled and cfg.knn_scope == "global"
         if self.dist.enabled and not self.gather:   # local scope: neighbours from the rank's slice
             check_knn_fits_batch(cfg.method, cfg.knn, cfg.batch_size // self.dist.world,
                                  f"each rank's share of --batch-size ({cfg.batch_size} / {self.dist.world})")
-        if self.gather and getattr(self.loss, "needs_inputs", False):
+        if self.gather and self.loss.needs_inputs:
             raise ValueError(f"--knn-scope global gathers logits/features for batch-relational losses "
                              f"(posd, oskd); {cfg.method} reads the inputs: use --knn-scope local")
         self.train_model = ddp.wrap(self.model, self.device, self.dist)   # self.model stays unwrapped
-        params = [p for p in chain(self.model.parameters(), self.loss.parameters()) if p.requires_grad]
-        self.optimizer, self.scheduler = build_optimizer(cfg, params)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp else None
-        if self.data.augment not in AUGMENTATIONS:   # augment_batch draws by this name every step
-            raise ValueError(f"unknown augmentation {self.data.augment!r}; valid: {', '.join(sorted(AUGMENTATIONS))}")
+        check_policy(self.data.augment)   # augment_batch draws by this name every step
         pre = self.data.preprocess
         self.normalize = Normalizer(pre.mean, pre.std, self.device)
         self.train_x = self.data.train_x.to(self.device)   # uint8 stays small: keep it on device
         self.train_y = self.data.train_y.to(self.device)
         self.state = RunState()
+        self.run_dir = RunDir(cfg, {
+            "arch_kwargs": self.model_kwargs, "class_names": self.data.class_names,
+            "input_size": self.data.input_size, "in_channels": self.data.in_channels,
+            "preprocess": self.data.preprocess.to_dict(),
+            "scale": None if self.scale is None else self.scale.to_dict()}, self.dist)
         self.select = cfg.select_best or ("val" if cfg.val_data else "test")
         self.val = self._real_validation()
         self._last_val = None             # the latest validation result (calibrates model.pt)
+        self._interrupted = threading.Event()   # a first Ctrl-C during fit() (_deferred_sigint)
+        self._stop_all = False            # DDP: a Ctrl-C on any rank, agreed in _reduce_step
+        self._start_elapsed = 0.0         # seconds of training before this fit(), from the state
 
     def model_info(self) -> ModelInfo:
         """What the runtime will know about this model once exported (no decision rule yet)."""
@@ -268,88 +151,6 @@ class Trainer:
                 print(f"--val-data: note: {note}", file=sys.stderr, flush=True)
         return val
 
-    # -- persistence ---------------------------------------------------------------------
-    def checkpoint(self, metrics: Dict[str, Any], with_train_state: bool = False,
-                   decision: Optional[DecisionRule] = None) -> Dict[str, Any]:
-        train_state = None
-        if with_train_state:
-            train_state = {
-                "run": self.state.to_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "loss_state": self.loss.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-            }
-        return build_checkpoint(
-            self.model, arch=self.cfg.model, arch_kwargs=self.model_kwargs,
-            class_names=self.data.class_names, input_size=self.data.input_size,
-            in_channels=self.data.in_channels, preprocess=self.data.preprocess.to_dict(),
-            method=self.cfg.method, config=self.cfg.to_dict(), metrics=metrics,
-            train_state=train_state, scale=None if self.scale is None else self.scale.to_dict(),
-            decision=None if decision is None else decision.to_dict())
-
-    def save_state(self) -> None:
-        if not self.dist.is_main:
-            return
-        save_checkpoint(self.checkpoint(self.summary(), with_train_state=True), self.out / "state.pt")
-
-    def restore(self) -> None:
-        """Load ``state.pt``. A run killed before its first state was saved (only config.json,
-        perhaps a log and best.pt) starts again from epoch 1: that is where it stands."""
-        path = self.out / "state.pt"
-        if not path.is_file():
-            if not (self.out / "config.json").is_file():
-                raise FileNotFoundError(f"--resume: no state.pt in {self.out} to resume from")
-            self._check_same_run(_saved_config(self.out / "config.json"), self.out / "config.json")
-            self._say(f"{self.out}: no state.pt yet (stopped before the end of epoch 1); starting at epoch 1")
-            return
-        ckpt = load_checkpoint(path, map_location=self.device)
-        ts = train_state_of(ckpt, path)
-        self._check_same_run(ckpt["config"], path)
-        load_weights(self.model, ckpt["state_dict"], path)
-        try:
-            self.optimizer.load_state_dict(ts["optimizer"])
-            self.scheduler.load_state_dict(ts["scheduler"])
-            self.loss.load_state_dict(ts["loss_state"])
-            torch.set_rng_state(ts["torch_rng"])
-            self.state = RunState.from_dict(ts["run"])
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise CheckpointError(f"{path}: the training state does not fit this run "
-                                  f"({type(e).__name__}: {first})") from None
-
-    def _check_same_run(self, saved: Any, where: Path) -> None:
-        """--resume continues only the same run: settings that change the result must match
-        (the folder itself may have moved: ``out`` is one of the changes allowed)."""
-        try:
-            saved_cfg = TrainConfig.from_dict(saved).to_dict()
-        except (TypeError, ValueError, AttributeError) as e:
-            raise CheckpointError(f"{where}: the saved configuration is not readable ({e})") from None
-        mine = self.cfg.to_dict()
-        diff = sorted(k for k, v in saved_cfg.items() if mine[k] != v and k not in RESUMABLE_CHANGES)
-        if diff:
-            raise ValueError(f"--resume: the configuration differs from the saved run in "
-                             f"{', '.join(diff)}; resume with the same settings")
-
-    def prepare_out(self) -> None:
-        existing = [n for n in ("state.pt", "metrics.jsonl", "model.pt", "best.pt") if (self.out / n).exists()]
-        if existing and not (self.cfg.resume or self.cfg.overwrite):
-            raise RunExists(f"{self.out} already holds a run ({', '.join(existing)}); pass --resume "
-                            "to continue it, --overwrite to replace it, or choose another --out")
-        if self.cfg.resume:                 # before anything is written: a refused resume changes nothing
-            self.restore()
-        if self.dist.is_main:               # every file is written by rank 0 only
-            self.out.mkdir(parents=True, exist_ok=True)
-            _remove_stale_temporaries(self.out)
-            if self.cfg.overwrite and not self.cfg.resume:
-                for n in OUTPUTS:
-                    (self.out / n).unlink(missing_ok=True)
-            if self.cfg.resume:             # the log holds exactly the epochs of the restored state
-                _write_lines(self.out / "metrics.jsonl", self.state.history)
-            record = {"config": self.cfg.to_dict(), "resolved": self.resolved_info()}
-            _write_json(self.out / "config.json", record)
-        ddp.barrier(self.dist)
-
     def resolved_info(self) -> Dict[str, Any]:
         return {
             "dataset": self.data.name, "data_source": self.data.source,
@@ -361,7 +162,7 @@ class Trainer:
             "model_kwargs": self.model_kwargs,
             "scale": None if self.scale is None else self.scale.to_dict(),
             "parameters": sum(p.numel() for p in self.model.parameters()),
-            "loss_kwargs": effective_loss_kwargs(self.cfg, self.data),
+            "loss_kwargs": effective_loss_kwargs(self.cfg, self.shape),
             "device": str(self.device), "torch": str(torch.__version__), "python": platform.python_version(),
             "threads": torch.get_num_threads(), "world_size": self.dist.world,
             **self._kernel_info(),
@@ -434,10 +235,9 @@ class Trainer:
         if not self.dist.enabled:
             return out
         keys = sorted(k for k in out if k != "correct")
-        flag = getattr(self, "_interrupted", None)
         # global scope: every rank already holds the global values; local: slice-weighted means
         w_terms, w_correct = (1 / self.dist.world, 1 / self.dist.world) if self.gather else (n_seen / n_global, 1.0)
-        stop = float(flag is not None and flag.is_set())
+        stop = float(self._interrupted.is_set())
         vec = torch.stack([out[k].float() * w_terms for k in keys]
                           + [out["correct"].float() * w_correct, torch.tensor(stop, device=self.device)])
         ddp.all_reduce_sum(vec, self.dist)
@@ -448,33 +248,37 @@ class Trainer:
 
     def fit(self) -> Dict[str, Any]:
         cfg = self.cfg
-        self.prepare_out()
+        restored = self.run_dir.prepare(self.parts, self.device, self.resolved_info)
+        if restored is not None:
+            self.state = restored
+        ddp.barrier(self.dist)
+        state_pt = self.run_dir.path / "state.pt"
         if self.state.epoch >= cfg.epochs:
-            self._say(f"{self.out}: all {cfg.epochs} epochs already done")
+            self._say(f"{self.run_dir.path}: all {cfg.epochs} epochs already done")
             return self.finish()
         start = time.perf_counter()
         self._start_elapsed = self.state.elapsed
         try:
-            with _deferred_sigint() as self._interrupted:
+            with _deferred_sigint(self._interrupted):
                 self._epochs(start)
         except AbortNow:                     # the state in memory may be half-updated: not saved
             ddp.shutdown(self.dist)
-            kept = "keeps the last saved state" if (self.out / "state.pt").is_file() else "was not written yet"
-            print(f"\nsecond Ctrl-C: stopped at once without saving; {self.out / 'state.pt'} {kept}. "
+            kept = "keeps the last saved state" if state_pt.is_file() else "was not written yet"
+            print(f"\nsecond Ctrl-C: stopped at once without saving; {state_pt} {kept}. "
                   "Continue with the same command plus --resume", file=sys.stderr)
             raise
         except KeyboardInterrupt:
             self.state.elapsed = self._start_elapsed + time.perf_counter() - start
             try:
-                self.save_state()
+                self.run_dir.save_state(self.parts, self.state, self.summary())
             except KeyboardInterrupt:        # pressed again while saving: the old state.pt stays whole
                 ddp.shutdown(self.dist)
-                print(f"\nstopped while saving; {self.out / 'state.pt'} keeps the last saved state",
+                print(f"\nstopped while saving; {state_pt} keeps the last saved state",
                       file=sys.stderr)
                 raise AbortNow from None
             ddp.shutdown(self.dist)
             print(f"\ninterrupted at epoch {self.state.epoch + 1}, step {self.state.step}; state saved "
-                  f"to {self.out / 'state.pt'}. Continue with the same command plus --resume",
+                  f"to {state_pt}. Continue with the same command plus --resume",
                   file=sys.stderr)
             raise
         return self.finish()
@@ -512,7 +316,7 @@ class Trainer:
             self.scheduler.step()
             record = self.end_epoch(epoch, time.perf_counter() - t0)
             st.elapsed = self._start_elapsed + time.perf_counter() - start
-            self.save_state()
+            self.run_dir.save_state(self.parts, st, self.summary())
             _bar_post(outer, record)
             self._say(_epoch_line(record, cfg.epochs))
 
@@ -538,7 +342,7 @@ class Trainer:
             st.best_pt_epoch = epoch + 1
             if self.dist.is_main:
                 rule = self._calibrated(val, f"epoch {epoch + 1}")
-                save_checkpoint(self.checkpoint(self.summary(extra=test), decision=rule), self.out / "best.pt")
+                self.run_dir.save_best(self.parts, self.summary(extra=test), rule)
         record = {
             "epoch": epoch + 1, "train": train_terms, "train_acc": correct / seen,
             "test_acc": test["acc"], "test_loss": test["loss"], "best_test_acc": st.best_acc,
@@ -551,9 +355,7 @@ class Trainer:
         if ratios:
             record["grad_ratio"] = ratios
         st.history.append(record)
-        if self.dist.is_main:
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+        self.run_dir.append_metrics(record)
         st.epoch, st.step, st.sums = epoch + 1, 0, {}
         return record
 
@@ -622,8 +424,7 @@ class Trainer:
                 val = self._last_val or self.val.run(self.model, self.device)
                 rule = self._calibrated(val, f"final weights, epoch {self.state.epoch}")
                 summary["decision"] = rule.to_dict()
-            save_checkpoint(self.checkpoint(summary, decision=rule), self.out / "model.pt")
-            _write_json(self.out / "metrics.json", summary)
+            self.run_dir.finish(self.parts, summary, rule)
         if self.tap is not None:
             self.tap.remove()
         ddp.barrier(self.dist)           # no rank leaves before rank 0 has written the results
@@ -632,10 +433,6 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------------- helpers
-#: the files of a run (each written through atomic_write, except the appended metrics.jsonl)
-OUTPUTS = ("state.pt", "metrics.jsonl", "metrics.json", "model.pt", "best.pt")
-
-
 class AbortNow(KeyboardInterrupt):
     """A second Ctrl-C: stop at once. It can land anywhere (between an optimiser update and the
     position that counts it, or between a scheduler step and the epoch's end), so the state in
@@ -643,12 +440,13 @@ class AbortNow(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _deferred_sigint():
-    """While training, the first Ctrl-C only sets a flag, so the step in flight finishes and the
-    saved state is consistent; a second Ctrl-C aborts at once without saving (:class:`AbortNow`)."""
-    flag = threading.Event()
+def _deferred_sigint(flag: threading.Event):
+    """While training, the first Ctrl-C only sets ``flag`` (cleared on entry), so the step in
+    flight finishes and the saved state is consistent; a second Ctrl-C aborts at once without
+    saving (:class:`AbortNow`)."""
+    flag.clear()
     if threading.current_thread() is not threading.main_thread():
-        yield flag
+        yield
         return
 
     def handler(signum, frame):
@@ -660,33 +458,9 @@ def _deferred_sigint():
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
-        yield flag
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
-
-
-def _write_lines(path: Path, records: List[Dict[str, Any]]) -> None:
-    atomic_write(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
-
-
-def _saved_config(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())["config"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is unreadable ({type(e).__name__}); the run cannot be resumed: "
-                         "pass --overwrite to start it again") from None
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Temporary files of a process killed mid-write (atomic_write names them ``.NAME.*.tmp``);
-    only this run's writer makes them, and it is this process."""
-    for name in (*OUTPUTS, "config.json"):
-        for tmp in out.glob(f".{name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
 
 
 def _bar(it, enabled: Optional[bool], desc: str, total: int, initial: int, leave: bool = True):

@@ -32,7 +32,7 @@ class DataSplits:
     test_y: torch.Tensor
     class_names: List[str]
     preprocess: Preprocess
-    augment: str            # a key of train.data.augment.AUGMENTATIONS
+    augment: str            # one of train.data.augment.NAMES
     source: str = ""        # where the data came from, for the config record
     scale: Optional[GroundScale] = None   # ground a training image covers, when known
     augment_reason: str = ""   # why this augmentation, when it was chosen from the data

@@ -22,7 +22,7 @@ same tensor bit for bit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Iterable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,8 @@ from train.data import robust
 #: the policies, as ``--augment`` offers them
 POLICIES = ("none", "crop", "crop-flip", "flip", "aerial", "aerial-robust")
 ALIASES = {"cifar": "crop-flip"}   # older name, still accepted
+#: every name a run may carry: the policies and the older aliases
+NAMES = POLICIES + tuple(ALIASES)
 
 #: An image folder (``--data DIR``) whose training images have a median shorter side of at most
 #: this many pixels is taken to hold small natural images (CIFAR, Tiny-ImageNet, thumbnails):
@@ -82,10 +84,17 @@ def _draw_flip(b: int, gen: torch.Generator) -> torch.Tensor:
     return torch.rand(b, generator=gen) < 0.5
 
 
+def check_policy(name: str) -> str:
+    """``name`` if it is one of :data:`NAMES`, else a ValueError listing the policies."""
+    if name not in NAMES:
+        raise ValueError(f"unknown augmentation {name!r}; valid: {', '.join(POLICIES)}")
+    return name
+
+
 def draw(policy: str, shape: Sequence[int], gen: torch.Generator) -> Plan:
     """The random draws of augmentation ``policy`` for a batch of ``shape`` [B, C, H, W]."""
     b, _, h, w = shape
-    policy = ALIASES.get(policy, policy)
+    policy = ALIASES.get(check_policy(policy), policy)
     plan = Plan()
     if policy == "crop-flip":      # random crop (pad 4) + horizontal flip
         _draw_crop(plan, b, 4, gen)
@@ -101,8 +110,6 @@ def draw(policy: str, shape: Sequence[int], gen: torch.Generator) -> Plan:
             plan.turn = _draw_flip(b, gen)
         if policy == "aerial-robust":
             plan.robust = robust.draw(shape, gen)
-    elif policy != "none":
-        raise ValueError(f"unknown augmentation {policy!r}; valid: {', '.join(POLICIES)}")
     return plan
 
 
@@ -158,19 +165,6 @@ def random_flip(x: torch.Tensor, dim: int, gen: torch.Generator) -> torch.Tensor
     return flip_where(x, _draw_flip(x.shape[0], gen), dim)
 
 
-def _policy(name: str) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
-    def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return apply(x, draw(name, x.shape, gen))
-
-    augment.__name__ = f"augment_{name}"
-    return augment
-
-
-AUGMENTATIONS: Dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
-    name: _policy(name) for name in POLICIES + tuple(ALIASES)
-}
-
-
 class Normalizer:
     """uint8 NCHW -> float32 ``(x/255 - mean) / std``, the same arithmetic as
     :meth:`edge.contract.Preprocess.normalize` so both give the same tensor."""
@@ -185,7 +179,7 @@ class Normalizer:
 
 def augment_batch(images: torch.Tensor, idx: torch.Tensor, policy: str, gen: torch.Generator,
                   normalize: Normalizer) -> torch.Tensor:
-    """``normalize(AUGMENTATIONS[policy](images[idx], gen))``: the training batch, float32.
+    """``normalize(apply(images[idx], draw(policy, ...)))``: the training batch, float32.
 
     On CPU, uint8 images go through one native call (:func:`train.native.augment_u8`, or
     :func:`train.native.augment_robust_u8` for ``aerial-robust``) instead of a chain of small

@@ -5,17 +5,13 @@ from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from train.losses import register_loss
+from train.losses import Distiller, register_loss
 from train.losses._util import check_ce_reduction
 
 
-class CELoss(nn.Module):
-    needs_features = False
-    needs_inputs = False
-    feature_layer = "penultimate"
-
+@register_loss("ce")
+class CELoss(Distiller):
     def __init__(self, ce_reduction: str = "mean") -> None:
         super().__init__()
         self.ce_reduction = check_ce_reduction(ce_reduction)
@@ -24,8 +20,3 @@ class CELoss(nn.Module):
                 features: Optional[torch.Tensor] = None,
                 inputs: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         return {"ce": F.cross_entropy(logits, targets, reduction=self.ce_reduction)}
-
-
-@register_loss("ce")
-def ce(ce_reduction: str = "mean") -> nn.Module:
-    return CELoss(ce_reduction)

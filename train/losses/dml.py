@@ -19,17 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.losses import register_loss
+from train.losses import Distiller, register_loss
 from train.losses.kd import soft_kl
 from train.models import build_model
 
 
-class DMLLoss(nn.Module):
+class DMLLoss(Distiller):
     """``{"ce", "dml", "peer_ce", "peer_dml"}``; the peer is trained through ``parameters()``."""
 
-    needs_features = False
     needs_inputs = True
-    feature_layer = "penultimate"
 
     def __init__(self, peer: nn.Module, temperature: float = 1.0) -> None:
         super().__init__()
@@ -58,8 +56,9 @@ class DMLLoss(nn.Module):
 
 
 @register_loss("dml")
-def dml(peer_arch: str, num_classes: int, in_channels: int = 3, input_size: int = 32,
-        temperature: float = 1.0) -> nn.Module:
-    peer = build_model(peer_arch, num_classes=num_classes, in_channels=in_channels,
+def dml(peer_model: str, num_classes: int, in_channels: int = 3, input_size: int = 32,
+        temperature: float = 1.0) -> DMLLoss:
+    """``peer_model``: the peer's registered architecture."""
+    peer = build_model(peer_model, num_classes=num_classes, in_channels=in_channels,
                        input_size=input_size)
     return DMLLoss(peer, temperature=temperature)

@@ -11,14 +11,14 @@ device on first use, so building the loss needs no device.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from train.checkpoint import load_model
-from train.losses import register_loss
+from train.losses import Distiller, register_loss
 from train.losses._util import teaching_target
 
 
@@ -32,30 +32,31 @@ def soft_kl(student_logits: torch.Tensor, target_logits: torch.Tensor,
     return kl * t * t
 
 
-class KDLoss(nn.Module):
-    """``{"ce": (1 - alpha) * CE, "kd": alpha * T^2 * KL}`` with a frozen teacher."""
+class KDLoss(Distiller):
+    """``{"ce": (1 - alpha) * CE, "kd": alpha * T^2 * KL}`` with a frozen teacher; ``kd_alpha``
+    is alpha."""
 
-    needs_features = False
     needs_inputs = True
-    feature_layer = "penultimate"
 
     def __init__(self, teacher: nn.Module, num_classes: int, temperature: float = 4.0,
-                 alpha: float = 0.9) -> None:
+                 kd_alpha: float = 0.9, teacher_data: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         if not float(temperature) > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+        if not 0.0 <= float(kd_alpha) <= 1.0:
+            raise ValueError(f"kd_alpha must be in [0, 1], got {kd_alpha!r}")
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.num_classes = int(num_classes)
-        self.temperature, self.alpha = float(temperature), float(alpha)
+        self.temperature, self.kd_alpha = float(temperature), float(kd_alpha)
+        # what the teacher was trained on: "source", "classes", "input channels", "input size"
+        self.teacher_data = teacher_data
 
     def check_data(self, num_classes: int, in_channels: int, input_size) -> None:
         """The teacher sees the student's batches unchanged: it must have been trained on data of
         the same classes, channels and size (else a shape error in the first step)."""
-        info = getattr(self, "teacher_data", None)
+        info = self.teacher_data
         if info is None:
             return
         have = {"classes": int(num_classes), "input channels": int(in_channels),
@@ -88,19 +89,19 @@ class KDLoss(nn.Module):
             raise ValueError(f"the teacher predicts {self.num_classes} classes but the student "
                              f"{logits.shape[1]}; use a teacher trained on the same classes")
         soft = soft_kl(logits, self.teacher_logits(inputs).to(logits.dtype), self.temperature)
-        return {"ce": (1.0 - self.alpha) * F.cross_entropy(logits, targets),
-                "kd": self.alpha * soft}
+        return {"ce": (1.0 - self.kd_alpha) * F.cross_entropy(logits, targets),
+                "kd": self.kd_alpha * soft}
 
     def extra_repr(self) -> str:
-        return f"T={self.temperature}, alpha={self.alpha}, classes={self.num_classes}"
+        return f"T={self.temperature}, kd_alpha={self.kd_alpha}, classes={self.num_classes}"
 
 
 @register_loss("kd")
-def kd(teacher: str, temperature: float = 4.0, alpha: float = 0.9) -> nn.Module:
+def kd(teacher: str, temperature: float = 4.0, kd_alpha: float = 0.9) -> KDLoss:
     """``teacher``: path of an edge-students checkpoint (a clear CheckpointError otherwise)."""
     model, ckpt = load_model(teacher)
-    loss = KDLoss(model, int(ckpt["num_classes"]), temperature=temperature, alpha=alpha)
-    loss.teacher_data = {"source": str(teacher), "classes": int(ckpt["num_classes"]),
-                         "input channels": int(ckpt["in_channels"]),
-                         "input size": [int(v) for v in ckpt["input_size"]]}
-    return loss
+    data = {"source": str(teacher), "classes": int(ckpt["num_classes"]),
+            "input channels": int(ckpt["in_channels"]),
+            "input size": [int(v) for v in ckpt["input_size"]]}
+    return KDLoss(model, int(ckpt["num_classes"]), temperature=temperature, kd_alpha=kd_alpha,
+                  teacher_data=data)

@@ -26,9 +26,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from train.losses import register_loss
+from train.losses import Distiller, register_loss
 from train.losses._util import check_ce_reduction, check_positive_int, teaching_target
 
 # The poster gives no lambda. Quick sweep (benchmarks/sweep_oskd_lambda.py): sklearn digits at
@@ -88,17 +87,16 @@ def oskd_loss(outputs: torch.Tensor, targets: torch.Tensor, k: int
     return j[0], j[1]
 
 
-class OSKDLoss(nn.Module):
-    """``{"ce": J_CE, "oskd": lam * (J1 + 1 - J2)}``."""
+@register_loss("oskd")
+class OSKDLoss(Distiller):
+    """``{"ce": J_CE, "oskd": lam * (J1 + 1 - J2)}``; ``knn`` is the poster's k."""
 
-    needs_features = False
-    needs_inputs = False
     feature_layer = "probs"
 
-    def __init__(self, k: int = 2, lam: float = DEFAULT_LAM, feature_layer: str = "probs",
+    def __init__(self, knn: int = 2, lam: float = DEFAULT_LAM, feature_layer: str = "probs",
                  ce_reduction: str = "mean") -> None:
         super().__init__()
-        self.k = check_positive_int("k", k)
+        self.knn = check_positive_int("knn", knn)
         self.ce_reduction = check_ce_reduction(ce_reduction)
         self.lam = float(lam)
         self.feature_layer = feature_layer
@@ -118,15 +116,10 @@ class OSKDLoss(nn.Module):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor,
                 features: Optional[torch.Tensor] = None,
                 inputs: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        j1, j2 = oskd_loss(self.output_vector(logits, features), targets, self.k)
+        j1, j2 = oskd_loss(self.output_vector(logits, features), targets, self.knn)
         return {"ce": F.cross_entropy(logits, targets, reduction=self.ce_reduction),
                 "oskd": self.lam * (j1 + (1.0 - j2))}
 
     def extra_repr(self) -> str:
-        return f"k={self.k}, lam={self.lam}, layer={self.feature_layer!r}, ce_reduction={self.ce_reduction!r}"
-
-
-@register_loss("oskd")
-def oskd(k: int = 2, lam: float = DEFAULT_LAM, feature_layer: str = "probs",
-         ce_reduction: str = "mean") -> nn.Module:
-    return OSKDLoss(k=k, lam=lam, feature_layer=feature_layer, ce_reduction=ce_reduction)
+        return (f"knn={self.knn}, lam={self.lam}, layer={self.feature_layer!r}, "
+                f"ce_reduction={self.ce_reduction!r}")

@@ -39,11 +39,10 @@ from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.autograd.function import once_differentiable
 
 from train import native
-from train.losses import register_loss
+from train.losses import Distiller, register_loss
 from train.losses._util import check_ce_reduction, check_positive_int
 
 
@@ -242,22 +241,22 @@ def _posd_value(features: torch.Tensor, k: int, d: float, qmi: bool, scale: floa
     return v if scale == 1.0 else scale * v
 
 
-class POSDLoss(nn.Module):
-    """``{"ce": J_CE, "posd": -lam * V}``: J = J_CE - lam * V_IN (eq. 12)."""
+@register_loss("posd")
+class POSDLoss(Distiller):
+    """``{"ce": J_CE, "posd": -lam * V}``: J = J_CE - lam * V_IN (eq. 12). ``knn`` is the paper's
+    k, ``kernel_d`` its d."""
 
     needs_features = True
-    needs_inputs = False
-    feature_layer = "penultimate"
 
-    def __init__(self, k: int = 2, lam: float = 1e-4, d: float = 2.0,
+    def __init__(self, knn: int = 2, lam: float = 1e-4, kernel_d: float = 2.0,
                  feature_layer: str = "penultimate", qmi: bool = False,
                  ce_reduction: str = "mean") -> None:
         super().__init__()
-        self.k = check_positive_int("k", k)
+        self.knn = check_positive_int("knn", knn)
         self.ce_reduction = check_ce_reduction(ce_reduction)   # eq. (2) sums: "sum"
-        if not float(d) > 0.0:
-            raise ValueError(f"d must be a finite number > 0 (e.g. 1, 2, 3), got {d!r}")
-        self.lam, self.d, self.qmi = float(lam), float(d), bool(qmi)
+        if not float(kernel_d) > 0.0:
+            raise ValueError(f"kernel_d must be a finite number > 0 (e.g. 1, 2, 3), got {kernel_d!r}")
+        self.lam, self.kernel_d, self.qmi = float(lam), float(kernel_d), bool(qmi)
         self.feature_layer = feature_layer
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor,
@@ -269,16 +268,9 @@ class POSDLoss(nn.Module):
             features = features.float()   # d-th powers of distances overflow half precision
         if features.shape[0] == 0:
             raise ValueError("posd needs a non-empty batch")
-        term = _posd_value(features, self.k, self.d, self.qmi, -self.lam)   # -lam * V
+        term = _posd_value(features, self.knn, self.kernel_d, self.qmi, -self.lam)   # -lam * V
         return {"ce": F.cross_entropy(logits, targets, reduction=self.ce_reduction), "posd": term}
 
     def extra_repr(self) -> str:
-        return (f"k={self.k}, lam={self.lam}, d={self.d}, qmi={self.qmi}, layer={self.feature_layer!r}, "
-                f"ce_reduction={self.ce_reduction!r}")
-
-
-@register_loss("posd")
-def posd(k: int = 2, lam: float = 1e-4, d: float = 2.0, feature_layer: str = "penultimate",
-         qmi: bool = False, ce_reduction: str = "mean") -> nn.Module:
-    return POSDLoss(k=k, lam=lam, d=d, feature_layer=feature_layer, qmi=qmi,
-                    ce_reduction=ce_reduction)
+        return (f"knn={self.knn}, lam={self.lam}, kernel_d={self.kernel_d}, qmi={self.qmi}, "
+                f"layer={self.feature_layer!r}, ce_reduction={self.ce_reduction!r}")

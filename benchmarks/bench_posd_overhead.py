@@ -2,7 +2,7 @@
 
 Times one full training step (forward with the feature tap, loss, backward, SGD step) at batch 64
 on random data, for ``cifar_cnn`` (32x32) and ``crowd_fcn`` (128x128); ``posd_pt`` is POSD on its
-pure-PyTorch path, to compare with the native CPU kernel (train/losses/native.py). Methods are interleaved
+pure-PyTorch path, to compare with the native CPU kernel (train/native.py, train/native.c). Methods are interleaved
 within every repeat, in a fresh random order each time, so that load from other processes and
 cache effects hit them alike. The ratio is the median over repeats of ``t_method / t_ce`` within
 the same repeat (paired), with a bootstrap 95% interval; the ratio of medians is printed too.

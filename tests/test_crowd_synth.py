@@ -225,15 +225,15 @@ def test_old_versions_pixels_are_pinned(version, digests):
 
 
 def test_versions_are_separate_and_selectable(tmp_path):
-    assert cs.GENERATOR_VERSION == 4 and cs.VERSIONS == (2, 3, 4)
+    assert cs.GENERATOR_VERSION == 3 and cs.VERSIONS == (2, 3, 4)
     a, b, c = (cs.render(0, 0, 0, 4, version=v) for v in (2, 3, 4))
     assert a.shape == b.shape == c.shape == (cs.SIZE, cs.SIZE, 3)
     assert not np.array_equal(a, b) and not np.array_equal(b, c)
-    assert np.array_equal(c, cs.render(0, 0, 0, 4))                 # v4 is the default
+    assert np.array_equal(b, cs.render(0, 0, 0, 4))                 # v3 is the default
     old = cs.ensure_crowd_synth(2, seed=0, cache_dir=tmp_path, workers=1, progress=False, version=2)
     new = cs.ensure_crowd_synth(2, seed=0, cache_dir=tmp_path, workers=1, progress=False)
-    assert (old.name, new.name) == ("v2-s0-n2", "v4-s0-n2")
-    assert cs.is_complete(old, version=2) and not cs.is_complete(old, version=4)
+    assert (old.name, new.name) == ("v2-s0-n2", "v3-s0-n2")
+    assert cs.is_complete(old, version=2) and not cs.is_complete(old, version=3)
     with pytest.raises(ValueError, match="version 7"):
         cs.generate_folder(tmp_path / "x", 2, version=7, workers=1, progress=False)
     assert not (tmp_path / "x").exists()
@@ -245,7 +245,7 @@ def test_ground_scale_per_version():
     assert v3.patch_m_range == (12.8, 64.0)                          # 2-10 px per metre
     assert v3.patch_m == pytest.approx((12.8 * 64.0) ** 0.5, abs=0.01)
     assert cs.ground_scale(4).patch_m_range == (12.8, 128.0)         # 1-10 px per metre
-    assert cs.ground_scale() == cs.ground_scale(4)
+    assert cs.ground_scale() == cs.ground_scale(3)
 
 
 def _scene(area: float = 1.0):

@@ -13,8 +13,9 @@ Two things v3 got wrong, both measured on real photos and on v3 itself:
   noise that teaches the model to hedge. A v4 crowd is moved until at least 60 of its people (or
   half of a smaller group) are in view.
 
-Everything else is v3's (``scene_v3.render_recipe`` with v4's :data:`V4` recipe); v3 stays
-selectable (``--synth-version 3``) and pixel-identical.
+Everything else is v3's (``scene_v3.render_recipe`` with v4's :data:`V4` recipe). v4 is opt-in
+(``--synth-version 4``), not the default: on real photos it trades ranking for calibration
+(docs/crowd_synth.md, "v4"); v3 stays the default and pixel-identical.
 """
 from __future__ import annotations
 

@@ -56,6 +56,8 @@ def test_metadata_names_its_checkpoint_scale_and_rule():
     assert meta[C.META_CLASS_NAMES] == ckpt["class_names"] == ["crowd", "no_crowd"]
     assert meta[C.META_CHECKPOINT_SHA256] == file_sha256(CKPT)    # exported from exactly this file
     assert meta[C.META_SCALE] == ckpt["scale"] == ground_scale(3).to_dict()
+    # classify letterboxes a wide frame: the policy crowd_synth records (train/data/builtin.py)
+    assert C.Preprocess.from_dict(ckpt["preprocess"]).resize == "letterbox"
     # the default rule: the thresholds were not tuned on any photos
     assert ckpt.get("decision") is None and C.META_DECISION not in meta
     from edge.backends import open_backend

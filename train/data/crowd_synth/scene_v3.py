@@ -23,6 +23,10 @@ together" over the range real drone footage spans, the same way for both classes
 
 People are drawn last, in image space, as upright figures whose height shows more the more
 oblique the view, sized by the local scale of the homography.
+
+The scene code takes a :class:`Recipe` (:func:`render_recipe`): v3's is :data:`V3`; v4
+(:mod:`.scene_v4`) reuses everything here with wider views and its crowds kept in view, and the
+hooks it uses (the view's area factor, :func:`_into_view`) leave v3's pixels unchanged.
 """
 from __future__ import annotations
 
@@ -61,7 +65,8 @@ COURT_COLOURS = np.array([(60, 120, 80), (170, 70, 60), (60, 90, 150), (190, 120
 
 
 def ground_scale(ppm_range: Tuple[float, float] = PPM_RANGE):
-    """The ground scale of v3 scenes (contract 4): 128 px cover SIZE / ppm metres at the centre."""
+    """The ground scale of scenes drawn at ``ppm_range`` (v3's by default; contract 4): 128 px
+    cover SIZE / ppm metres at the centre."""
     from edge.contract import GroundScale
 
     lo, hi = SIZE / ppm_range[1], SIZE / ppm_range[0]

@@ -225,7 +225,7 @@ def test_old_versions_pixels_are_pinned(version, digests):
 
 
 def test_versions_are_separate_and_selectable(tmp_path):
-    assert cs.GENERATOR_VERSION == 3 and cs.VERSIONS == (2, 3, 4)
+    assert cs.GENERATOR_VERSION == 3 and cs.VERSIONS == (2, 3, 4, 5)
     a, b, c = (cs.render(0, 0, 0, 4, version=v) for v in (2, 3, 4))
     assert a.shape == b.shape == c.shape == (cs.SIZE, cs.SIZE, 3)
     assert not np.array_equal(a, b) and not np.array_equal(b, c)
@@ -245,6 +245,7 @@ def test_ground_scale_per_version():
     assert v3.patch_m_range == (12.8, 64.0)                          # 2-10 px per metre
     assert v3.patch_m == pytest.approx((12.8 * 64.0) ** 0.5, abs=0.01)
     assert cs.ground_scale(4).patch_m_range == (12.8, 128.0)         # 1-10 px per metre
+    assert cs.ground_scale(5) == v3                                  # v3's scales, photo textures
     assert cs.ground_scale() == cs.ground_scale(3)
 
 
@@ -292,3 +293,109 @@ def test_v3_classes_differ_in_people_not_in_statistics_alone():
     empty = np.stack([cs.render(0, 0, 1, i) for i in range(24)]).astype(np.float32)
     assert abs(crowd.mean() - empty.mean()) < 20
     assert min(im.std() for im in np.concatenate([crowd, empty])) > 2
+
+
+# --- v5: photograph textures -------------------------------------------------------------------
+
+def test_v5_photographs_come_from_the_installed_packages_checked_by_digest():
+    from train.data.crowd_synth import scene_v5
+
+    imgs = scene_v5.photos()
+    assert len(imgs) == len(scene_v5.PHOTOS) == 16
+    for img in imgs:
+        assert img.dtype == np.float32 and img.ndim == 3 and img.shape[2] == 3
+        assert 290 <= min(img.shape[:2]) and max(img.shape[:2]) <= scene_v5.PHOTO_MAX_SIDE
+        assert 0 <= img.min() and img.max() <= 255 and img.std() > 10     # a photograph, not blank
+    assert imgs[1].mean(axis=(0, 1)).std() > 5                          # the flower is in colour
+
+
+@pytest.fixture
+def fresh_photos():
+    from train.data.crowd_synth import scene_v5
+
+    scene_v5.photos.cache_clear()
+    yield scene_v5
+    scene_v5.photos.cache_clear()
+
+
+def test_v5_refuses_a_changed_or_missing_photograph(fresh_photos, monkeypatch, tmp_path):
+    from train.data import DataError
+
+    scene_v5 = fresh_photos
+    changed = ((*scene_v5.PHOTOS[0][:2], "0" * 64),) + scene_v5.PHOTOS[1:]
+    monkeypatch.setattr(scene_v5, "PHOTOS", changed)
+    with pytest.raises(DataError, match="china.jpg is not the photograph v5 was made with"):
+        scene_v5.photos()
+    monkeypatch.undo()
+    scene_v5.photos.cache_clear()
+    real_find_spec = scene_v5.importlib.util.find_spec
+    monkeypatch.setattr(scene_v5.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "skimage" else real_find_spec(name, *a))
+    with pytest.raises(DataError, match="ship with scikit-image, which is not installed: pip install scikit-image"):
+        scene_v5.photos()
+    with pytest.raises(DataError, match="scikit-image"):               # before any image is written
+        cs.generate_folder(tmp_path / "v5", 2, version=5, workers=1, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_v5_is_v3_with_photograph_texture_on_the_ground_and_on_objects():
+    from train.data.crowd_synth import scene_v5
+    from train.data.crowd_synth.scene_v2 import R
+
+    a = cs.render(0, 0, 0, 7, version=5)
+    assert np.array_equal(a, cs.render(0, 0, 0, 7, version=5))
+    assert not np.array_equal(a, cs.render(0, 0, 0, 7, version=3))
+    # ground: a photograph over part of the ground, or on building blocks (marked as roofs)
+    roofs = 0
+    for seed in range(12):
+        sc = _scene()
+        sc.rng = np.random.default_rng(seed)
+        sc.img[:] = 100.0
+        scene_v5._photo_ground(sc)
+        share = float((np.abs(sc.img - 100.0).max(2) > 1).mean())
+        assert 0.01 < share <= 1.0
+        roofs += bool(sc.roofs.any())
+        assert not sc.roofs.any() or (np.abs(sc.img - 100.0).max(2)[sc.roofs > 0] > 0).mean() > 0.5
+    assert 0 < roofs < 12                         # both kinds drawn
+    # objects: a group of small textured objects, a bounded part of the view
+    sc = _scene()
+    sc.img[:] = 100.0
+    scene_v5._photo_objects(sc)
+    share = float((np.abs(sc.img - 100.0).max(2) > 1).mean())
+    assert 0.005 < share < 0.9 and not sc.roofs.any()
+    assert sc.img.shape == (R, R, 3) and np.isfinite(sc.img).all()
+
+
+def test_v5_folder_from_worker_processes_matches_render(tmp_path):
+    root = cs.ensure_crowd_synth(2, seed=0, cache_dir=tmp_path, workers=2, progress=False, version=5)
+    import cv2
+
+    assert root.name == "v5-s0-n2" and cs.is_complete(root, version=5)
+    img = cv2.imread(str(root / "train" / "crowd" / "00001.png"))[:, :, ::-1]
+    assert np.array_equal(img, cs.render(0, 0, 0, 1, version=5))
+
+
+def test_cli_bad_values_and_unwritable_outputs_exit_2_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "train.data.crowd_synth", *args], capture_output=True,
+                              text=True, cwd=Path(__file__).resolve().parents[1])
+
+    for args, why in ((["--per-class", "0"], "--per-class: must be at least 1, got 0"),
+                      (["--per-class", "1", "--workers", "0"], "--workers: must be at least 1, got 0"),
+                      (["--per-class", "1", "--out", str(tmp_path / "file.txt" / "x")], "cannot write")):
+        (tmp_path / "file.txt").write_text("not a folder")
+        r = run(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert why in r.stderr.strip().splitlines()[-1]
+    r = run("--per-class", "1", "--workers", "1", "--out", str(tmp_path / "cs"),
+            "--preview", str(tmp_path / "file.txt" / "sheet.png"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (f"python -m train.data.crowd_synth: error: cannot write "
+                                                 f"{tmp_path / 'file.txt' / 'sheet.png'}: "
+                                                 f"{tmp_path / 'file.txt'} is a file, not a folder")
+    assert "Traceback" not in r.stderr and r.stderr.count("error:") == 1
+    assert cs.is_complete(tmp_path / "cs")                           # the folder itself was written
+    assert (tmp_path / "file.txt").read_text() == "not a folder"

@@ -30,6 +30,8 @@ def renderer(version: int = GENERATOR_VERSION) -> Callable[[int, int, int, int],
         from train.data.crowd_synth.scene_v3 import render
     elif version == 4:
         from train.data.crowd_synth.scene_v4 import render
+    elif version == 5:
+        from train.data.crowd_synth.scene_v5 import render
     else:
         raise ValueError(f"crowd_synth generator version {version!r} not in {VERSIONS}")
     return render
@@ -180,6 +182,10 @@ def generate_folder(root, train_per_class: int, seed: int = 0, workers: Optional
     """Write the image folder at ``root`` (replacing an incomplete one) via a temporary sibling."""
     root = Path(root)
     renderer(version)                                   # an unknown version fails before any work
+    if version == 5:                                    # so do missing or changed photographs
+        from train.data.crowd_synth.scene_v5 import photos
+
+        photos()
     if train_per_class < 1:
         raise ValueError(f"train_per_class must be >= 1, got {train_per_class}")
     root.parent.mkdir(parents=True, exist_ok=True)

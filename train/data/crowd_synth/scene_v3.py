@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -683,6 +683,7 @@ class Recipe:
     area_ref: float = 0.0                    # px/m of a nominal view; wider views get more of
     max_area: float = 1.0                    # everything, up to this many times (0: off)
     crowd_in_view: int = 0                   # a crowd image shows at least this many people
+    clutter: Optional[Callable[[Scene], None]] = None   # drawn on the ground after the vehicles (v5)
 
 
 V3 = Recipe(3, PPM_RANGE)
@@ -751,6 +752,8 @@ def render_recipe(recipe: Recipe, seed: int, split_id: int, class_id: int, index
     if rng.random() < (0.45 if crowd else 0.85):
         _hard_negatives(sc, court)
     _vehicles(sc, [(rng.uniform(0, R, 2), rng.uniform(0, math.pi)) for _ in range(_n(sc, int(rng.poisson(1.5))))])
+    if recipe.clutter is not None:
+        recipe.clutter(sc)
     few = int(rng.choice(13, p=np.r_[0.3, np.full(12, 0.7 / 12)]))           # up to 12 walkers
     people = rng.uniform(0, R, (few, 2)).astype(np.float32)
     if crowd:

@@ -173,6 +173,35 @@ def check_output_dir(flag: str, path) -> None:
     _check_parent(flag, p / "x")
 
 
+def check_not_input(flag: str, path, inputs: Iterable[Tuple[str, object]]) -> None:
+    """``path`` is none of the files the command reads (``(what, path)`` pairs, e.g.
+    ``("--model", args.model)``): an output given an input's name would destroy the input."""
+    if path is None:
+        return
+    for what, source in inputs:
+        if source is None:
+            continue
+        try:
+            same = os.path.samefile(path, source)
+        except (OSError, ValueError):      # either one missing (a new output): not the same
+            continue
+        if same:
+            raise UsageError(f"{flag} {path} is {what} {source}, which this command reads; "
+                             "writing it would destroy it: give another path")
+
+
+def model_inputs(model) -> list:
+    """``--model``'s files as :func:`check_not_input` takes them: the model (a built-in name
+    resolved to its file) and an engine's sidecar."""
+    from edge.builtin import resolve_model
+
+    try:
+        path = resolve_model(model)
+    except OSError:                        # a missing built-in: opening the model says so
+        return []
+    return [("--model", path), ("--model's sidecar", path.with_name(path.name + ".json"))]
+
+
 def write_text_output(path, text: str) -> None:
     """Write a small text output: atomically (temporary file, then rename) for a regular file,
     in place for a device or FIFO (renaming over ``/dev/stdout`` would replace the device)."""
@@ -274,6 +303,10 @@ def check_run_args(args: argparse.Namespace) -> None:
     check_output_file("--summary-json", args.summary_json)
     check_output_file("--save-video", args.save_video)
     check_output_dir("--save-images", args.save_images)
+    inputs = model_inputs(args.model) + [("--source", args.source)]
+    check_not_input("--output", args.output, inputs)
+    check_not_input("--summary-json", args.summary_json, inputs)
+    check_not_input("--save-video", args.save_video, inputs)
 
 
 BENCH_RULES: Tuple[Rule, ...] = (
@@ -290,3 +323,5 @@ def check_bench_args(args: argparse.Namespace) -> None:
     """``edge.bench``'s numbers and its --json path, before the model opens."""
     check_rules(args, BENCH_RULES)
     check_output_file("--json", args.json)
+    check_not_input("--json", args.json, model_inputs(args.model))
+

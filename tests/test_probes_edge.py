@@ -215,6 +215,24 @@ def test_run_bad_output_paths(run_base, case, tmp_path, capsys):
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("flag", ["--output", "--summary-json", "--save-video"])
+@pytest.mark.parametrize("target", ["model", "source"])
+def test_run_outputs_never_overwrite_the_model_or_the_source(models, flag, target, tmp_path,
+                                                             capsys):
+    """An output given the model's or the source image's name is refused (it used to append
+    the JSONL to the ONNX, or replace it or the image with the summary or the video)."""
+    model = tmp_path / "model.onnx"
+    model.write_bytes(models["good"].read_bytes())
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), np.zeros((48, 64, 3), np.uint8))
+    path = model if target == "model" else image
+    before = _snapshot(tmp_path)
+    argv = ["--model", model, "--source", image, "--threads", "1", flag, path]
+    assert _call(edge_run.main, argv) == 2
+    _assert_one_clear_line(capsys.readouterr().err, f"{flag} {path} is --{target}", "destroy")
+    assert _snapshot(tmp_path) == before
+
+
 # --- bad models: edge.run and edge.bench -------------------------------------------------------
 MODEL_CASES = [
     ("truncated.onnx", "is not a readable ONNX model"),
@@ -291,6 +309,15 @@ def test_bench_bad_json_path(bench_base, case, tmp_path, capsys):
     before = _snapshot(tmp_path)
     assert _call(edge_bench.main, bench_base + ["--json", path]) == 2
     _assert_one_clear_line(capsys.readouterr().err, "--json")
+    assert _snapshot(tmp_path) == before
+
+
+def test_bench_json_never_overwrites_the_model(models, tmp_path, capsys):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(models["good"].read_bytes())
+    before = _snapshot(tmp_path)
+    assert _call(edge_bench.main, ["--model", model, "--iters", "1", "--json", model]) == 2
+    _assert_one_clear_line(capsys.readouterr().err, f"--json {model} is --model", "destroy")
     assert _snapshot(tmp_path) == before
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from edge.backends import BACKENDS, open_backend
+from edge.cli_checks import check_not_input, check_output_file, model_inputs, need_int
 from edge.command import run_command
 from edge.contract import positive_class_index
 from edge.judge import (HEATMAP_IMPLS, MODES, Judge, add_camera_args, add_decision_args,
@@ -58,15 +59,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+OUTPUTS = (("--json", "json"), ("--csv", "csv"), ("--errors-sheet", "errors_sheet"))
+
+
 def _check_outputs(args) -> None:
-    for flag in ("json", "csv", "errors_sheet"):
-        path = getattr(args, flag)
-        if path is not None and Path(path).is_dir():
-            raise ValueError(f"--{flag.replace('_', '-')} {path} is a folder; give a file name")
+    """Flags and output paths, before the model opens: every output can be written and none is
+    the model."""
+    for flag, attr in OUTPUTS:
+        check_output_file(flag, getattr(args, attr))
+        check_not_input(flag, getattr(args, attr), model_inputs(args.model))
     if args.errors_sheet is not None and Path(args.errors_sheet).suffix.lower() != ".png":
         raise ValueError(f"--errors-sheet {args.errors_sheet} must end in .png")
     if args.sheet_max < 1:
         raise ValueError(f"--sheet-max must be >= 1, got {args.sheet_max}")
+    need_int("--threads", args.threads, 1, note=" (omit it for cores - 1)")
+
+
+def _check_not_data(args, listing) -> None:
+    """No output is one of the photos being judged."""
+    for flag, attr in OUTPUTS:
+        path = getattr(args, attr)
+        if path is not None and Path(path).exists():
+            check_not_input(flag, path, [("the --data image", im.path) for im in listing.images])
 
 
 def setup(args):
@@ -76,6 +90,7 @@ def setup(args):
     info = backend.info
     pos = info.class_names[positive_class_index(info.class_names, args.positive_class)]
     listing = list_labelled(args.data, info.class_names, pos, parse_map(args.map, info.class_names))
+    _check_not_data(args, listing)
     judge = Judge(info, args.mode, positive=list(info.class_names).index(pos),
                   rule=rule_from_args(info.decision, args), camera=camera_from_args(args),
                   impl=impl_for(args.mode, args.heatmap_impl, backend),

@@ -118,6 +118,38 @@ def test_bad_input_exits_2_with_one_line(model, photos, tmp_path, capsys, extra,
     assert not js.exists()
 
 
+@pytest.mark.parametrize("flag", ["--json", "--csv", "--errors-sheet"])
+@pytest.mark.parametrize("case", ["under-file", "unwritable", "the-model", "a-photo"])
+def test_bad_output_paths_exit_2_before_judging(model, photos, tmp_path, capsys, flag, case):
+    """An output that cannot be written, or that is an input, is refused at start with one line
+    (it was a traceback after every photo was judged, or the model or a photo replaced)."""
+    import os
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me\n")
+    copy = tmp_path / "model.png"                         # the sheet must end in .png
+    copy.write_bytes(model.read_bytes())
+    photo = photos / "crowd" / "site1_day_a.png"
+    ro = Path("/sys") if os.geteuid() == 0 else tmp_path / "ro"
+    if ro != Path("/sys"):
+        ro.mkdir(mode=0o555)
+    path, needle = {"under-file": (a_file / "x.png", "is a file, not a folder"),
+                    "unwritable": (ro / "x.png", "cannot create files in"),
+                    "the-model": (copy, "is --model"),
+                    "a-photo": (photo, "is the --data image")}[case]
+    before = {p: p.read_bytes() for p in (a_file, copy, photo)}
+    assert ev.main(["--model", str(copy), "--data", str(photos), flag, str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{flag} {path}" in err[0] and needle in err[0], err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_bad_threads_exit_2(model, photos, capsys):
+    assert ev.main(["--model", str(model), "--data", str(photos), "--threads", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--threads 0: must be an integer >= 1" in err[0], err
+
+
 def test_bad_data_folders_exit_2(model, tmp_path, capsys):
     assert ev.main(["--model", str(model), "--data", str(tmp_path / "missing")]) == 2
     assert "data folder not found" in capsys.readouterr().err

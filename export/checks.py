@@ -14,8 +14,8 @@ import secrets
 from pathlib import Path
 from typing import Tuple
 
-from edge.cli_checks import (Rule, UsageError, check_output_file, check_rules, need_int,
-                             need_ints, need_number)
+from edge.cli_checks import (Rule, UsageError, check_not_input, check_output_file, check_rules,
+                             need_int, need_ints, need_number)
 
 #: 13: per-channel QuantizeLinear/DequantizeLinear (the INT8 Q/DQ path) exist from opset 13;
 #: 20: the highest opset the TorchScript exporter writes.
@@ -49,6 +49,7 @@ TRT_RULES: Tuple[Rule, ...] = (
 def check_onnx_args(args: argparse.Namespace) -> None:
     check_rules(args, ONNX_RULES)
     check_output_file("--out", args.out)
+    check_not_input("--out", args.out, [("the checkpoint", args.checkpoint)])
 
 
 def check_trt_args(args: argparse.Namespace) -> None:
@@ -60,6 +61,8 @@ def check_trt_args(args: argparse.Namespace) -> None:
                          f"{args.max_batch}: the profile needs min-batch <= opt-batch <= max-batch")
     check_output_file("--out", args.out)
     check_output_file("--timing-cache", args.timing_cache)
+    for flag, path in (("--out", args.out), ("--timing-cache", args.timing_cache)):
+        check_not_input(flag, path, [("the source", args.source)])
 
 
 class Staged:

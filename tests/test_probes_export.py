@@ -142,6 +142,17 @@ def test_onnx_bad_paths(ckpt, previous, case, tmp_path, capsys):
     assert _snapshot(tmp_path) == before
 
 
+def test_onnx_out_is_never_the_checkpoint(ckpt, tmp_path, capsys):
+    """--out given the checkpoint's own name is refused (it replaced the checkpoint with the
+    ONNX, exit 0)."""
+    src = tmp_path / "model.pt"
+    src.write_bytes(ckpt.read_bytes())
+    before = _snapshot(tmp_path)
+    assert _call(export_onnx_cli.main, [src, "--out", src, "--check-size", "4"]) == 2
+    _one_line(capsys.readouterr().err, f"--out {src} is the checkpoint", "destroy")
+    assert _snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("content,needle", [
     (b"garbage, not a zip", "is not a PyTorch checkpoint"),
     (b"", "is not a PyTorch checkpoint"),
@@ -278,6 +289,19 @@ def test_trt_bad_out_path(good_onnx, tmp_path, trt_probe_calls, capsys):
     assert _call(export_trt.main, [good_onnx, "--out", tmp_path]) == 2
     _one_line(capsys.readouterr().err, f"--out {tmp_path} is a folder")
     assert not trt_probe_calls
+
+
+@pytest.mark.parametrize("flag", ["--out", "--timing-cache"])
+@pytest.mark.parametrize("source", ["pt", "onnx"])
+def test_trt_outputs_are_never_the_source(ckpt, good_onnx, source, flag, tmp_path,
+                                          trt_probe_calls, capsys):
+    src = tmp_path / ("model.pt" if source == "pt" else "model.onnx")
+    src.write_bytes((ckpt if source == "pt" else good_onnx).read_bytes())
+    before = _snapshot(tmp_path)
+    assert _call(export_trt.main, [src, flag, src]) == 2
+    _one_line(capsys.readouterr().err, f"{flag} {src} is the source", "destroy")
+    assert not trt_probe_calls
+    assert _snapshot(tmp_path) == before
 
 
 def test_trt_valid_command_still_reaches_the_probe(good_onnx, tmp_path, trt_probe_calls, capsys):

@@ -90,6 +90,10 @@ def test_out_leaves_the_source_alone_and_keeps_other_thresholds(ckpt, frames, tm
     ("oneclass", "needs frames of both classes"),
     ("camera", "--altitude and --hfov go together"),
     ("dense-cnn", "not one"),
+    ("out-under-file", "is a file, not a folder"),
+    ("out-unwritable", "cannot create files in"),
+    ("out-is-a-frame", "is the --val-data frame"),
+    ("no-cuda", "no CUDA device is available"),
 ])
 def test_bad_inputs_exit_2_and_write_nothing(ckpt, frames, tmp_path, capsys, case, needle):
     path, _ = ckpt
@@ -103,6 +107,22 @@ def test_bad_inputs_exit_2_and_write_nothing(ckpt, frames, tmp_path, capsys, cas
         shutil.rmtree(frames / "no_crowd")
     elif case == "camera":
         argv += ["--altitude", "30"]
+    elif case == "out-under-file":
+        argv += ["--out", str(path / "cal.pt")]
+    elif case == "out-unwritable":
+        import os
+
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+        argv += ["--out", str(ro / "cal.pt") if os.geteuid() else "/sys/cal.pt"]
+    elif case == "out-is-a-frame":
+        frame = next((frames / "crowd").iterdir())
+        png = frame.read_bytes()
+        argv += ["--out", str(frame)]
+    elif case == "no-cuda":
+        if torch.cuda.is_available():
+            pytest.skip("CUDA is available here")
+        argv += ["--device", "cuda"]
     else:
         from train.models import build_model
 
@@ -116,3 +136,5 @@ def test_bad_inputs_exit_2_and_write_nothing(ckpt, frames, tmp_path, capsys, cas
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert file_sha256(path) == sha
+    if case == "out-is-a-frame":
+        assert frame.read_bytes() == png

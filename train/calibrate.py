@@ -21,8 +21,6 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import torch
-
 from edge.command import run_command
 from edge.judge import add_camera_args, camera_from_args
 
@@ -52,18 +50,22 @@ def _fmt(metrics) -> str:
 
 def calibrate_checkpoint(args):
     """(calibrated checkpoint dict, rule, metrics before, metrics after); ValueError & co."""
+    from edge.cli_checks import check_not_input, check_output_file
+    from train.build import pick_device
     from train.checkpoint import load_model, model_info
     from train.validation import RealValidation
 
     camera = camera_from_args(args)
-    if args.out is not None and Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a folder; give a file name")
-    device = torch.device(args.device)
+    out = args.out or args.checkpoint            # checked now: the frames are judged before it is written
+    check_output_file("--out" if args.out else "the checkpoint", out)
+    device = pick_device(args.device)
     model, ckpt = load_model(args.checkpoint, map_location="cpu")
     if args.heatmap_impl == "dense" and not hasattr(model, "score_map"):
         raise ValueError(f"--heatmap-impl dense needs a fully convolutional model; {ckpt['arch']} is not one")
     info = model_info(ckpt)
     val = RealValidation(args.val_data, info, args.mode, camera, args.map, impl=args.heatmap_impl)
+    if Path(out).exists():
+        check_not_input("--out", out, [("the --val-data frame", im.path) for im in val.images])
     for note in val.notes:
         print(f"train.calibrate: note: {note}", file=sys.stderr)
     result = val.run(model.to(device), device)

@@ -653,6 +653,23 @@ def test_sweep_output_folders(tmp_path, capsys, a_file, readonly):
     assert_one_line(code, err, "--report-dir", "is a file")
 
 
+def test_sweep_report_of_nothing(tmp_path, capsys):
+    """--report on a folder without runs, and --from-csv on an empty file: one line, no report
+    written (the first wrote an empty report and exited 0; the second said "I/O operation on
+    closed file")."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = call(sweep_main, ["--out", str(empty), "--report"], capsys)
+    assert_one_line(code, err, f"no run folders under {empty}")
+    assert not any(empty.iterdir())
+    csv = tmp_path / "results.csv"
+    csv.write_bytes(b"")
+    code, err = call(sweep_main, ["--report", "--from-csv", str(csv), "--report-dir",
+                                  str(tmp_path / "r")], capsys)
+    assert_one_line(code, err, f"{csv} is empty")
+    assert not (tmp_path / "r").exists()
+
+
 def test_sweep_locks_foreign_stale_and_reused_pids(tmp_path, capsys):
     jobs = expand(Grid(pairs=(("digits", "cifar_cnn"),), seeds=(0,), epochs=1, train_args=("--device", "cpu")))
     run = jobs[0].out(tmp_path)

@@ -415,7 +415,10 @@ def read_csv(path: Path) -> List[ResultRow]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         table = list(reader)
-    missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or ())]
+        fields = reader.fieldnames          # read while the file is open (None: an empty file)
+    if not fields:
+        raise ValueError(f"{path} is empty, not a results.csv")
+    missing = [c for c in CSV_COLUMNS if c not in fields]
     if missing:
         raise ValueError(f"{path} lacks the column(s) {', '.join(missing)} (a results.csv from before "
                          "they were written? render it from the run folders)")
@@ -664,6 +667,9 @@ def write_report(root: Path, out_dir: Path, commands: Sequence[str] = (), title:
     """Aggregate ``root`` into ``out_dir``; returns paths and counts (and the problems found)."""
     out_dir = Path(out_dir)
     runs, problems = collect(root, skip=[out_dir])
+    if not runs and not problems:
+        raise ValueError(f"no run folders under {root}: nothing to report (is --out the "
+                         "sweep's folder?)")
     settings = group(runs)
     table_rows = rows(settings)
     out_dir.mkdir(parents=True, exist_ok=True)

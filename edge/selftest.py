@@ -45,6 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from edge import sidecar as S
+from edge.cli_checks import check_output_dir, check_output_file
 from edge.device import probe_gpu, tensorrt_version
 from edge.files import atomic_write
 from edge.contract import OUTPUT_NAME, PRECISIONS, decode_metadata
@@ -560,6 +561,11 @@ def write_report(doc: Dict[str, Any], out: Path) -> Path:
 
 
 # ------------------------------------------------------------------------- main
+def work_dir(args) -> Path:
+    out = Path(args.out)
+    return Path(args.work) if args.work else out.with_name(out.stem + ".selftest")
+
+
 def check_args(args) -> None:
     for p in args.model:
         if Path(p).suffix not in (".pt", ".onnx") or not Path(p).is_file():
@@ -570,6 +576,8 @@ def check_args(args) -> None:
         raise ValueError("--iters, --video-frames, --cpu-frames and --video-size must be >= 1")
     if Path(args.out).suffix != ".json":
         raise ValueError(f"--out {args.out}: expected a .json path")
+    check_output_file("--out", args.out)
+    check_output_dir("--work", work_dir(args))
     if args.calib_data and not Path(args.calib_data).is_dir():
         raise ValueError(f"--calib-data {args.calib_data}: not a folder")
 
@@ -581,8 +589,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as e:
         print(f"edge.selftest: error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    work = Path(args.work) if args.work else out.with_name(out.stem + ".selftest")
+    out, work = Path(args.out), work_dir(args)
     work.mkdir(parents=True, exist_ok=True)
     report, status = Report(args.budget_s), gpu_status()
     no_engine = engines_possible(status)

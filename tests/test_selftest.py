@@ -76,6 +76,8 @@ def test_time_budget_skips_what_is_left(tmp_path):
     (["--batches", "64"], "--batches"),
     (["--iters", "0"], "--iters"),
     (["--calib-data", "nowhere"], "--calib-data"),
+    (["--out", "/proc/report.json"], "--out /proc/report.json: cannot create files in /proc"),
+    (["--work", "m.txt"], "is a file; give a folder"),
 ])
 def test_bad_arguments_exit_2_and_create_nothing(tmp_path, capsys, argv, needle):
     (tmp_path / "m.txt").write_text("x")

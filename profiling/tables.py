@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from edge.cli_checks import OneLineParser, fail
+from edge.cli_checks import OneLineParser, fail, one_line
 from profiling import report
 from profiling.builders import TABLES, build_tables
 from profiling.specs import DEFAULT_PAIRS, Pair, with_batch
@@ -117,7 +117,18 @@ def main(argv: Optional[Sequence[str]] = None) -> List[report.Table]:
         raise SystemExit(fail(PROG, str(e))) from None
     except OSError as e:                  # a full disk, a folder that cannot be written
         raise SystemExit(fail(PROG, describe_os_error(e))) from None
+    except RuntimeError as e:             # PyTorch's allocators: too large a model, input or batch
+        if not _out_of_memory(e):
+            raise
+        raise SystemExit(fail(PROG, f"out of memory on {args.device} ({one_line(e, 200)}); lower "
+                                    "--input-size or --batch-size")) from None
     return tables
+
+
+def _out_of_memory(e: RuntimeError) -> bool:
+    text = str(e)
+    return isinstance(e, getattr(torch, "OutOfMemoryError", ())) or "out of memory" in text \
+        or "can't allocate memory" in text
 
 
 def _emit(tables: List[report.Table], args: argparse.Namespace, head: str) -> None:

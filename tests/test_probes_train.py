@@ -758,6 +758,22 @@ def test_profiling_tables_refuses_bad_flags(tmp_path, capsys, extra, word):
     assert not out.exists()
 
 
+def test_profiling_tables_out_of_memory(tmp_path, capsys, monkeypatch):
+    """An input or batch too large for this machine's memory (e.g. --input-size 100000) is one
+    line, not PyTorch's allocator traceback (exit 1)."""
+    import profiling.tables
+
+    def too_big(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
+                           "can't allocate memory: you tried to allocate 5118771273728 bytes.")
+    monkeypatch.setattr(profiling.tables, "build_tables", too_big)
+    out = tmp_path / "t"
+    code, err = call(_tables, ["--student", "cifar_cnn", "--input-size", "100000", "--out", str(out)],
+                     capsys)
+    assert_one_line(code, err, "out of memory on cpu", "can't allocate memory", "--input-size")
+    assert not out.exists()
+
+
 def test_profiling_tables_unwritable_out(tmp_path, capsys, a_file, readonly):
     for out in (a_file, a_file / "sub", readonly / "tables"):
         code, err = call(_tables, ["--student", "cifar_cnn", "--tables", "complexity", "--out", str(out)], capsys)

@@ -181,15 +181,17 @@ def test_not_separable_by_global_statistics(tmp_path):
 
 
 @pytest.mark.slow
-def test_v3_not_separable_by_global_statistics(tmp_path):
-    """v3 draws places, light, hard negatives and artefacts alike for both classes, so global
-    statistics stay weak (measured, 300/class: 0.64). That a crowd_fcn does separate v3 scenes
-    is shown on the shipped model's own test split in tests/test_builtin_model.py; v3 needs far
-    more than the 12 epochs on 300 images per class that v2 needs, too long for this suite."""
+@pytest.mark.parametrize("version", [3, 5])
+def test_v3_v5_not_separable_by_global_statistics(tmp_path, version):
+    """v3 and v5 draw places, light, hard negatives, photographs and artefacts alike for both
+    classes, so global statistics stay weak (measured, 150/class: v3 0.64). That a crowd_fcn
+    does separate the scenes is shown on the shipped model's own test split in
+    tests/test_builtin_model.py; it needs far more than the 12 epochs on 300 images per class
+    that v2 needs, too long for this suite."""
     from train.data.builtin import folder_dataset
 
     root = cs.ensure_crowd_synth(150, seed=0, cache_dir=tmp_path, workers=os.cpu_count(),
-                                 progress=False)
+                                 progress=False, version=version)
     stats_acc = _stats_accuracy(folder_dataset(root, 128, name="crowd_synth"))
     print(f"stats logreg {stats_acc:.3f}")
     assert stats_acc <= STATS_MAX
@@ -210,11 +212,14 @@ V2_DIGESTS = {(0, 0, 0): "11b3025f6102d89e", (0, 1, 5): "07124b33d5b9b77a", (1, 
 #: the same for v3, recorded before v4 was added on v3's scene code (the shipped model's data)
 V3_DIGESTS = {(0, 0, 0): "9354d5959be73e1a", (0, 1, 5): "a31967f8b2660041", (1, 0, 9): "ed4d951c7d76bbc5",
               (1, 1, 3): "b82569061450c832"}
+#: the same for v5, recorded when it became the default (the shipped model's data)
+V5_DIGESTS = {(0, 0, 0): "977e45da555914a6", (0, 1, 5): "aff8bdbcbdb97d36", (1, 0, 9): "a4358dd8ae9d5a7d",
+              (1, 1, 3): "a35ed88dff269dfe"}
 DIGEST_OPENCV = "5.1.0"
 
 
-@pytest.mark.parametrize("version,digests", [(2, V2_DIGESTS), (3, V3_DIGESTS)])
-def test_old_versions_pixels_are_pinned(version, digests):
+@pytest.mark.parametrize("version,digests", [(2, V2_DIGESTS), (3, V3_DIGESTS), (5, V5_DIGESTS)])
+def test_versions_pixels_are_pinned(version, digests):
     import cv2
 
     if cv2.__version__ != DIGEST_OPENCV:
@@ -225,15 +230,15 @@ def test_old_versions_pixels_are_pinned(version, digests):
 
 
 def test_versions_are_separate_and_selectable(tmp_path):
-    assert cs.GENERATOR_VERSION == 3 and cs.VERSIONS == (2, 3, 4, 5)
-    a, b, c = (cs.render(0, 0, 0, 4, version=v) for v in (2, 3, 4))
-    assert a.shape == b.shape == c.shape == (cs.SIZE, cs.SIZE, 3)
-    assert not np.array_equal(a, b) and not np.array_equal(b, c)
-    assert np.array_equal(b, cs.render(0, 0, 0, 4))                 # v3 is the default
+    assert cs.GENERATOR_VERSION == 5 and cs.VERSIONS == (2, 3, 4, 5)
+    images = [cs.render(0, 0, 0, 4, version=v) for v in cs.VERSIONS]
+    assert all(im.shape == (cs.SIZE, cs.SIZE, 3) for im in images)
+    assert all(not np.array_equal(a, b) for i, a in enumerate(images) for b in images[i + 1:])
+    assert np.array_equal(images[-1], cs.render(0, 0, 0, 4))        # v5 is the default
     old = cs.ensure_crowd_synth(2, seed=0, cache_dir=tmp_path, workers=1, progress=False, version=2)
     new = cs.ensure_crowd_synth(2, seed=0, cache_dir=tmp_path, workers=1, progress=False)
-    assert (old.name, new.name) == ("v2-s0-n2", "v3-s0-n2")
-    assert cs.is_complete(old, version=2) and not cs.is_complete(old, version=3)
+    assert (old.name, new.name) == ("v2-s0-n2", "v5-s0-n2")
+    assert cs.is_complete(old, version=2) and not cs.is_complete(old, version=5)
     with pytest.raises(ValueError, match="version 7"):
         cs.generate_folder(tmp_path / "x", 2, version=7, workers=1, progress=False)
     assert not (tmp_path / "x").exists()
@@ -245,8 +250,8 @@ def test_ground_scale_per_version():
     assert v3.patch_m_range == (12.8, 64.0)                          # 2-10 px per metre
     assert v3.patch_m == pytest.approx((12.8 * 64.0) ** 0.5, abs=0.01)
     assert cs.ground_scale(4).patch_m_range == (12.8, 128.0)         # 1-10 px per metre
-    assert cs.ground_scale(5) == v3                                  # v3's scales, photo textures
-    assert cs.ground_scale() == cs.ground_scale(3)
+    assert cs.ground_scale(5).patch_m_range == (12.8, 85.33)         # 1.5-10 px per metre
+    assert cs.ground_scale() == cs.ground_scale(5)
 
 
 def _scene(area: float = 1.0):
@@ -286,11 +291,12 @@ def test_v4_moves_a_crowd_that_fell_out_of_view_onto_free_ground():
     assert np.array_equal(scene_v3._into_view(sc, H, 0, inside, 60), inside)  # seen: left alone
 
 
-def test_v3_classes_differ_in_people_not_in_statistics_alone():
-    """Both classes draw from the same places, light and artefacts: the mean brightness of the
-    two classes over a few dozen images is close, and every image is a real scene."""
-    crowd = np.stack([cs.render(0, 0, 0, i) for i in range(24)]).astype(np.float32)
-    empty = np.stack([cs.render(0, 0, 1, i) for i in range(24)]).astype(np.float32)
+@pytest.mark.parametrize("version", [3, 5])
+def test_classes_differ_in_people_not_in_statistics_alone(version):
+    """Both classes draw from the same places, light, photographs and artefacts: the mean
+    brightness of the two classes over a few dozen images is close, and every image is a real scene."""
+    crowd = np.stack([cs.render(0, 0, 0, i, version=version) for i in range(24)]).astype(np.float32)
+    empty = np.stack([cs.render(0, 0, 1, i, version=version) for i in range(24)]).astype(np.float32)
     assert abs(crowd.mean() - empty.mean()) < 20
     assert min(im.std() for im in np.concatenate([crowd, empty])) > 2
 
@@ -318,7 +324,7 @@ def fresh_photos():
     scene_v5.photos.cache_clear()
 
 
-def test_v5_refuses_a_changed_or_missing_photograph(fresh_photos, monkeypatch, tmp_path):
+def test_v5_refuses_a_changed_or_missing_photograph(fresh_photos, monkeypatch, tmp_path, capsys):
     from train.data import DataError
 
     scene_v5 = fresh_photos
@@ -336,11 +342,23 @@ def test_v5_refuses_a_changed_or_missing_photograph(fresh_photos, monkeypatch, t
     with pytest.raises(DataError, match="scikit-image"):               # before any image is written
         cs.generate_folder(tmp_path / "v5", 2, version=5, workers=1, progress=False)
     assert list(tmp_path.iterdir()) == []
+    from train.cli import main                                       # the training CLI: one line, 2
+
+    monkeypatch.setenv("EDGE_STUDENTS_CACHE", str(tmp_path / "cache"))
+    assert main(["--dataset", "crowd_synth", "--model", "crowd_fcn", "--synth-size", "2", "--epochs", "1",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install scikit-image" in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "cache" / "crowd_synth" / "v5-s0-n2").exists()
 
 
-def test_v5_is_v3_with_photograph_texture_on_the_ground_and_on_objects():
-    from train.data.crowd_synth import scene_v5
+def test_v5_is_v3_with_photograph_texture_wider_views_and_crowds_in_view():
+    from train.data.crowd_synth import scene_v3, scene_v5
     from train.data.crowd_synth.scene_v2 import R
+
+    recipe = scene_v5.V5
+    assert recipe.ppm_range == (1.5, 10.0) and recipe.crowd_in_view == 60
+    assert scene_v3._view_area(recipe, 3.0) == 1.0 and scene_v3._view_area(recipe, 1.5) == 4.0
 
     a = cs.render(0, 0, 0, 7, version=5)
     assert np.array_equal(a, cs.render(0, 0, 0, 7, version=5))

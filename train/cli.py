@@ -52,7 +52,9 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
                    help="crowd_synth: training images per class (paper size 7000; test set 3:7 of it)")
     g.add_argument("--synth-seed", type=int, default=None, help="crowd_synth generator seed")
     g.add_argument("--synth-version", type=int, default=None, choices=SYNTH_VERSIONS,
-                   help=f"crowd_synth generator version (default {d.synth_version}; 2 reproduces earlier results; 4 is the opt-in wide-view variant, docs/crowd_synth.md)")
+                   help=f"crowd_synth generator version (default {d.synth_version}: photograph textures and wider "
+                        "views; 2 and 3 reproduce earlier results; 4 is an opt-in wide-view variant; "
+                        "docs/crowd_synth.md)")
     g.add_argument("--input-size", type=int, default=None, metavar="PX",
                    help="resize image-folder data to PX x PX (default: the model's)")
     g.add_argument("--patch-metres", type=float, default=None, metavar="M",

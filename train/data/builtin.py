@@ -192,7 +192,7 @@ def digits(input_size: Optional[int] = None, **_):
 def crowd_synth(root=None, synth_size: Optional[int] = None, synth_seed: int = 0,
                 input_size: Optional[int] = None, synth_version: Optional[int] = None, **_):
     """The built-in Crowd-drone-like aerial scenes (see :mod:`train.data.crowd_synth`), trained
-    by default with ``aerial``: the v3 scenes already vary light, blur, noise, compression and
+    by default with ``aerial``: the scenes (v3 on) already vary light, blur, noise, compression and
     scale, and adding ``aerial-robust`` on top measured worse on real photos
     (docs/augmentation.md)."""
     from train.data.crowd_synth import (GENERATOR_VERSION, PAPER_TRAIN_PER_CLASS, ensure_crowd_synth,

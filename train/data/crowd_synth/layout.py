@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-GENERATOR_VERSION = 3             # the default version (``--synth-version``)
+GENERATOR_VERSION = 5             # the default version (``--synth-version``)
 VERSIONS = (2, 3, 4, 5)            # every version that can still be generated
 PAPER_TRAIN_PER_CLASS = 7000
 SIZE = 128

@@ -25,8 +25,10 @@ People are drawn last, in image space, as upright figures whose height shows mor
 oblique the view, sized by the local scale of the homography.
 
 The scene code takes a :class:`Recipe` (:func:`render_recipe`): v3's is :data:`V3`; v4
-(:mod:`.scene_v4`) reuses everything here with wider views and its crowds kept in view, and the
-hooks it uses (the view's area factor, :func:`_into_view`) leave v3's pixels unchanged.
+(:mod:`.scene_v4`) reuses everything here with wider views and its crowds kept in view, v5
+(:mod:`.scene_v5`, the default) with those and photograph textures (the recipe's ``clutter``),
+and the hooks they use (the view's area factor, :func:`_into_view`, ``clutter``) leave v3's
+pixels unchanged.
 """
 from __future__ import annotations
 

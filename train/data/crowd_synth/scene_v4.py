@@ -15,7 +15,8 @@ Two things v3 got wrong, both measured on real photos and on v3 itself:
 
 Everything else is v3's (``scene_v3.render_recipe`` with v4's :data:`V4` recipe). v4 is opt-in
 (``--synth-version 4``), not the default: on real photos it trades ranking for calibration
-(docs/crowd_synth.md, "v4"); v3 stays the default and pixel-identical.
+(docs/crowd_synth.md, "v4"). v5, the default, takes both measures on a narrower range of scales
+(1.5-10 px/m) with photograph textures.
 """
 from __future__ import annotations
 

@@ -1,15 +1,20 @@
-"""crowd_synth v5: v3's scenes with the texture of real photographs (docs/crowd_synth.md).
+"""crowd_synth v5, the default: v3's scenes with the texture of real photographs, wider views and
+every crowd in view (docs/crowd_synth.md).
 
 A model trained on v3 calls real empty cities crowds: in a real photo every surface is busy at
 every scale (roof tiles, foliage, windows, cars, road paint), while v3's ground, roofs and
-objects are smooth procedural colour. So "fine, many-coloured detail" still says "crowd". v5
-keeps v3's scene code and adds, with the same probability in both classes:
+objects are smooth procedural colour, so "fine, many-coloured detail" still says "crowd"; and a
+whole frame squeezed to 128 px is a wider view than v3 draws. v5 keeps v3's scene code
+(``scene_v3.render_recipe``) and adds, with the same probability in both classes:
 
 - **photo ground** (half of the images): parts of the ground, or of building-shaped blocks
   (roofs), take the texture of a real photograph, cropped, scaled, rotated and recoloured at
   random;
 - **photo objects** (40 %): rows, grids or clusters of 20-150 small objects the size of cars,
-  boats, stalls or roof units (1-6 m), each a different crop of a photograph.
+  boats, stalls or roof units (1-6 m), each a different crop of a photograph;
+- **wider views**: 1.5-10 px/m instead of 2-10, a wider view holding proportionally more of
+  everything, and a crowd moved into the picture when it fell outside (v4's two measures, on a
+  narrower range of scales: v4's 1 px/m made people half a pixel wide).
 
 The photographs are those that ship inside scikit-learn (``load_sample_images``) and
 scikit-image (``skimage.data``), read from the installed packages, never downloaded, and each is
@@ -30,7 +35,7 @@ import numpy as np
 
 from train.data.crowd_synth import scene_v3
 from train.data.crowd_synth.scene_v2 import R, Scene, _noise, _rect
-from train.data.crowd_synth.scene_v3 import PPM_RANGE, Recipe, render_recipe
+from train.data.crowd_synth.scene_v3 import Recipe, render_recipe
 
 #: (package, file inside the package, sha256 of the file): photographs with real texture (stone,
 #: foliage, fabric, metal, tiles, coins, stars, tissue), in colour and in gray.
@@ -52,17 +57,24 @@ PHOTOS = (
     ("skimage", "data/retina.jpg", "38a07f36f27f095e818aea7b96d34202c05176d30253c66733f2e00379e9e0e6"),
     ("skimage", "data/moon.png", "78739619d11f7eb9c165bb5d2efd4772cee557812ec847532dbb1d92ef71f577"),
 )
+#: output pixels per metre at the centre of the frame, log-uniform: v3's 2-10 px/m widened to
+#: 1.5 px/m, where a person is still most of a pixel wide: a whole 1080p frame from 40-90 m
+#: squeezed to 128 px (classify) down to a quarter-frame tile from low altitude (heatmap).
+PPM_RANGE = (1.5, 10.0)
 PHOTO_MAX_SIDE = 640          # larger photographs are shrunk to this on loading
 PHOTO_GROUND = 0.5            # share of images with photo-textured ground or roofs
 PHOTO_OBJECTS = 0.4           # share of images with a group of photo-textured objects
 
 
 def _package_file(package: str, rel: str) -> str:
+    """The path of ``rel`` inside the installed ``package`` (not imported: only located)."""
+    from train.data import DataError
+
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         pip = {"sklearn": "scikit-learn", "skimage": "scikit-image"}[package]
-        raise FileNotFoundError(f"crowd_synth v5 draws on photographs that ship with {pip}, which is not "
-                                f"installed: pip install {pip} (or pip install 'edge-students[train]')")
+        raise DataError(f"crowd_synth v5 draws on photographs that ship with {pip}, which is not "
+                        f"installed: pip install {pip} (or pip install 'edge-students[train]')")
     return os.path.join(list(spec.submodule_search_locations)[0], *rel.split("/"))
 
 
@@ -77,13 +89,12 @@ def photos() -> Tuple[np.ndarray, ...]:
 
     out = []
     for package, rel, digest in PHOTOS:
+        path = _package_file(package, rel)
         try:
-            path = _package_file(package, rel)
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as e:
-            raise DataError(str(e) if isinstance(e, FileNotFoundError) and "v5" in str(e)
-                            else f"crowd_synth v5: cannot read the photograph {package}/{rel}: {e}") from None
+            raise DataError(f"crowd_synth v5: cannot read the photograph {path}: {e.strerror or e}") from None
         if hashlib.sha256(data).hexdigest() != digest:
             raise DataError(f"crowd_synth v5: {path} is not the photograph v5 was made with (sha256 differs), "
                             "so the scenes would not be v5's; install the scikit-learn / scikit-image whose "
@@ -192,7 +203,10 @@ def _clutter(sc: Scene) -> None:
         _photo_objects(sc)
 
 
-V5 = Recipe(5, PPM_RANGE, clutter=_clutter)
+#: a view at 3 px/m or closer is "nominal"; a wider one holds proportionally more of everything
+#: (at 1.5 px/m: 4x the ground, 4x the things), and a crowd image shows at least 60 of its people
+#: (v4's two measures, on a narrower range of scales).
+V5 = Recipe(5, PPM_RANGE, area_ref=3.0, max_area=4.0, crowd_in_view=60, clutter=_clutter)
 
 
 def render(seed: int, split_id: int, class_id: int, index: int) -> np.ndarray:
@@ -201,6 +215,6 @@ def render(seed: int, split_id: int, class_id: int, index: int) -> np.ndarray:
 
 
 def ground_scale():
-    """The ground scale of v5 scenes (contract 4): v3's, 128 px cover 12.8-64 m at the centre."""
+    """The ground scale of v5 scenes (contract 4): 128 px cover 12.8-85.3 m at the centre."""
     return scene_v3.ground_scale(PPM_RANGE)
 

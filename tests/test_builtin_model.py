@@ -55,7 +55,7 @@ def test_metadata_names_its_checkpoint_scale_and_rule():
     assert meta[C.META_ARCH] == ckpt["arch"] == "crowd_fcn"
     assert meta[C.META_CLASS_NAMES] == ckpt["class_names"] == ["crowd", "no_crowd"]
     assert meta[C.META_CHECKPOINT_SHA256] == file_sha256(CKPT)    # exported from exactly this file
-    assert meta[C.META_SCALE] == ckpt["scale"] == ground_scale(3).to_dict()
+    assert meta[C.META_SCALE] == ckpt["scale"] == ground_scale(5).to_dict()
     # classify letterboxes a wide frame: the policy crowd_synth records (train/data/builtin.py)
     assert C.Preprocess.from_dict(ckpt["preprocess"]).resize == "letterbox"
     # the default rule: the thresholds were not tuned on any photos
@@ -102,8 +102,8 @@ def test_onnx_equals_checkpoint_and_tells_the_scenes_apart():
         ref = model(torch.from_numpy(x)).numpy()
     got = ort.InferenceSession(str(ONNX), providers=["CPUExecutionProvider"]).run(None, {C.INPUT_NAME: x})[0]
     assert np.abs(ref - got).max() <= 1e-4 and (ref.argmax(1) == got.argmax(1)).all()
-    # 73.9 % on its whole test split (6,000 v3 scenes); far from chance on these 200
-    assert (got.argmax(1) == labels).mean() >= 0.65
+    # 68.2 % on its whole test split (6,000 v5 scenes); far from chance on these 200
+    assert (got.argmax(1) == labels).mean() >= 0.6
 
 
 def test_edge_run_takes_it_by_name(tmp_path):

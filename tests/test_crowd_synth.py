@@ -349,7 +349,7 @@ def test_v5_refuses_a_changed_or_missing_photograph(fresh_photos, monkeypatch, t
                  "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install scikit-image" in err[0] and "Traceback" not in err[0]
-    assert not (tmp_path / "cache" / "crowd_synth" / "v5-s0-n2").exists()
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()   # nothing written
 
 
 def test_v5_is_v3_with_photograph_texture_wider_views_and_crowds_in_view():

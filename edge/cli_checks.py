@@ -123,13 +123,15 @@ def _can_create_in(folder: Path) -> Optional[str]:
     return None
 
 
-def _check_parent(flag: str, path: Path) -> None:
+def _check_parent(flag: str, path: Path, shown: Optional[Path] = None) -> None:
+    """Files can be created where ``path`` would go; messages name ``shown`` (default ``path``)."""
     anchor = _nearest_existing(path.parent)
+    shown = path if shown is None else shown
     if not anchor.is_dir():
-        raise UsageError(f"{flag} {path}: {anchor} is a file, not a folder")
+        raise UsageError(f"{flag} {shown}: {anchor} is a file, not a folder")
     why = _can_create_in(anchor)
     if why:
-        raise UsageError(f"{flag} {path}: cannot create files in {anchor} ({why})")
+        raise UsageError(f"{flag} {shown}: cannot create files in {anchor} ({why})")
 
 
 def check_output_file(flag: str, path, allow_stdout: bool = False, replace: bool = True) -> None:
@@ -170,7 +172,7 @@ def check_output_dir(flag: str, path) -> None:
         if why:
             raise UsageError(f"{flag} {p}: cannot create files in it ({why})")
         return
-    _check_parent(flag, p / "x")
+    _check_parent(flag, p / "x", shown=p)          # a file inside the folder-to-be
 
 
 def check_not_input(flag: str, path, inputs: Iterable[Tuple[str, object]]) -> None:

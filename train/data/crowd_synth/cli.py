@@ -36,16 +36,6 @@ def contact_sheet(seed: int = 0, per_class: int = 8, split_id: int = 0, columns:
     return np.concatenate(rows, 0)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _write_png(path: Path, rgb: np.ndarray) -> None:
     """``rgb`` as a PNG at ``path``, written to a temporary file and renamed (edge.files)."""
     import cv2
@@ -59,13 +49,16 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
-    """Returns the folder; a bad value, a folder that cannot be written or missing photographs
-    (v5) end it with one line ``python -m train.data.crowd_synth: error: ...`` and status 2."""
+    """Returns the folder; a bad value, an output that cannot be written (checked before any
+    work) or missing photographs (v5) end it with one line ``python -m train.data.crowd_synth:
+    error: ...`` and status 2."""
+    from edge.cli_checks import OneLineParser, UsageError, check_output_dir, check_output_file, fail, need_int
+    from train.cli_checks import describe_os_error
     from train.data import DataError
 
-    parser = argparse.ArgumentParser(prog="python -m train.data.crowd_synth", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--per-class", type=_positive, default=PAPER_TRAIN_PER_CLASS,
+    parser = OneLineParser(prog="python -m train.data.crowd_synth", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-class", type=int, default=PAPER_TRAIN_PER_CLASS,
                         help="training images per class; the test split gets ceil(3/7 of it)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
     parser.add_argument("--version", type=int, default=GENERATOR_VERSION, choices=VERSIONS,
@@ -74,36 +67,29 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
                              "see docs/crowd_synth.md)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: the cache folder train.data uses)")
-    parser.add_argument("--workers", type=_positive, default=None, help="processes (default: all CPU cores)")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
     parser.add_argument("--preview", type=Path, default=None,
                         help="also write a contact sheet PNG (8 crowd + 8 no_crowd training images)")
     args = parser.parse_args(argv)
-
-    def fail(e: BaseException, target) -> None:
-        from edge.cli_checks import one_line
-
-        why = one_line(e)
-        if isinstance(e, OSError) and e.strerror:
-            blocker = next((p for p in Path(target).parents if p.exists() and not p.is_dir()), None)
-            why = f"cannot write {target}: " + (f"{blocker} is a file, not a folder" if blocker else e.strerror)
-        parser.exit(2, f"{parser.prog}: error: {why}\n")
-
     try:
+        need_int("--per-class", args.per_class)
+        need_int("--workers", args.workers)
+        check_output_dir("--out", args.out)
+        check_output_file("--preview", args.preview)
         if args.out is None:
             root = ensure_crowd_synth(args.per_class, args.seed, workers=args.workers, version=args.version)
         elif is_complete(args.out, args.per_class, args.seed, args.version):
             root = args.out
         else:
             root = generate_folder(args.out, args.per_class, args.seed, args.workers, version=args.version)
-    except (DataError, OSError) as e:
-        fail(e, args.out or "the crowd_synth cache")
-    print(f"crowd_synth: {root}")
-    if args.preview is not None:
-        try:
+        print(f"crowd_synth: {root}")
+        if args.preview is not None:
             _write_png(args.preview, contact_sheet(args.seed, version=args.version))
-        except (DataError, OSError) as e:
-            fail(e, args.preview)
-        print(f"preview: {args.preview}")
+            print(f"preview: {args.preview}")
+    except (UsageError, DataError) as e:
+        raise SystemExit(fail(parser.prog, str(e))) from None
+    except OSError as e:                  # a full disk, a folder made unwritable meanwhile
+        raise SystemExit(fail(parser.prog, describe_os_error(e))) from None
     return root
 
 

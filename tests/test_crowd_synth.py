@@ -181,9 +181,9 @@ def test_not_separable_by_global_statistics(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("version", [3, 5])
-def test_v3_v5_not_separable_by_global_statistics(tmp_path, version):
-    """v3 and v5 draw places, light, hard negatives, photographs and artefacts alike for both
+@pytest.mark.parametrize("version", [3, 5, 6])
+def test_v3_v5_v6_not_separable_by_global_statistics(tmp_path, version):
+    """v3, v5 and v6 draw places, light, hard negatives, photographs and artefacts alike for both
     classes, so global statistics stay weak (measured, 150/class: v3 0.64). That a crowd_fcn
     does separate the scenes is shown on the shipped model's own test split in
     tests/test_builtin_model.py; it needs far more than the 12 epochs on 300 images per class
@@ -215,10 +215,15 @@ V3_DIGESTS = {(0, 0, 0): "9354d5959be73e1a", (0, 1, 5): "a31967f8b2660041", (1, 
 #: the same for v5, recorded when it became the default (the shipped model's data)
 V5_DIGESTS = {(0, 0, 0): "977e45da555914a6", (0, 1, 5): "aff8bdbcbdb97d36", (1, 0, 9): "a4358dd8ae9d5a7d",
               (1, 1, 3): "a35ed88dff269dfe"}
+#: the same for v6, recorded when it was added; (0, 0, 6) is a crowd moved onto open ground,
+#: (0, 0, 8) one moved into a cleared square, (0, 1, 0) a no_crowd view with a square cleared
+V6_DIGESTS = {(0, 0, 0): "160fc983dc2e5e9b", (0, 1, 5): "9b4eaf85d494e321", (1, 0, 9): "261a922a2c6fc677",
+              (1, 1, 3): "ea832de07091eb8d", (0, 0, 6): "3a906e186bf49c40", (0, 0, 8): "8e2d2c4f26a26a6f",
+              (0, 1, 0): "d3bfd23709d13088"}
 DIGEST_OPENCV = "5.1.0"
 
 
-@pytest.mark.parametrize("version,digests", [(2, V2_DIGESTS), (3, V3_DIGESTS), (5, V5_DIGESTS)])
+@pytest.mark.parametrize("version,digests", [(2, V2_DIGESTS), (3, V3_DIGESTS), (5, V5_DIGESTS), (6, V6_DIGESTS)])
 def test_versions_pixels_are_pinned(version, digests):
     import cv2
 
@@ -230,11 +235,11 @@ def test_versions_pixels_are_pinned(version, digests):
 
 
 def test_versions_are_separate_and_selectable(tmp_path):
-    assert cs.GENERATOR_VERSION == 5 and cs.VERSIONS == (2, 3, 4, 5)
+    assert cs.GENERATOR_VERSION == 5 and cs.VERSIONS == (2, 3, 4, 5, 6)
     images = [cs.render(0, 0, 0, 4, version=v) for v in cs.VERSIONS]
     assert all(im.shape == (cs.SIZE, cs.SIZE, 3) for im in images)
     assert all(not np.array_equal(a, b) for i, a in enumerate(images) for b in images[i + 1:])
-    assert np.array_equal(images[-1], cs.render(0, 0, 0, 4))        # v5 is the default
+    assert np.array_equal(images[3], cs.render(0, 0, 0, 4))         # v5 is the default
     old = cs.ensure_crowd_synth(2, seed=0, cache_dir=tmp_path, workers=1, progress=False, version=2)
     new = cs.ensure_crowd_synth(2, seed=0, cache_dir=tmp_path, workers=1, progress=False)
     assert (old.name, new.name) == ("v2-s0-n2", "v5-s0-n2")
@@ -251,6 +256,7 @@ def test_ground_scale_per_version():
     assert v3.patch_m == pytest.approx((12.8 * 64.0) ** 0.5, abs=0.01)
     assert cs.ground_scale(4).patch_m_range == (12.8, 128.0)         # 1-10 px per metre
     assert cs.ground_scale(5).patch_m_range == (12.8, 85.33)         # 1.5-10 px per metre
+    assert cs.ground_scale(6) == cs.ground_scale(5)                  # v6: v5's scales
     assert cs.ground_scale() == cs.ground_scale(5)
 
 
@@ -291,7 +297,7 @@ def test_v4_moves_a_crowd_that_fell_out_of_view_onto_free_ground():
     assert np.array_equal(scene_v3._into_view(sc, H, 0, inside, 60), inside)  # seen: left alone
 
 
-@pytest.mark.parametrize("version", [3, 5])
+@pytest.mark.parametrize("version", [3, 5, 6])
 def test_classes_differ_in_people_not_in_statistics_alone(version):
     """Both classes draw from the same places, light, photographs and artefacts: the mean
     brightness of the two classes over a few dozen images is close, and every image is a real scene."""
@@ -417,3 +423,63 @@ def test_cli_bad_values_and_unwritable_outputs_exit_2_in_one_line(tmp_path):
         assert r.returncode == 2 and r.stderr.strip().splitlines() == [prog + why]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]          # nothing written
     assert blocker.read_text() == "not a folder"
+
+
+# --- v6: every crowd on open ground in view ----------------------------------------------------
+
+def _people_drawn(monkeypatch, version: int, cls: int, indices) -> list:
+    """How many people each image of ``cls`` shows in the picture (what reaches the drawing)."""
+    from train.data.crowd_synth import scene_v3
+
+    counts, draw = [], scene_v3._draw_people
+    monkeypatch.setattr(scene_v3, "_draw_people", lambda img, rng, xy, *a: (counts.append(len(xy)), draw(img, rng, xy, *a)))
+    for i in indices:
+        cs.render(0, 1, cls, i, version=version)
+    monkeypatch.undo()
+    return counts
+
+
+def test_v6_crowd_images_show_their_crowd(monkeypatch):
+    """The defect v6 fixes, measured on the same test-split images: a v5 crowd that landed on
+    roofs (a dense city, water) kept its label with few people or none; every v6 crowd stands in
+    view. v6's no_crowd images hold what the label allows (up to 12 walkers)."""
+    v5 = _people_drawn(monkeypatch, 5, 0, range(48))
+    v6 = _people_drawn(monkeypatch, 6, 0, range(48))
+    assert sum(n < 12 for n in v5) >= 4                             # measured: 9 of 48
+    assert min(v6) >= 20 and np.median(v6) > 100
+    assert max(_people_drawn(monkeypatch, 6, 1, range(24))) <= 12
+
+
+def test_v6_open_ground_packs_a_crowd_onto_streets_and_clears_a_square_in_both_classes():
+    from train.data.crowd_synth import scene_v3, scene_v6
+    from train.data.crowd_synth.scene_v2 import R
+
+    H = np.eye(3)                                                    # a nadir view of the canvas
+    sc = _scene()
+    sc.roofs[:] = 1
+    sc.roofs[:, 100:110] = 0                                         # one street, 10 px wide
+    street = sc.roofs.copy()
+    on_roofs = np.random.default_rng(1).uniform(0, 90, (300, 2)).astype(np.float32)
+    assert scene_v3._seen(sc, H, 0, on_roofs) == 0
+    moved = scene_v6.open_ground(sc, H, 0, on_roofs, 60)
+    assert np.array_equal(sc.roofs, street)                          # room enough: no square
+    assert scene_v3._seen(sc, H, 0, moved) == len(moved) >= 60      # all on the street
+    assert ((moved[:, 0] > 99.5) & (moved[:, 0] < 109.5)).all()
+    seen = np.random.default_rng(2).uniform(100, 110, (100, 2)).astype(np.float32)
+    assert scene_v6.open_ground(sc, H, 0, seen, 60) is seen          # in view: left alone
+    for gathering in (on_roofs, None):                               # roofs only: a square, both classes
+        sc = _scene()
+        sc.roofs[:] = 1
+        before = sc.img.copy()
+        out = scene_v6.open_ground(sc, H, 0, gathering, 60)
+        cleared = sc.roofs == 0
+        assert 60 * 1.7 ** 2 <= cleared.sum() < R * R / 4            # 0.45-1.1 m a person at 4 px/m
+        assert (np.abs(sc.img - before).max(2)[cleared] > 0).all()   # paved
+        if gathering is None:
+            assert out is None
+        else:
+            assert scene_v3._seen(sc, H, 0, out) >= 60
+    sc = _scene()                                                    # an oblique view: rows above
+    horizon = R // 3                                                 # the horizon are not ground
+    assert not scene_v6.seen_ground(sc, H, horizon)[:horizon + 3].any()
+    assert scene_v6.seen_ground(sc, H, horizon)[horizon + 3:].all()

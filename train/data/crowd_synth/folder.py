@@ -32,6 +32,8 @@ def renderer(version: int = GENERATOR_VERSION) -> Callable[[int, int, int, int],
         from train.data.crowd_synth.scene_v4 import render
     elif version == 5:
         from train.data.crowd_synth.scene_v5 import render
+    elif version == 6:
+        from train.data.crowd_synth.scene_v6 import render
     else:
         raise ValueError(f"crowd_synth generator version {version!r} not in {VERSIONS}")
     return render
@@ -182,7 +184,7 @@ def generate_folder(root, train_per_class: int, seed: int = 0, workers: Optional
     """Write the image folder at ``root`` (replacing an incomplete one) via a temporary sibling."""
     root = Path(root)
     renderer(version)                                   # an unknown version fails before any work
-    if version == 5:                                    # so do missing or changed photographs
+    if version in (5, 6):                               # so do missing or changed photographs
         from train.data.crowd_synth.scene_v5 import photos
 
         photos()

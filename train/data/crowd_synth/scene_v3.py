@@ -26,9 +26,10 @@ oblique the view, sized by the local scale of the homography.
 
 The scene code takes a :class:`Recipe` (:func:`render_recipe`): v3's is :data:`V3`; v4
 (:mod:`.scene_v4`) reuses everything here with wider views and its crowds kept in view, v5
-(:mod:`.scene_v5`, the default) with those and photograph textures (the recipe's ``clutter``),
-and the hooks they use (the view's area factor, :func:`_into_view`, ``clutter``) leave v3's
-pixels unchanged.
+(:mod:`.scene_v5`, the default) with those and photograph textures (the recipe's ``clutter``), v6
+(:mod:`.scene_v6`, opt-in) with v5's and every crowd on open ground in view (the recipe's
+``open_ground``); the hooks they use (the view's area factor, :func:`_into_view`, ``clutter``,
+``open_ground``) leave v3's pixels unchanged.
 """
 from __future__ import annotations
 
@@ -686,6 +687,10 @@ class Recipe:
     max_area: float = 1.0                    # everything, up to this many times (0: off)
     crowd_in_view: int = 0                   # a crowd image shows at least this many people
     clutter: Optional[Callable[[Scene], None]] = None   # drawn on the ground after the vehicles (v5)
+    #: (scene, H, horizon row, gathering or None, need) -> gathering or None, called in both
+    #: classes: a crowd still not in view after ``_into_view`` is put on open ground that is (v6)
+    open_ground: Optional[Callable[[Scene, np.ndarray, int, Optional[np.ndarray], int],
+                                   Optional[np.ndarray]]] = None
 
 
 V3 = Recipe(3, PPM_RANGE)
@@ -762,7 +767,11 @@ def render_recipe(recipe: Recipe, seed: int, split_id: int, class_id: int, index
         gathering = _crowd(sc, court)
         if recipe.crowd_in_view:
             gathering = _into_view(sc, H, horizon, gathering, recipe.crowd_in_view)
+        if recipe.open_ground is not None:
+            gathering = recipe.open_ground(sc, H, horizon, gathering, recipe.crowd_in_view)
         people = np.concatenate([people, gathering])
+    elif recipe.open_ground is not None:
+        recipe.open_ground(sc, H, horizon, None, recipe.crowd_in_view)
     people = _on_ground(sc, people)[:MAX_PEOPLE]
     if len(people):                                                 # shadows on the ground plane
         shadow = np.zeros((R, R), np.float32)

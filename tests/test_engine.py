@@ -149,6 +149,8 @@ def test_cli_unknown_names_list_the_valid_ones(argv, message, capsys):
     (["--dataset", "digits", "--method", "ce", "--kd", "x.pt"], "conflicts"),
     (["--dataset", "cifar10"], "not found under"),
     (["--dataset", "digits", "--patch-metres", "-3"], "--patch-metres must be a positive"),
+    (["--dataset", "digits", "--ema", "1.5"], "--ema must be a decay between 0 and 1"),
+    (["--dataset", "digits", "--ema", "0"], "--ema must be a decay between 0 and 1"),
 ])
 def test_cli_bad_inputs_exit_non_zero_with_a_message(tmp_path, argv, message, capsys):
     code = main(argv + ["--out", str(tmp_path / "o"), "--data-root", str(tmp_path / "nodata")])
@@ -195,3 +197,79 @@ def test_ctrl_c_in_a_real_process_saves_a_resumable_state(tmp_path):
     done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 40
+
+
+# --- --ema: an average of the weights -----------------------------------------------------------
+
+def test_weight_average_follows_the_documented_rule():
+    """Against a float64 loop over the rule in train/ema.py: avg <- d avg + (1 - d) w with
+    d = min(DECAY, (1 + n) / (10 + n)); BatchNorm's statistics averaged, its counter copied."""
+    from train.ema import WeightAverage
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    avg = WeightAverage(model, 0.8)
+    ref = {k: v.double().clone() for k, v in model.state_dict().items()}
+    for n in range(1, 31):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model.train()
+        model(torch.randn(8, 3))                      # moves the running statistics, counts a batch
+        d = min(0.8, (1 + n) / (10 + n))
+        assert avg.rate() == d                        # the decay of this update
+        avg.update(model)
+        for k, v in model.state_dict().items():
+            ref[k] = ref[k] * d + v.double() * (1 - d) if v.dtype.is_floating_point else v.double()
+    for k, v in avg.model.state_dict().items():
+        assert torch.allclose(v.double(), ref[k], atol=1e-5), k
+    assert int(avg.model[1].num_batches_tracked) == 30 and avg.updates == 30
+    assert not any(p.requires_grad for p in avg.model.parameters()) and not avg.model.training
+    assert not torch.equal(avg.model[0].weight, model[0].weight)
+
+
+def test_ema_trains_the_same_weights_and_evaluates_and_saves_the_average(tmp_path, digits):
+    from train.checkpoint import load_checkpoint
+
+    plain = Trainer(_cfg(tmp_path, out=str(tmp_path / "plain")), data=digits)
+    plain.fit()
+    ema = Trainer(_cfg(tmp_path, out=str(tmp_path / "ema"), ema=0.9), data=digits)
+    summary = ema.fit()
+    for (n, p), (_, q) in zip(plain.model.state_dict().items(), ema.model.state_dict().items()):
+        assert torch.equal(p, q), f"{n}: --ema changed training"
+    state = torch.load(tmp_path / "ema" / "state.pt", weights_only=True)
+    final = load_checkpoint(tmp_path / "ema" / "model.pt")
+    averaged = ema.ema.model.state_dict()
+    for n, p in ema.model.state_dict().items():
+        assert torch.equal(state["state_dict"][n], p)                  # state.pt: trained weights
+        assert torch.equal(final["state_dict"][n], averaged[n])       # model.pt: the average
+        assert torch.equal(state["train_state"]["ema"]["weights"][n], averaged[n])
+    assert any(not torch.equal(averaged[n], p) for n, p in ema.model.state_dict().items()
+               if p.dtype.is_floating_point)
+    lines = [json.loads(ln) for ln in (tmp_path / "ema" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["test_acc"] == ema.evaluate(ema.ema.model)["acc"]   # the average is what is logged
+    assert summary["weights"] == "exponential moving average, decay 0.9"
+    assert "weights" not in plain.summary()
+
+
+def test_ema_resume_after_an_interrupt_is_bit_identical(tmp_path, digits):
+    ref = Trainer(_cfg(tmp_path, out=str(tmp_path / "ref"), ema=0.95), data=digits)
+    ref.fit()
+
+    def interrupt(trainer, epoch, step):
+        if epoch == 1 and step == 3:
+            raise KeyboardInterrupt
+
+    cut = _cfg(tmp_path, out=str(tmp_path / "cut"), ema=0.95)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cut, data=digits, on_step=interrupt).fit()
+    resumed = Trainer(cut.replace(resume=True), data=digits)
+    resumed.fit()
+    assert resumed.ema.updates == ref.ema.updates
+    for (n, p), (_, q) in zip(ref.ema.model.state_dict().items(), resumed.ema.model.state_dict().items()):
+        assert torch.equal(p, q), f"{n} of the average differs after resume"
+    strip = lambda ln: {k: v for k, v in json.loads(ln).items() if k != "epoch_time_s"}
+    assert ([strip(a) for a in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+            == [strip(b) for b in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()])
+    with pytest.raises(ValueError, match="differs.*ema"):
+        Trainer(cut.replace(resume=True, ema=0.9, epochs=3), data=digits).fit()

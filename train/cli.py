@@ -113,6 +113,10 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
     g.add_argument("--schedule", choices=("none", "step", "cosine"), default=None)
     g.add_argument("--milestones", type=int, nargs="*", default=None, help="step schedule epochs")
     g.add_argument("--gamma", type=float, default=None, help="step schedule factor")
+    g.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (decay per optimiser step, "
+                        "e.g. 0.999) and evaluate, select and save it: test accuracy, --val-data, best.pt "
+                        "and model.pt are the averaged weights; training itself is unchanged (train/ema.py)")
 
     g = p.add_argument_group("real-data validation (docs/jetson.md, \"Validation frames\")")
     g.add_argument("--val-data", metavar="DIR", default=None,
@@ -181,6 +185,10 @@ def _one_method(v: Dict[str, Any], name: str) -> None:
 
 def _validate(cfg: TrainConfig) -> None:
     check_train_config(cfg)
+    if cfg.ema is not None:
+        from train.ema import check_decay
+
+        check_decay(cfg.ema)
     if cfg.patch_metres is not None and not (0 < cfg.patch_metres < float("inf")):
         raise ValueError(f"--patch-metres must be a positive number of metres, got {cfg.patch_metres}")
     _validate_val(cfg)

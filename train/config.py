@@ -57,6 +57,7 @@ class TrainConfig:
     schedule: str = "none"
     milestones: Tuple[int, ...] = ()
     gamma: float = 0.1
+    ema: Optional[float] = None           # evaluate and save an average of the weights (train/ema.py)
     # run
     seed: int = 0
     device: str = "auto"

@@ -34,6 +34,7 @@ from edge.contract import DecisionRule, GroundScale, ModelInfo
 from train.build import (DataShape, build_parts, effective_loss_kwargs, load_data, model_kwargs,
                          pick_device)
 from train.config import TrainConfig
+from train.ema import WeightAverage
 from train.data import DataSplits
 from train.data.augment import Normalizer, augment_batch, check_policy
 from train.grad_ratio import summarise as summarise_ratios, term_grad_ratios
@@ -103,6 +104,9 @@ class Trainer:
         self.parts = build_parts(cfg, self.shape, self.device)
         self.model, self.loss, self.tap = self.parts.model, self.parts.loss, self.parts.tap
         self.optimizer, self.scheduler = self.parts.optimizer, self.parts.scheduler
+        # --ema: the averaged weights are what the run evaluates and saves (train/ema.py)
+        self.ema = WeightAverage(self.model, cfg.ema) if cfg.ema is not None else None
+        self.eval_model = self.ema.model if self.ema is not None else self.model
         # global scope: neighbours from the batch gathered across ranks (a no-op in one process)
         self.gather = self.dist.enabled and cfg.knn_scope == "global"
         if self.dist.enabled and not self.gather:   # local scope: neighbours from the rank's slice
@@ -216,6 +220,8 @@ class Trainer:
             scaled.backward()
             ddp.average_grads(self.loss.parameters(), self.dist)
             self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         out = {k: v.detach() for k, v in terms.items()}
         out["loss"] = total.detach()
         out["correct"] = (logits.detach().argmax(1) == y).sum()
@@ -248,7 +254,7 @@ class Trainer:
 
     def fit(self) -> Dict[str, Any]:
         cfg = self.cfg
-        restored = self.run_dir.prepare(self.parts, self.device, self.resolved_info)
+        restored = self.run_dir.prepare(self.parts, self.device, self.resolved_info, self.ema)
         if restored is not None:
             self.state = restored
         ddp.barrier(self.dist)
@@ -270,7 +276,7 @@ class Trainer:
         except KeyboardInterrupt:
             self.state.elapsed = self._start_elapsed + time.perf_counter() - start
             try:
-                self.run_dir.save_state(self.parts, self.state, self.summary())
+                self.run_dir.save_state(self.parts, self.state, self.summary(), self.ema)
             except KeyboardInterrupt:        # pressed again while saving: the old state.pt stays whole
                 ddp.shutdown(self.dist)
                 print(f"\nstopped while saving; {state_pt} keeps the last saved state",
@@ -316,7 +322,7 @@ class Trainer:
             self.scheduler.step()
             record = self.end_epoch(epoch, time.perf_counter() - t0)
             st.elapsed = self._start_elapsed + time.perf_counter() - start
-            self.run_dir.save_state(self.parts, st, self.summary())
+            self.run_dir.save_state(self.parts, st, self.summary(), self.ema)
             _bar_post(outer, record)
             self._say(_epoch_line(record, cfg.epochs))
 
@@ -330,8 +336,8 @@ class Trainer:
         correct = st.sums.pop("correct", 0.0)
         train_terms = {k: v / seen for k, v in st.sums.items()}
         ratios = self.grad_ratios(epoch)
-        test = self.evaluate()
-        val = self._last_val = self.val.run(self.model, self.device) if self.val is not None else None
+        test = self.evaluate(self.eval_model)
+        val = self._last_val = self.val.run(self.eval_model, self.device) if self.val is not None else None
         better_test = test["acc"] > st.best_acc
         if better_test:
             st.best_acc, st.best_epoch = test["acc"], epoch + 1
@@ -342,7 +348,7 @@ class Trainer:
             st.best_pt_epoch = epoch + 1
             if self.dist.is_main:
                 rule = self._calibrated(val, f"epoch {epoch + 1}")
-                self.run_dir.save_best(self.parts, self.summary(extra=test), rule)
+                self.run_dir.save_best(self.parts, self.summary(extra=test), rule, self.eval_model)
         record = {
             "epoch": epoch + 1, "train": train_terms, "train_acc": correct / seen,
             "test_acc": test["acc"], "test_loss": test["loss"], "best_test_acc": st.best_acc,
@@ -406,6 +412,8 @@ class Trainer:
             "final_train_acc": last.get("train_acc"), "wall_time_s": round(st.elapsed, 2),
             "select_best": self.select, "best_pt_epoch": st.best_pt_epoch if st.history else None,
         }
+        if self.ema is not None:
+            out["weights"] = f"exponential moving average, decay {self.ema.decay}"
         if self.val is not None:
             out.update(final_val=last.get("val"), best_val_balanced_accuracy=st.best_val,
                        best_val_epoch=st.best_val_epoch)
@@ -421,10 +429,10 @@ class Trainer:
         if self.dist.is_main:
             rule = None
             if self.val is not None and self.cfg.calibrate:   # the final weights get their own rule
-                val = self._last_val or self.val.run(self.model, self.device)
+                val = self._last_val or self.val.run(self.eval_model, self.device)
                 rule = self._calibrated(val, f"final weights, epoch {self.state.epoch}")
                 summary["decision"] = rule.to_dict()
-            self.run_dir.finish(self.parts, summary, rule)
+            self.run_dir.finish(self.parts, summary, rule, self.eval_model)
         if self.tap is not None:
             self.tap.remove()
         ddp.barrier(self.dist)           # no rank leaves before rank 0 has written the results

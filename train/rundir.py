@@ -22,6 +22,7 @@ from train.checkpoint import (CheckpointError, build_checkpoint, load_checkpoint
                               save_checkpoint, train_state_of)
 from train.config import RESUMABLE_CHANGES, TrainConfig
 from train.distributed import DistContext
+from train.ema import WeightAverage
 
 #: the files of a run (each written through atomic_write, except the appended metrics.jsonl)
 OUTPUTS = ("state.pt", "metrics.jsonl", "metrics.json", "model.pt", "best.pt")
@@ -74,8 +75,10 @@ class RunDir:
     # -- checkpoints ---------------------------------------------------------------------
     def checkpoint(self, parts: TrainingParts, metrics: Dict[str, Any],
                    state: Optional[RunState] = None,
-                   decision: Optional[DecisionRule] = None) -> Dict[str, Any]:
-        """The checkpoint of ``parts.model``; with ``state``, resumable (what ``state.pt`` holds)."""
+                   decision: Optional[DecisionRule] = None, model: Optional[torch.nn.Module] = None,
+                   ema: Optional[WeightAverage] = None) -> Dict[str, Any]:
+        """The checkpoint of ``model`` (default ``parts.model``); with ``state``, resumable (what
+        ``state.pt`` holds: the trained weights, and under ``--ema`` the average beside them)."""
         train_state = None
         if state is not None:
             train_state = {
@@ -85,19 +88,23 @@ class RunDir:
                 "loss_state": parts.loss.state_dict(),
                 "torch_rng": torch.get_rng_state(),
             }
+            if ema is not None:
+                train_state["ema"] = ema.state_dict()
         return build_checkpoint(
-            parts.model, arch=self.cfg.model, method=self.cfg.method, config=self.cfg.to_dict(),
+            model if model is not None else parts.model, arch=self.cfg.model, method=self.cfg.method, config=self.cfg.to_dict(),
             metrics=metrics, train_state=train_state,
             decision=None if decision is None else decision.to_dict(), **self.description)
 
-    def save_state(self, parts: TrainingParts, state: RunState, summary: Dict[str, Any]) -> None:
+    def save_state(self, parts: TrainingParts, state: RunState, summary: Dict[str, Any],
+                   ema: Optional[WeightAverage] = None) -> None:
         if self.dist.is_main:
-            save_checkpoint(self.checkpoint(parts, summary, state), self.path / "state.pt")
+            save_checkpoint(self.checkpoint(parts, summary, state, ema=ema), self.path / "state.pt")
 
     def save_best(self, parts: TrainingParts, metrics: Dict[str, Any],
-                  decision: Optional[DecisionRule]) -> None:
+                  decision: Optional[DecisionRule], model: Optional[torch.nn.Module] = None) -> None:
         if self.dist.is_main:
-            save_checkpoint(self.checkpoint(parts, metrics, decision=decision), self.path / "best.pt")
+            save_checkpoint(self.checkpoint(parts, metrics, decision=decision, model=model),
+                            self.path / "best.pt")
 
     def append_metrics(self, record: Dict[str, Any]) -> None:
         if self.dist.is_main:
@@ -105,15 +112,17 @@ class RunDir:
                 f.write(json.dumps(record) + "\n")
 
     def finish(self, parts: TrainingParts, summary: Dict[str, Any],
-               decision: Optional[DecisionRule]) -> None:
-        """``model.pt`` (the final weights) and ``metrics.json`` (``summary``)."""
+               decision: Optional[DecisionRule], model: Optional[torch.nn.Module] = None) -> None:
+        """``model.pt`` (the final weights, or ``model``) and ``metrics.json`` (``summary``)."""
         if self.dist.is_main:
-            save_checkpoint(self.checkpoint(parts, summary, decision=decision), self.path / "model.pt")
+            save_checkpoint(self.checkpoint(parts, summary, decision=decision, model=model),
+                            self.path / "model.pt")
             _write_json(self.path / "metrics.json", summary)
 
     # -- starting and resuming -----------------------------------------------------------
     def prepare(self, parts: TrainingParts, device: torch.device,
-                resolved: Callable[[], Dict[str, Any]]) -> Optional[RunState]:
+                resolved: Callable[[], Dict[str, Any]],
+                ema: Optional[WeightAverage] = None) -> Optional[RunState]:
         """Before the first step: refuse to replace a run silently; on ``--resume`` restore
         ``state.pt`` into ``parts`` (before anything is written, so a refused resume changes
         nothing); then (rank 0) create the folder, clear what ``--overwrite`` replaces, rewrite
@@ -123,7 +132,7 @@ class RunDir:
         if existing and not (self.cfg.resume or self.cfg.overwrite):
             raise RunExists(f"{self.path} already holds a run ({', '.join(existing)}); pass --resume "
                             "to continue it, --overwrite to replace it, or choose another --out")
-        state = self.restore(parts, device) if self.cfg.resume else None
+        state = self.restore(parts, device, ema) if self.cfg.resume else None
         if self.dist.is_main:               # every file is written by rank 0 only
             self.path.mkdir(parents=True, exist_ok=True)
             _remove_stale_temporaries(self.path)
@@ -135,8 +144,9 @@ class RunDir:
             _write_json(self.path / "config.json", {"config": self.cfg.to_dict(), "resolved": resolved()})
         return state
 
-    def restore(self, parts: TrainingParts, device: torch.device) -> Optional[RunState]:
-        """Load ``state.pt`` into ``parts`` and the torch generator; its :class:`RunState`. A run
+    def restore(self, parts: TrainingParts, device: torch.device,
+                ema: Optional[WeightAverage] = None) -> Optional[RunState]:
+        """Load ``state.pt`` into ``parts`` (and ``ema``) and the torch generator; its :class:`RunState`. A run
         killed before its first state was saved (only config.json, perhaps a log and best.pt)
         starts again from epoch 1 (None): that is where it stands."""
         path = self.path / "state.pt"
@@ -157,6 +167,8 @@ class RunDir:
             parts.scheduler.load_state_dict(ts["scheduler"])
             parts.loss.load_state_dict(ts["loss_state"])
             torch.set_rng_state(ts["torch_rng"])
+            if ema is not None:
+                ema.load_state_dict(ts["ema"])
             return RunState.from_dict(ts["run"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             first = (str(e).strip().splitlines() or [""])[0][:200]

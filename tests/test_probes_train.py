@@ -514,12 +514,12 @@ def test_killed_while_writing_state_pt_resumes(tmp_path, capsys, monkeypatch, re
     metrics.jsonl keeps one line per epoch."""
     out = tmp_path / "run"
 
-    def dying_save(self, parts, state, summary):
+    def dying_save(self, parts, state, summary, ema=None):
         if state.epoch == kill_epoch:
-            blob = _checkpoint_bytes(self.checkpoint(parts, summary, state))
+            blob = _checkpoint_bytes(self.checkpoint(parts, summary, state, ema=ema))
             (self.path / ".state.pt.k9x2.tmp").write_bytes(blob[: len(blob) // 2])
             raise _Killed
-        return real_save(self, parts, state, summary)
+        return real_save(self, parts, state, summary, ema=ema)
 
     real_save = RunDir.save_state
     monkeypatch.setattr(RunDir, "save_state", dying_save)

@@ -4,11 +4,12 @@ The averaged copy follows the trained model after every optimiser step,
 
     avg <- d * avg + (1 - d) * w,    d = min(DECAY, (1 + n) / (10 + n))
 
-for the n-th update (n = 1, 2, ...; the warm-up keeps the random initial weights from lingering
-in the average of a short run), over every floating-point tensor of the state dict, BatchNorm's
-running statistics included; integer buffers (BatchNorm's batch counter) are copied. It is the
-rule of timm's ``ModelEmaV2`` with the warm-up of TensorFlow's ``ExponentialMovingAverage``
-(``num_updates``).
+for the n-th update (n = 1, 2, ...), over every floating-point tensor of the state dict,
+BatchNorm's running statistics included; integer buffers (BatchNorm's batch counter) are copied.
+It is the rule of timm's ``ModelEmaV2`` with the warm-up of TensorFlow's
+``ExponentialMovingAverage`` (``num_updates``). The warm-up keeps the random initial weights from
+lingering in the average of a short run: 1 - d = 9 / (10 + n), so the average spans about the
+last ninth of the steps so far, up to 1 / (1 - DECAY) steps.
 
 Training itself is unchanged: the optimiser sees only the trained weights, so a run with
 ``--ema`` trains bit for bit as the same run without it. What changes is which weights the run

@@ -276,7 +276,7 @@ class Trainer:
         except KeyboardInterrupt:
             self.state.elapsed = self._start_elapsed + time.perf_counter() - start
             try:
-                self.run_dir.save_state(self.parts, self.state, self.summary(), self.ema)
+                self.run_dir.save_state(self.parts, self.state, self.summary(), ema=self.ema)
             except KeyboardInterrupt:        # pressed again while saving: the old state.pt stays whole
                 ddp.shutdown(self.dist)
                 print(f"\nstopped while saving; {state_pt} keeps the last saved state",
@@ -322,7 +322,7 @@ class Trainer:
             self.scheduler.step()
             record = self.end_epoch(epoch, time.perf_counter() - t0)
             st.elapsed = self._start_elapsed + time.perf_counter() - start
-            self.run_dir.save_state(self.parts, st, self.summary(), self.ema)
+            self.run_dir.save_state(self.parts, st, self.summary(), ema=self.ema)
             _bar_post(outer, record)
             self._say(_epoch_line(record, cfg.epochs))
 

@@ -149,8 +149,9 @@ def test_cli_unknown_names_list_the_valid_ones(argv, message, capsys):
     (["--dataset", "digits", "--method", "ce", "--kd", "x.pt"], "conflicts"),
     (["--dataset", "cifar10"], "not found under"),
     (["--dataset", "digits", "--patch-metres", "-3"], "--patch-metres must be a positive"),
-    (["--dataset", "digits", "--ema", "1.5"], "--ema must be a decay between 0 and 1"),
-    (["--dataset", "digits", "--ema", "0"], "--ema must be a decay between 0 and 1"),
+    (["--dataset", "digits", "--ema", "1.5"], "--ema must be 0 (off) or a decay between 0 and 1"),
+    (["--dataset", "digits", "--ema", "-0.1"], "--ema must be 0 (off) or a decay between 0 and 1"),
+    (["--dataset", "digits", "--ema", "nan"], "--ema must be 0 (off) or a decay between 0 and 1"),
 ])
 def test_cli_bad_inputs_exit_non_zero_with_a_message(tmp_path, argv, message, capsys):
     code = main(argv + ["--out", str(tmp_path / "o"), "--data-root", str(tmp_path / "nodata")])
@@ -273,3 +274,15 @@ def test_ema_resume_after_an_interrupt_is_bit_identical(tmp_path, digits):
             == [strip(b) for b in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()])
     with pytest.raises(ValueError, match="differs.*ema"):
         Trainer(cut.replace(resume=True, ema=0.9, epochs=3), data=digits).fit()
+
+
+def test_crowd_drone_averages_by_default_and_ema_0_turns_it_off(tmp_path, digits):
+    from train.cli import build_parser, config_from_args
+    from train.crowd_drone import DEFAULTS
+
+    parse = lambda *argv: config_from_args(build_parser("p", "crowd", DEFAULTS).parse_args(["--posd", *argv]))
+    assert parse().ema == 0.9998 and parse("--ema", "0.99").ema == 0.99 and parse("--ema", "0").ema == 0.0
+    assert config_from_args(build_parser("p").parse_args(["--dataset", "digits"])).ema is None  # python -m train
+    off = Trainer(_cfg(tmp_path, epochs=1, ema=0.0), data=digits)
+    assert off.ema is None and off.eval_model is off.model
+    assert "weights" not in off.fit()

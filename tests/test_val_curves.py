@@ -52,3 +52,22 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, case):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error:" in err and "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob(".c.*"))
+
+
+def test_a_compared_run_adds_its_real_balanced_accuracies_matched_by_epoch(tmp_path, capsys):
+    mine = V.read_epochs(_run(tmp_path / "a"))
+    other = [r for r in V.read_epochs(_run(tmp_path / "b")) if r["epoch"] != 3]   # epoch 3 missing
+    for r in other:
+        r["val"]["classify"]["balanced_accuracy"] = 0.1 * r["epoch"]
+    got = {name: (values, style) for name, values, style in V.curves(mine, other, "raw")}
+    assert set(got) == set(V.series(mine)) | {"raw: real classify balanced accuracy",
+                                              "raw: real heatmap balanced accuracy"}
+    values, style = got["raw: real classify balanced accuracy"]
+    assert style == "grey" and values[:2] == pytest.approx([0.1, 0.2]) and values[3:] == pytest.approx([0.4, 0.5])
+    assert values[2] != values[2]                                          # NaN where it has no epoch
+    out = tmp_path / "c.png"
+    assert V.main([str(tmp_path / "a" / "run"), "--compare", str(tmp_path / "b" / "run"), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert V.main([str(tmp_path / "a" / "run"), "--compare", str(tmp_path / "nowhere"), "--out",
+                   str(tmp_path / "d.png")]) == 2
+    assert "not a run folder" in capsys.readouterr().err and not (tmp_path / "d.png").exists()

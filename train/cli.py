@@ -26,7 +26,8 @@ from train.cli_checks import (check_input_dir, check_output_dir, check_train_con
 FLAG_METHODS = ("ce", "posd", "oskd")
 
 
-def build_parser(prog: str = "python -m train", preset: Optional[str] = None) -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m train", preset: Optional[str] = None,
+                 defaults: Optional[Dict[str, Any]] = None) -> argparse.ArgumentParser:
     from train.data import list_datasets
     from edge.judge import add_camera_args
     from train.data.augment import POLICIES, SMALL_IMAGE_SIDE
@@ -115,8 +116,9 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
     g.add_argument("--gamma", type=float, default=None, help="step schedule factor")
     g.add_argument("--ema", type=float, default=None, metavar="DECAY",
                    help="keep an exponential moving average of the weights (decay per optimiser step, "
-                        "e.g. 0.999) and evaluate, select and save it: test accuracy, --val-data, best.pt "
-                        "and model.pt are the averaged weights; training itself is unchanged (train/ema.py)")
+                        "e.g. 0.9998; 0: off) and evaluate, select and save it: test accuracy, --val-data, "
+                        "best.pt and model.pt are the averaged weights; training itself is unchanged "
+                        "(train/ema.py)")
 
     g = p.add_argument_group("real-data validation (docs/jetson.md, \"Validation frames\")")
     g.add_argument("--val-data", metavar="DIR", default=None,
@@ -147,7 +149,7 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None) ->
                    help="DDP: neighbours from the local batch or the batch gathered across ranks")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                    help="no progress bars (they are off anyway when stderr is not a terminal)")
-    p.set_defaults(_preset=preset)
+    p.set_defaults(_preset=preset, **(defaults or {}))   # a command's own defaults (train.crowd_drone)
     return p
 
 
@@ -224,13 +226,13 @@ def _validate_val(cfg: TrainConfig) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m train",
-         preset: Optional[str] = None) -> int:
+         preset: Optional[str] = None, defaults: Optional[Dict[str, Any]] = None) -> int:
     from train.checkpoint import CheckpointError
     from train.data import DataError
     from train.engine import NonFiniteLoss, Trainer
     from train.rundir import RunExists
 
-    parser = build_parser(prog, preset)
+    parser = build_parser(prog, preset, defaults)
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)

@@ -31,9 +31,10 @@ from torch import nn
 
 
 def check_decay(decay: float) -> float:
-    """``decay`` if it is a usable EMA decay (0 < decay < 1), else a ValueError naming the flag."""
-    if not (isinstance(decay, (int, float)) and 0.0 < float(decay) < 1.0):
-        raise ValueError(f"--ema must be a decay between 0 and 1 (e.g. 0.999), got {decay}")
+    """``decay`` if it is 0 (no averaging) or a usable decay (0 < decay < 1), else a ValueError
+    naming the flag."""
+    if not (isinstance(decay, (int, float)) and 0.0 <= float(decay) < 1.0):
+        raise ValueError(f"--ema must be 0 (off) or a decay between 0 and 1 (e.g. 0.9998), got {decay}")
     return float(decay)
 
 
@@ -42,6 +43,8 @@ class WeightAverage:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = check_decay(decay)
+        if self.decay == 0.0:
+            raise ValueError("--ema 0 means no average: do not build one")
         self.model = copy.deepcopy(model).eval()
         for m in self.model.modules():       # a feature tap's hooks belong to the trained model
             m._forward_hooks.clear()

@@ -105,7 +105,7 @@ class Trainer:
         self.model, self.loss, self.tap = self.parts.model, self.parts.loss, self.parts.tap
         self.optimizer, self.scheduler = self.parts.optimizer, self.parts.scheduler
         # --ema: the averaged weights are what the run evaluates and saves (train/ema.py)
-        self.ema = WeightAverage(self.model, cfg.ema) if cfg.ema is not None else None
+        self.ema = WeightAverage(self.model, cfg.ema) if cfg.ema else None   # --ema 0: off
         self.eval_model = self.ema.model if self.ema is not None else self.model
         # global scope: neighbours from the batch gathered across ranks (a no-op in one process)
         self.gather = self.dist.enabled and cfg.knn_scope == "global"

@@ -71,15 +71,18 @@ def test_checkpoint_is_what_the_documented_command_trains():
     from train.cli import build_parser, config_from_args
 
     command = re.search(r"^python -m train\.crowd_drone (.+)$", DOC.read_text(), re.M).group(1)
-    args = build_parser("python -m train.crowd_drone", "crowd").parse_args(shlex.split(command))
+    from train.crowd_drone import DEFAULTS
+
+    args = build_parser("python -m train.crowd_drone", "crowd", DEFAULTS).parse_args(shlex.split(command))
     documented = config_from_args(args).to_dict()
     stored = load_checkpoint(CKPT)["config"]
     keys = ("dataset", "model", "method", "knn", "synth_size", "synth_seed", "synth_version", "epochs",
             "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "seed", "augment",
-            "select_best", "calibrate", "preset")
+            "select_best", "calibrate", "preset", "ema")
     assert {k: documented[k] for k in keys} == {k: stored[k] for k in keys}
     assert stored["augment"] is None                    # crowd_synth's own default policy: aerial
     assert stored["method"] == "posd" and stored["knn"] == 2 and stored["epochs"] == 100
+    assert stored["ema"] == 0.9998                      # the command's own default: the average
 
 
 def _scenes(per_class: int):

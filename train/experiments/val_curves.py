@@ -78,8 +78,9 @@ def plot(records: Sequence[Dict], title: str, out: Path, compare: Optional[Seque
     from train.experiments.table import save_figure
 
     epochs = [r["epoch"] for r in records]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, values, style in curves(records, compare, compare_label):
+    lines = curves(records, compare, compare_label)
+    fig, ax = plt.subplots(figsize=(8, 4.5 + 0.2 * (len(lines) // 2)))
+    for name, values, style in lines:
         if style == "grey":
             ax.plot(epochs, values, "-" if "classify" in name else ":", color="0.6", label=name, linewidth=0.9)
         else:
@@ -88,7 +89,7 @@ def plot(records: Sequence[Dict], title: str, out: Path, compare: Optional[Seque
     ax.set_ylim(0.4, 1.0)
     ax.grid(alpha=0.3)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower center", ncol=3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     fig.tight_layout()
     return save_figure(fig, out, dpi=110)
 

@@ -185,8 +185,9 @@ class RunDir:
         mine = self.cfg.to_dict()
         diff = sorted(k for k, v in saved_cfg.items() if mine[k] != v and k not in RESUMABLE_CHANGES)
         if diff:
+            shown = ", ".join(f"{k} (saved {saved_cfg[k]!r}, now {mine[k]!r})" for k in diff)
             raise ValueError(f"--resume: the configuration differs from the saved run in "
-                             f"{', '.join(diff)}; resume with the same settings")
+                             f"{shown[:400]}; resume with the same settings")
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -281,8 +281,25 @@ def test_crowd_drone_averages_by_default_and_ema_0_turns_it_off(tmp_path, digits
     from train.crowd_drone import DEFAULTS
 
     parse = lambda *argv: config_from_args(build_parser("p", "crowd", DEFAULTS).parse_args(["--posd", *argv]))
-    assert parse().ema == 0.9998 and parse("--ema", "0.99").ema == 0.99 and parse("--ema", "0").ema == 0.0
+    assert parse().ema == 0.9998 and parse("--ema", "0.99").ema == 0.99
+    assert parse("--ema", "0").ema is None                       # off: as a run from before --ema
     assert config_from_args(build_parser("p").parse_args(["--dataset", "digits"])).ema is None  # python -m train
     off = Trainer(_cfg(tmp_path, epochs=1, ema=0.0), data=digits)
     assert off.ema is None and off.eval_model is off.model
     assert "weights" not in off.fit()
+
+
+def test_a_run_from_before_ema_resumes_with_ema_0_and_says_why_otherwise(tmp_path, capsys):
+    """A run saved without --ema, resumed under a command that averages by default (crowd_drone):
+    refused in one line naming both values; with --ema 0 it resumes."""
+    from train.crowd_drone import DEFAULTS
+
+    argv = ["--dataset", "digits", "--model", "cifar_cnn", "--lr", "0.05", "--out", str(tmp_path / "r")]
+    assert main(argv + ["--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main(argv + ["--epochs", "2", "--resume"], defaults=DEFAULTS) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ema (saved None, now 0.9998)" in err
+    assert main(argv + ["--epochs", "2", "--resume", "--ema", "0"], defaults=DEFAULTS) == 0
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2]

@@ -177,6 +177,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         knn = f"_k{cfg.knn}" if cfg.method in ("posd", "oskd") else ""
         cfg = cfg.replace(out=f"runs/{data}_{cfg.model}_{cfg.method}{knn}_s{cfg.seed}")
     _validate(cfg)
+    if cfg.ema == 0:                # off is recorded as never set, so a run from before --ema resumes
+        cfg = cfg.replace(ema=None)
     return cfg
 
 

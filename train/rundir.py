@@ -91,8 +91,8 @@ class RunDir:
             if ema is not None:
                 train_state["ema"] = ema.state_dict()
         return build_checkpoint(
-            model if model is not None else parts.model, arch=self.cfg.model, method=self.cfg.method, config=self.cfg.to_dict(),
-            metrics=metrics, train_state=train_state,
+            model if model is not None else parts.model, arch=self.cfg.model, method=self.cfg.method,
+            config=self.cfg.to_dict(), metrics=metrics, train_state=train_state,
             decision=None if decision is None else decision.to_dict(), **self.description)
 
     def save_state(self, parts: TrainingParts, state: RunState, summary: Dict[str, Any],

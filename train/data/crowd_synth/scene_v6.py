@@ -21,6 +21,7 @@ not transfer better to real photos than v5, so v5 stays the default.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Optional
 
@@ -28,7 +29,7 @@ import numpy as np
 
 from train.data.crowd_synth import scene_v3, scene_v5
 from train.data.crowd_synth.scene_v2 import R, Scene, _material, _poly, _rect, _up
-from train.data.crowd_synth.scene_v3 import MAX_PEOPLE, Recipe, render_recipe
+from train.data.crowd_synth.scene_v3 import MAX_PEOPLE, render_recipe
 
 #: the spacing of a gathering put on open ground, in metres: shoulder to shoulder .. 1 m, as the
 #: dense layouts of ``scene_v3._crowd``
@@ -97,8 +98,7 @@ def open_ground(sc: Scene, H: np.ndarray, horizon: int, pts: Optional[np.ndarray
 
 
 #: v5's recipe and every crowd on open ground in view.
-V6 = Recipe(6, scene_v5.PPM_RANGE, area_ref=3.0, max_area=4.0, crowd_in_view=60, clutter=scene_v5._clutter,
-            open_ground=open_ground)
+V6 = dataclasses.replace(scene_v5.V5, version=6, open_ground=open_ground)
 
 
 def render(seed: int, split_id: int, class_id: int, index: int) -> np.ndarray:

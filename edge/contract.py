@@ -366,12 +366,113 @@ def gsd_from_camera(altitude_m: float, hfov_deg: float, frame_width_px: int) -> 
     return 2.0 * h * math.tan(math.radians(fov) / 2.0) / w
 
 
+#: levels at which :class:`Background` keeps the quantiles of its scores (0, 0.001, ..., 1): the
+#: per-frame threshold of a frame of 12 tiles reads the 0.99 quantile, so the tail needs the detail
+BACKGROUND_LEVELS = 1001
+#: fewer crowd-free test patches than this give no background (their upper quantiles mean little)
+MIN_BACKGROUND_PATCHES = 20
+
+
+@dataclass(frozen=True)
+class Background:
+    """How the model scores patches without a crowd: the quantiles of p(``positive``) over the
+    crowd-free images of its own test split, each one training patch of ground, at
+    :data:`BACKGROUND_LEVELS` evenly spaced levels. The heatmap reads from it how often one patch
+    of empty ground exceeds a threshold, and so the threshold that keeps a whole frame, which
+    holds many patches, to that rate (:meth:`DecisionRule.tile_threshold`)."""
+
+    quantiles: Tuple[float, ...]
+    n: int                       # patches measured
+    positive: str                # the class the scores are of
+    source: str = ""             # which patches, for records
+
+    def __post_init__(self) -> None:
+        q = np.asarray(self.quantiles, dtype=np.float64)
+        if q.ndim != 1 or len(q) < 2 or not np.isfinite(q).all() or q.min() < 0 or q.max() > 1:
+            raise ValueError("background quantiles must be >= 2 finite values in [0, 1]")
+        if np.any(np.diff(q) < 0):
+            raise ValueError("background quantiles must not decrease")
+        if int(self.n) < 1:
+            raise ValueError(f"background needs >= 1 patch, got n={self.n!r}")
+
+    @classmethod
+    def from_scores(cls, scores, positive: str, source: str = "",
+                    levels: int = BACKGROUND_LEVELS) -> "Background":
+        """The quantiles of ``scores`` (p(``positive``) of crowd-free patches), rounded to 6
+        decimals (upward, so a rounded quantile is never below the score it stands for)."""
+        s = np.asarray(scores, dtype=np.float64).ravel()
+        if len(s) == 0 or not np.isfinite(s).all():
+            raise ValueError(f"background needs finite scores, got {len(s)}")
+        q = np.quantile(s, np.linspace(0.0, 1.0, int(levels)))
+        q = np.clip(np.ceil(q * 1e6) / 1e6, 0.0, 1.0)
+        return cls(tuple(float(v) for v in q), int(len(s)), str(positive), str(source))
+
+    def _levels(self) -> np.ndarray:
+        return np.linspace(0.0, 1.0, len(self.quantiles))
+
+    def exceedance(self, threshold: float) -> float:
+        """Share of the background patches scoring above ``threshold`` (interpolated)."""
+        q = np.asarray(self.quantiles, dtype=np.float64)
+        t = float(threshold)
+        if t >= q[-1]:
+            return 0.0
+        if t < q[0]:
+            return 1.0
+        # the highest level whose quantile is <= t: ties (flat runs) count as below the threshold
+        i = int(np.searchsorted(q, t, side="right")) - 1
+        lv = self._levels()
+        if q[i + 1] == q[i]:
+            return float(1.0 - lv[i + 1])
+        frac = (t - q[i]) / (q[i + 1] - q[i])
+        return float(1.0 - (lv[i] + frac * (lv[i + 1] - lv[i])))
+
+    def quantile(self, level: float) -> float:
+        return float(np.interp(float(level), self._levels(), np.asarray(self.quantiles, np.float64)))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"positive": self.positive, "n": int(self.n), "source": self.source,
+                "quantiles": [float(v) for v in self.quantiles]}
+
+    def describe(self) -> Dict[str, Any]:
+        """For records: what the quantiles are of, and a few of them."""
+        return {"positive": self.positive, "n": int(self.n), "source": self.source,
+                **{f"q{int(round(lv * 1000)):04d}": round(self.quantile(lv), 4)
+                   for lv in (0.5, 0.9, 0.99, 0.999)}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Background":
+        return cls(tuple(float(v) for v in d["quantiles"]), int(d["n"]), str(d["positive"]),
+                   str(d.get("source", "")))
+
+
+def patch_count(frame_hw: Sequence[int], tile_px: int) -> int:
+    """How many training patches a heatmap of tiles of ``tile_px`` frame pixels examines in a frame
+    of ``frame_hw``: the positions of a half-overlapping grid of such tiles, the last one flush
+    with the border (1 for a frame no bigger than a tile). Fixed by the geometry, not by the
+    runtime's ``--stride``, so a frame's threshold does not change with the stride."""
+    t = max(1, int(tile_px))
+    step = max(1, t // 2)
+
+    def n(length: int) -> int:
+        if length <= t:
+            return 1
+        k = (length - t) // step + 1
+        return k + (1 if (k - 1) * step != length - t else 0)
+
+    return n(int(frame_hw[0])) * n(int(frame_hw[1]))
+
+
 @dataclass(frozen=True)
 class DecisionRule:
     """Per-frame crowd verdict, and the score the flight-safety filter smooths.
 
     heatmap: the frame shows a crowd when the share of its area whose crowd probability exceeds
-    ``threshold`` is at least ``min_area``. classify: when p(crowd) >= ``classify_threshold``.
+    the frame's tile threshold is at least ``min_area``. The tile threshold is ``threshold`` for a
+    frame of one training patch; with a ``background`` (how the model scores crowd-free patches),
+    a frame that holds ``k`` patches gets the threshold that keeps its false-alarm rate at one
+    patch's (Sidak: each patch may exceed it with rate ``1 - (1 - a) ** (1 / k)``, where ``a`` is
+    the background's rate above ``threshold``; :meth:`tile_threshold`). Without one, every tile
+    uses ``threshold``. classify: when p(crowd) >= ``classify_threshold``.
     Both are mapped to a *calibrated score* in [0, 1] that is monotone in the evidence and equals
     0.5 exactly at the rule's boundary, so one smoothing/hysteresis setting (unsafe at 0.5) serves
     every model and mode. ``source`` says where the numbers came from ("default", or the
@@ -382,6 +483,7 @@ class DecisionRule:
     min_area: float = 0.02
     classify_threshold: float = 0.5
     source: str = "default"
+    background: Optional[Background] = None
 
     def __post_init__(self) -> None:
         for name in ("threshold", "min_area", "classify_threshold"):
@@ -396,8 +498,21 @@ class DecisionRule:
             return 0.5 * v / boundary
         return 0.5 + 0.5 * (v - boundary) / (1.0 - boundary)
 
+    def tile_threshold(self, patches: int = 1) -> float:
+        """The crowd probability a tile must exceed in a frame of ``patches`` training patches
+        (:func:`patch_count`): ``threshold`` for one patch or without a background, else the
+        background quantile at ``(1 - a) ** (1 / patches)``, never below ``threshold``."""
+        t = float(self.threshold)
+        k = int(patches)
+        if self.background is None or k <= 1:
+            return t
+        a = self.background.exceedance(t)
+        if a <= 0.0:
+            return t
+        return max(t, min(self.background.quantile((1.0 - a) ** (1.0 / k)), 1.0))
+
     def heatmap_score(self, area_over: float) -> float:
-        """Share of the frame above ``threshold`` -> calibrated score (0.5 at ``min_area``)."""
+        """Share of the frame above its tile threshold -> calibrated score (0.5 at ``min_area``)."""
         return self._calibrate(area_over, float(self.min_area))
 
     def classify_score(self, p_crowd: float) -> float:
@@ -405,18 +520,43 @@ class DecisionRule:
         return self._calibrate(p_crowd, float(self.classify_threshold))
 
     def replace(self, **changes: Any) -> "DecisionRule":
+        """The rule with the given fields changed (a None value leaves a field as it is; use
+        :meth:`without_background` to drop the background)."""
         from dataclasses import replace as _replace
 
         return _replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    def without_background(self) -> "DecisionRule":
+        from dataclasses import replace as _replace
+
+        return _replace(self, background=None)
+
     def to_dict(self) -> Dict[str, Any]:
-        return {"threshold": float(self.threshold), "min_area": float(self.min_area),
-                "classify_threshold": float(self.classify_threshold), "source": str(self.source)}
+        out = {"threshold": float(self.threshold), "min_area": float(self.min_area),
+               "classify_threshold": float(self.classify_threshold), "source": str(self.source)}
+        if self.background is not None:
+            out["background"] = self.background.to_dict()
+        return out
+
+    def describe(self) -> Dict[str, Any]:
+        """:meth:`to_dict` for records: the background summarised, not its 1001 quantiles."""
+        out = self.to_dict()
+        if self.background is not None:
+            out["background"] = self.background.describe()
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "DecisionRule":
         try:
+            bg = d.get("background")
             return cls(float(d.get("threshold", 0.5)), float(d.get("min_area", 0.02)),
-                       float(d.get("classify_threshold", 0.5)), str(d.get("source", "default")))
-        except (TypeError, ValueError, AttributeError) as e:
-            raise ValueError(f"decision record {d!r} is not valid ({e})") from None
+                       float(d.get("classify_threshold", 0.5)), str(d.get("source", "default")),
+                       Background.from_dict(bg) if bg is not None else None)
+        except (TypeError, ValueError, AttributeError, KeyError) as e:
+            raise ValueError(f"decision record {_short(d)} is not valid ({e})") from None
+
+
+def _short(d: Any, limit: int = 200) -> str:
+    """A record's repr cut to ``limit`` characters (a background holds 1001 numbers)."""
+    text = repr(d)
+    return text if len(text) <= limit else text[:limit] + "...}"

@@ -70,11 +70,12 @@ class HeatStats:
     max: float
     mean: float
     area_over: float             # fraction of the frame area whose probability > threshold
-    threshold: float
+    threshold: float             # the frame's tile threshold (DecisionRule.tile_threshold)
     impl: str
     # the probability surface area_over is measured on (tiles: the 8-px canvas; dense: the map),
     # kept so thresholds can be re-chosen without running the model again (calibration)
     canvas: Optional[np.ndarray] = field(default=None, repr=False)
+    patches: int = 1             # training patches in the frame (edge.contract.patch_count)
 
     def area_above(self, threshold: float) -> float:
         """Share of the frame whose crowd probability exceeds ``threshold``."""
@@ -82,14 +83,15 @@ class HeatStats:
 
     def to_record(self, decimals: int = GRID_DECIMALS, grid: bool = True) -> Dict[str, object]:
         rec = {"impl": self.impl, "max": round(self.max, 4), "mean": round(self.mean, 4),
-               "area_over_threshold": round(self.area_over, 4), "threshold": self.threshold,
+               "area_over_threshold": round(self.area_over, 4),
+               "threshold": round(float(self.threshold), 6), "patches": int(self.patches),
                "grid_shape": list(self.grid.shape)}
         if grid:  # float64 first: float32 -> Python float would print 0.12300000339746475
             rec["grid"] = np.round(self.grid.astype(np.float64), decimals).tolist()
         return rec
 
 
-def stats_from_tiles(probs: np.ndarray, grid: TileGrid, threshold: float) -> HeatStats:
+def stats_from_tiles(probs: np.ndarray, grid: TileGrid, threshold: float, patches: int = 1) -> HeatStats:
     """Tile probabilities (row-major) -> grid and area statistics on an 8-px canvas."""
     rows, cols = grid.shape
     p = np.asarray(probs, dtype=np.float32).reshape(rows, cols)
@@ -103,14 +105,14 @@ def stats_from_tiles(probs: np.ndarray, grid: TileGrid, threshold: float) -> Hea
         cnt[sl] += 1
     canvas = acc / np.maximum(cnt, 1)
     return HeatStats(p, float(p.max()), float(canvas.mean()), float((canvas > threshold).mean()),
-                     threshold, "tiles", canvas)
+                     threshold, "tiles", canvas, patches)
 
 
-def stats_from_dense(prob_map: np.ndarray, threshold: float) -> HeatStats:
+def stats_from_dense(prob_map: np.ndarray, threshold: float, patches: int = 1) -> HeatStats:
     """Dense probability map [h, w] (one cell per output stride) -> statistics."""
     p = np.asarray(prob_map, dtype=np.float32)
     return HeatStats(p, float(p.max()), float(p.mean()), float((p > threshold).mean()),
-                     threshold, "dense", p)
+                     threshold, "dense", p, patches)
 
 
 @dataclass

@@ -17,7 +17,10 @@ does them in a row. Each mode is a small strategy with one interface (:class:`Ju
   distance given or computed from altitude and horizontal field of view. ``tiles`` cuts tiles of
   that side (stride half a tile) and resizes each to the input; ``dense`` resizes the whole frame
   by ``input / tile`` and runs the score map once. The verdict is: the share of the frame whose
-  crowd probability exceeds ``threshold`` is at least ``min_area``.
+  crowd probability exceeds the frame's tile threshold is at least ``min_area``. The tile
+  threshold is the rule's ``threshold`` raised for the number of training patches the frame holds
+  when the model carries a background (how it scores crowd-free patches), so that a frame of many
+  patches false-alarms no more often than one patch (:meth:`DecisionRule.tile_threshold`).
 
 With no camera information a heatmap assumes :data:`DEFAULT_ALTITUDE_M` and
 :data:`DEFAULT_HFOV_DEG` (a wide drone camera at a typical survey height) and says so once in
@@ -34,7 +37,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 import numpy as np
 
 from edge.contract import (RESIZE_POLICIES, DecisionRule, GroundScale, ModelInfo, Preprocess,
-                           gsd_from_camera)
+                           gsd_from_camera, patch_count)
 from edge.heatmap import HeatStats, TileGrid, cut_tiles, softmax, stats_from_dense, stats_from_tiles, tile_grid
 from edge.preprocess import FramePreprocessor
 
@@ -287,7 +290,8 @@ class _Heatmap:
         return {"impl": self.impl, "tiling": self.tiling.to_dict()}
 
     def decide(self, out: np.ndarray, prepared: Prepared, rule: DecisionRule) -> Judgement:
-        heat = self.heat(out, prepared, rule.threshold)
+        patches = patch_count(prepared.frame_hw, prepared.tile_px)
+        heat = self.heat(out, prepared, rule.tile_threshold(patches), patches)
         area = heat.area_over
         return Judgement("heatmap", area >= rule.min_area, rule.heatmap_score(area), area,
                          heat=heat, tile_px=prepared.tile_px)
@@ -315,8 +319,8 @@ class DenseHeatmap(_Heatmap):
             raise ValueError("the dense heatmap needs the model's score_map")
         return [np.asarray(score_map(p.x))[0] for p in batch]
 
-    def heat(self, out: np.ndarray, prepared: Prepared, threshold: float) -> HeatStats:
-        return stats_from_dense(softmax(out, axis=0)[self.positive], threshold)   # [h, w]
+    def heat(self, out: np.ndarray, prepared: Prepared, threshold: float, patches: int) -> HeatStats:
+        return stats_from_dense(softmax(out, axis=0)[self.positive], threshold, patches)   # [h, w]
 
 
 class TiledHeatmap(_Heatmap):
@@ -345,8 +349,8 @@ class TiledHeatmap(_Heatmap):
         return [np.concatenate([np.asarray(predict(p.x[i:i + tb])) for i in range(0, len(p.x), tb)])
                 for p in batch]
 
-    def heat(self, out: np.ndarray, prepared: Prepared, threshold: float) -> HeatStats:
-        return stats_from_tiles(softmax(out)[:, self.positive], prepared.grid, threshold)
+    def heat(self, out: np.ndarray, prepared: Prepared, threshold: float, patches: int) -> HeatStats:
+        return stats_from_tiles(softmax(out)[:, self.positive], prepared.grid, threshold, patches)
 
 
 def _hw(image: np.ndarray) -> Tuple[int, int]:
@@ -368,10 +372,16 @@ class Judge:
                                    int(tile_batch))
         self.impl, self.tiling = self.strategy.impl, self.strategy.tiling
         self.notes: List[str] = self.strategy.notes()
+        bg, name = self.rule.background, str(info.class_names[self.positive])
+        if bg is not None and bg.positive != name:
+            self.rule = self.rule.without_background()
+            if mode == "heatmap":
+                self.notes.append(f"the model's background scores are of class {bg.positive!r}, "
+                                  f"not {name!r}: every tile uses the threshold as it is")
 
     def describe(self) -> Dict[str, Any]:
         """The settings, for records and reports."""
-        return {"mode": self.mode, "rule": self.rule.to_dict(), **self.strategy.describe()}
+        return {"mode": self.mode, "rule": self.rule.describe(), **self.strategy.describe()}
 
     # -- stages ------------------------------------------------------------------------
     def prepare(self, image: np.ndarray) -> Prepared:
@@ -470,12 +480,19 @@ def add_decision_args(group) -> None:
                             "stretch)")
     for key, text in _DECISION_FLAGS:
         group.add_argument(f"--{key.replace('_', '-')}", type=float, default=None, help=text)
+    group.add_argument("--fixed-threshold", action="store_true",
+                       help="heatmap: every tile uses --threshold as it is, however many training "
+                            "patches the frame holds (default: raised per frame from the model's "
+                            "background scores, when it has them)")
 
 
 def rule_from_args(base: DecisionRule, args) -> DecisionRule:
-    """The model's rule with the thresholds given on the command line replacing its own."""
+    """The model's rule with the thresholds given on the command line replacing its own, and
+    without its background under ``--fixed-threshold``."""
     given = {k: getattr(args, k) for k, _ in _DECISION_FLAGS if getattr(args, k) is not None}
-    if not given:
+    fixed = bool(getattr(args, "fixed_threshold", False)) and base.background is not None
+    if not given and not fixed:
         return base
-    names = ", ".join(f"--{k.replace('_', '-')}" for k in given)
-    return base.replace(**given, source=f"{base.source}; {names} from the command line")
+    names = [f"--{k.replace('_', '-')}" for k in given] + (["--fixed-threshold"] if fixed else [])
+    rule = base.without_background() if fixed else base
+    return rule.replace(**given, source=f"{base.source}; {', '.join(names)} from the command line")

@@ -126,15 +126,28 @@ def calibrate_classify(y_true, p_crowd: Sequence[float]) -> Choice:
     return best_threshold(y_true, p_crowd)
 
 
-def calibrate_heatmap(y_true, heats: Sequence, thresholds: Sequence[float] = HEAT_THRESHOLDS):
+def heat_area(heat, rule) -> float:
+    """A frame's crowd area under ``rule`` (a :class:`~edge.contract.DecisionRule`): the share of
+    its heat canvas above the frame's tile threshold, from statistics already measured."""
+    return heat.area_above(rule.tile_threshold(getattr(heat, "patches", 1)))
+
+
+def calibrate_heatmap(y_true, heats: Sequence, thresholds: Sequence[float] = HEAT_THRESHOLDS,
+                      base=None):
     """``(threshold, Choice of min_area)`` from the frames' heat statistics (their canvases).
 
-    Each per-area threshold gives every frame a crowd area; the best ``min_area`` on those areas
-    is chosen as in :func:`best_threshold`. Across thresholds: the best balanced accuracy, then
-    the higher crowd recall, then the threshold nearest 0.5 (the model's own argmax boundary)."""
+    Each ``threshold`` (through ``base``'s background, when it has one, a tile threshold per
+    frame: :meth:`~edge.contract.DecisionRule.tile_threshold`) gives every frame a crowd area;
+    the best ``min_area`` on those areas is chosen as in :func:`best_threshold`. Across
+    thresholds: the best balanced accuracy, then the higher crowd recall, then the threshold
+    nearest 0.5 (the model's own argmax boundary)."""
+    from edge.contract import DecisionRule
+
+    base = base if base is not None else DecisionRule()
     best = None
     for t in thresholds:
-        areas = np.array([h.area_above(t) for h in heats])
+        rule = base.replace(threshold=float(t))
+        areas = np.array([heat_area(h, rule) for h in heats])
         c = best_threshold(y_true, areas)
         key = (round(c.balanced_accuracy, 12), round(c.recall, 12), -abs(t - 0.5), -t)
         if best is None or key > best[0]:

@@ -9,9 +9,10 @@
 Sources: an image, a folder or glob of images (sorted), a video file, /dev/videoN or a camera
 index, csi://N (Jetson CSI camera through GStreamer), rtsp://..., synthetic://WxH[?frames=N].
 Decision: each frame gets its own verdict by the model's decision rule (classify: p(crowd) >=
---classify-threshold; heatmap: the share of the frame above --threshold is >= --min-area, on tiles
-sized from the camera: --gsd, --altitude/--hfov or --tile) and a calibrated score, 0.5 at the
-rule's boundary; that score is smoothed (--smooth) with hysteresis (--unsafe-above / --safe-below /
+--classify-threshold; heatmap: the share of the frame above its tile threshold is >= --min-area, on
+tiles sized from the camera: --gsd, --altitude/--hfov or --tile; the tile threshold is --threshold
+raised for the frame's number of training patches when the model carries background scores, see
+--fixed-threshold) and a calibrated score, 0.5 at the rule's boundary; that score is smoothed (--smooth) with hysteresis (--unsafe-above / --safe-below /
 --hold) into safe_to_overfly, which starts unsafe. See docs/jetson.md, "Camera scale and decision".
 Exit status: 0 done (end of source, --max-frames, SIGINT/SIGTERM), 2 bad model/source/arguments,
 3 a live source dropped for longer than --reconnect-timeout.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -110,6 +110,15 @@ def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if ctx.enabled:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def all_gather_cat(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Every rank's 1-D ``t`` (of any length), concatenated in rank order, on every rank (on CPU)."""
+    if not ctx.enabled:
+        return t.cpu()
+    parts: List[Any] = [None] * ctx.world
+    dist.all_gather_object(parts, t.cpu())
+    return torch.cat(parts)
 
 
 def average_grads(params, ctx: DistContext) -> None:

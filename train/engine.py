@@ -6,7 +6,10 @@ the paper reports the best), ``model.pt`` (final), ``best.pt`` (by ``--select-be
 accuracy, or best balanced accuracy on the real frames of ``--val-data``, see
 train/validation.py) and ``state.pt`` (resumable: weights, optimiser, scheduler, position,
 history). With ``--val-data`` both model files carry a decision rule calibrated on those frames
-(unless ``--no-calibrate``). Ctrl-C saves ``state.pt`` at the current step (a second Ctrl-C
+(unless ``--no-calibrate``). A model with a ``crowd`` class also carries its *background*: how it
+scores the test split's images without a crowd (:class:`edge.contract.Background`), from which
+the heatmap raises its tile threshold for frames of many patches; it is measured on the same
+test pass that gives the test accuracy. Ctrl-C saves ``state.pt`` at the current step (a second Ctrl-C
 stops at once and saves nothing, keeping the last consistent ``state.pt``); ``--resume``
 continues from it and, on CPU, ends with bit-identical weights to an uninterrupted run, because
 every random draw is a function of (seed, epoch, step). A run killed before its first
@@ -30,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train import distributed as ddp
-from edge.contract import DecisionRule, GroundScale, ModelInfo
+from edge.contract import MIN_BACKGROUND_PATCHES, Background, DecisionRule, GroundScale, ModelInfo
 from train.build import (DataShape, build_parts, effective_loss_kwargs, load_data, model_kwargs,
                          pick_device)
 from train.config import TrainConfig
@@ -131,6 +134,11 @@ class Trainer:
         self.select = cfg.select_best or ("val" if cfg.val_data else "test")
         self.val = self._real_validation()
         self._last_val = None             # the latest validation result (calibrates model.pt)
+        # the class whose background scores the runtime's heatmap reads (None: no such class)
+        self.bg_class = (self.data.class_names.index("crowd")
+                         if "crowd" in self.data.class_names else None)
+        self._background: Optional[Background] = None   # of eval_model at the latest test pass
+        self._background_done = False
         self._interrupted = threading.Event()   # a first Ctrl-C during fit() (_deferred_sigint)
         self._stop_all = False            # DDP: a Ctrl-C on any rank, agreed in _reduce_step
         self._start_elapsed = 0.0         # seconds of training before this fit(), from the state
@@ -337,7 +345,8 @@ class Trainer:
         train_terms = {k: v / seen for k, v in st.sums.items()}
         ratios = self.grad_ratios(epoch)
         test = self.evaluate(self.eval_model)
-        val = self._last_val = self.val.run(self.eval_model, self.device) if self.val is not None else None
+        val = self._last_val = (self.val.run(self.eval_model, self.device, self._base_rule())
+                                if self.val is not None else None)
         better_test = test["acc"] > st.best_acc
         if better_test:
             st.best_acc, st.best_epoch = test["acc"], epoch + 1
@@ -378,6 +387,7 @@ class Trainer:
         model = model or self.model
         model.eval()
         correct, total_loss, n = 0, 0.0, 0
+        bg: List[torch.Tensor] = []
         # DDP: each rank evaluates its contiguous shard of the test set; the sums are all-reduced
         test_x = self.data.test_x.tensor_split(self.dist.world)[self.dist.rank]
         test_y = self.data.test_y.tensor_split(self.dist.world)[self.dist.rank]
@@ -389,17 +399,41 @@ class Trainer:
             total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             n += len(y)
+            if self.bg_class is not None:
+                keep = y != self.bg_class
+                bg.append(torch.softmax(logits[keep], 1)[:, self.bg_class].double().cpu())
+        if self.bg_class is not None and model is self.eval_model:
+            self._background = self._measure_background(bg)
+            self._background_done = True
         if self.dist.enabled:
             sums = ddp.all_reduce_sum(torch.tensor([correct, total_loss, n], dtype=torch.float64,
                                                    device=self.device), self.dist)
             correct, total_loss, n = int(round(float(sums[0]))), float(sums[1]), int(round(float(sums[2])))
         return {"acc": correct / n, "loss": total_loss / n}
 
-    def _calibrated(self, val, when: str) -> Optional[DecisionRule]:
-        """The decision rule chosen on the validation frames (None without them)."""
-        if val is None or not self.cfg.calibrate:
+    def _measure_background(self, parts: List[torch.Tensor]) -> Optional[Background]:
+        """The background of this test pass's scores (all ranks'), None when too few images."""
+        scores = ddp.all_gather_cat(torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64),
+                                    self.dist)
+        if len(scores) < MIN_BACKGROUND_PATCHES:
             return None
-        return self.val.calibrate(val, DecisionRule(), when)
+        name = self.data.class_names[self.bg_class]
+        return Background.from_scores(scores.numpy(), name,
+                                      f"{self.data.name} test split: {len(scores)} images not of "
+                                      f"class {name}")
+
+    def _base_rule(self) -> DecisionRule:
+        """The default thresholds with the background of the latest test pass."""
+        return DecisionRule(background=self._background)
+
+    def _calibrated(self, val, when: str) -> Optional[DecisionRule]:
+        """The decision rule of a saved model: chosen on the validation frames when there are
+        some (and ``--calibrate``), else the defaults; with the model's background when it has
+        one. None: neither (the checkpoint records no rule)."""
+        base = self._base_rule()
+        if val is not None and self.cfg.calibrate:
+            return self.val.calibrate(val, base, when)
+        return base if base.background is not None else None
 
     def summary(self, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         st = self.state
@@ -426,12 +460,14 @@ class Trainer:
 
     def finish(self) -> Dict[str, Any]:
         summary = self.summary()
+        if self.bg_class is not None and not self._background_done:   # no epoch ran here (all ranks)
+            self.evaluate(self.eval_model)
         if self.dist.is_main:
-            rule = None
-            if self.val is not None and self.cfg.calibrate:   # the final weights get their own rule
-                val = self._last_val or self.val.run(self.eval_model, self.device)
+            rule = self._calibrated(None, "")           # the final weights get their own rule
+            if self.val is not None and self.cfg.calibrate:
+                val = self._last_val or self.val.run(self.eval_model, self.device, self._base_rule())
                 rule = self._calibrated(val, f"final weights, epoch {self.state.epoch}")
-                summary["decision"] = rule.to_dict()
+                summary["decision"] = rule.describe()
             self.run_dir.finish(self.parts, summary, rule, self.eval_model)
         if self.tap is not None:
             self.tap.remove()

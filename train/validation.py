@@ -25,7 +25,7 @@ from torch import nn
 from edge.contract import DecisionRule, ModelInfo
 from edge.judge import Camera, Judge, Judgement, Prepared
 from edge.labelled import LabelledImage, list_labelled, notes, parse_map
-from edge.metrics import calibrate_classify, calibrate_heatmap, summarize
+from edge.metrics import calibrate_classify, calibrate_heatmap, heat_area, summarize
 from edge.preprocess import as_bgr_or_gray, decode_bgr
 
 VAL_MODES = ("both", "heatmap", "classify")
@@ -113,17 +113,20 @@ class RealValidation:
             self._cache_ok = False
         return out
 
-    def run(self, model: nn.Module, device: torch.device) -> ValResult:
+    def run(self, model: nn.Module, device: torch.device,
+            rule: Optional[DecisionRule] = None) -> ValResult:
+        """Every frame judged by ``model`` under ``rule`` (default: the model info's rule)."""
         was_training = model.training
         model.eval()
         predict = TorchPredictor(model, device)
+        judges = {m: (j if rule is None else j.with_rule(rule)) for m, j in self.judges.items()}
         judged: Dict[str, List[Judgement]] = {m: [] for m in self.judges}
         keep: List[int] = []
         for i, prepared in enumerate(self._prepared()):
             if prepared is None:
                 continue
             keep.append(i)
-            for m, j in self.judges.items():
+            for m, j in judges.items():
                 judged[m].append(j.decide(j.run(prepared[m], predict, predict.score_map), prepared[m]))
         model.train(was_training)
         if not keep:
@@ -144,7 +147,7 @@ class RealValidation:
                 ev = [j.evidence for j in js]
                 crowd, score = [e >= rule.classify_threshold for e in ev], [rule.classify_score(e) for e in ev]
             else:
-                ev = [j.heat.area_above(rule.threshold) for j in js]
+                ev = [heat_area(j.heat, rule) for j in js]
                 crowd, score = [e >= rule.min_area for e in ev], [rule.heatmap_score(e) for e in ev]
             s = summarize(result.truth, [int(c) for c in crowd], score)
             out[m] = {k: s[k] for k in ("n", "balanced_accuracy", "roc_auc", "recall_positive",
@@ -157,7 +160,7 @@ class RealValidation:
         y = result.truth
         changes, said = {}, []
         if "heatmap" in result.judgements:
-            t, c = calibrate_heatmap(y, [j.heat for j in result.judgements["heatmap"]])
+            t, c = calibrate_heatmap(y, [j.heat for j in result.judgements["heatmap"]], base=base)
             changes.update(threshold=t, min_area=c.threshold)
             said.append(f"heatmap {c.balanced_accuracy:.3f}")
         if "classify" in result.judgements:

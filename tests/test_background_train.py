@@ -1,0 +1,101 @@
+"""Training measures the model's background (its p(crowd) on the test split's crowd-free images)
+on the test pass, stores it in both model files, and export carries it to the runtime."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+cv2 = pytest.importorskip("cv2")
+
+from edge.contract import MIN_BACKGROUND_PATCHES, Background, DecisionRule, Preprocess  # noqa: E402
+from train.checkpoint import load_checkpoint, load_model  # noqa: E402
+from train.config import TrainConfig  # noqa: E402
+from train.engine import Trainer  # noqa: E402
+
+
+def _write(path, img):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Bright (crowd) vs dark (no_crowd) 32-px images, overlapping so scores spread."""
+    root = tmp_path_factory.mktemp("bgdata")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("test", 30)):
+        for cls, lo in (("crowd", 110), ("no_crowd", 40)):
+            for i in range(n):
+                _write(root / split / cls / f"{i}.png", rng.integers(lo, lo + 110, (32, 32, 3), dtype=np.uint8))
+    return root
+
+
+def _cfg(tmp_path, data, **kw):
+    base = dict(data=str(data), model="crowd_fcn", input_size=32, method="ce", epochs=3, batch_size=16,
+                lr=0.05, out=str(tmp_path / "run"), seed=1, patch_metres=20.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def reference_scores(path, data):
+    """p(crowd) of every no_crowd test image, one at a time from its file (the slow way)."""
+    model, ck = load_model(path)
+    model.eval()
+    pre = Preprocess.from_dict(ck["preprocess"])
+    out = []
+    for f in sorted((data / "test" / "no_crowd").iterdir()):
+        img = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB).astype(np.float64) / 255.0
+        x = (img - np.array(pre.mean)) / np.array(pre.std)
+        with torch.no_grad():
+            logits = model(torch.from_numpy(x.transpose(2, 0, 1)[None]).float())
+        out.append(float(torch.softmax(logits.double(), 1)[0, ck["class_names"].index("crowd")]))
+    return np.array(out)
+
+
+def test_both_model_files_carry_their_own_background(tmp_path, data):
+    summary = Trainer(_cfg(tmp_path, data), progress=False).fit()
+    run = tmp_path / "run"
+    for name in ("model.pt", "best.pt"):
+        ck = load_checkpoint(run / name)
+        rule = DecisionRule.from_dict(ck["decision"])
+        assert rule.threshold == 0.5 and rule.min_area == 0.02 and rule.source == "default"
+        bg = rule.background
+        assert bg.positive == "crowd" and bg.n == 30 and "test split: 30 images not of class crowd" in bg.source
+        want = Background.from_scores(reference_scores(run / name, data), "crowd")
+        np.testing.assert_allclose(bg.quantiles, want.quantiles, atol=2e-6)
+    assert summary["best_pt_epoch"] >= 1
+
+
+def test_resume_keeps_the_background(tmp_path, data):
+    ref = Trainer(_cfg(tmp_path, data, out=str(tmp_path / "ref"), epochs=2), progress=False)
+    ref.fit()
+    half = Trainer(_cfg(tmp_path, data, out=str(tmp_path / "res"), epochs=1), progress=False)
+    half.fit()
+    Trainer(_cfg(tmp_path, data, out=str(tmp_path / "res"), epochs=2, resume=True), progress=False).fit()
+    for name in ("model.pt", "best.pt"):
+        a, b = (load_checkpoint(tmp_path / r / name) for r in ("ref", "res"))
+        assert a["decision"] == b["decision"] and "background" in a["decision"]
+
+
+def test_too_few_crowd_free_images_record_no_background(tmp_path, data, monkeypatch):
+    import train.engine as engine
+
+    monkeypatch.setattr(engine, "MIN_BACKGROUND_PATCHES", 31)
+    Trainer(_cfg(tmp_path, data, epochs=1), progress=False).fit()
+    assert load_checkpoint(tmp_path / "run" / "model.pt").get("decision") is None
+    assert MIN_BACKGROUND_PATCHES == 20
+
+
+def test_export_carries_the_background_to_the_runtime(tmp_path, data):
+    pytest.importorskip("onnxruntime")
+    from edge.backends import open_backend
+    from export.onnx import main as export_main
+
+    Trainer(_cfg(tmp_path, data, epochs=1), progress=False).fit()
+    ck = load_checkpoint(tmp_path / "run" / "model.pt")
+    out = tmp_path / "m.onnx"
+    assert export_main([str(tmp_path / "run" / "model.pt"), "--out", str(out)]) == 0
+    info = open_backend(out, "ort-cpu").info
+    assert info.decision == DecisionRule.from_dict(ck["decision"])
+    assert info.decision.background.n == 30

@@ -99,3 +99,29 @@ def test_export_carries_the_background_to_the_runtime(tmp_path, data):
     info = open_backend(out, "ort-cpu").info
     assert info.decision == DecisionRule.from_dict(ck["decision"])
     assert info.decision.background.n == 30
+
+
+def test_evaluate_judges_with_the_background_unless_fixed(tmp_path, data, capsys):
+    pytest.importorskip("onnxruntime")
+    import json
+
+    from edge.evaluate import main as evaluate_main
+    from export.onnx import main as export_main
+
+    Trainer(_cfg(tmp_path, data, epochs=1), progress=False).fit()
+    onnx = tmp_path / "m.onnx"
+    assert export_main([str(tmp_path / "run" / "model.pt"), "--out", str(onnx)]) == 0
+    frames = tmp_path / "frames"
+    rng = np.random.default_rng(5)
+    for cls, lo in (("crowd", 110), ("no_crowd", 40)):
+        for i in range(2):        # 96 x 160 frames of 32-px tiles: 5 x 9 patches each
+            _write(frames / cls / f"{i}.png", rng.integers(lo, lo + 110, (96, 160, 3), dtype=np.uint8))
+    reports = {}
+    for name, extra in (("sidak", []), ("fixed", ["--fixed-threshold"])):
+        out = tmp_path / f"{name}.json"
+        args = ["--model", str(onnx), "--data", str(frames), "--mode", "heatmap", "--tile", "32",
+                "--json", str(out)] + extra
+        assert evaluate_main(args) == 0, capsys.readouterr().err
+        reports[name] = json.loads(out.read_text())["judge"]["rule"]
+    assert reports["sidak"]["background"]["n"] == 30 and "background" not in reports["fixed"]
+    assert reports["fixed"]["source"].endswith("--fixed-threshold from the command line")

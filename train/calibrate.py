@@ -10,7 +10,8 @@ edge.run's), then the thresholds that maximise balanced accuracy are chosen, tie
 crowd recall: the per-area ``threshold`` and ``min_area`` (heatmap) and ``classify_threshold``
 (classify). The rule, with where it came from, goes into the checkpoint's ``decision`` (written
 to a temporary file and renamed: the same file, or ``--out``); thresholds of a mode not judged
-keep their values. Re-export afterwards (``python -m export.onnx``) so the runtime reads them.
+keep their values, and so does the model's background (from which the heatmap raises its tile
+threshold per frame; the search judges every candidate threshold that way). Re-export afterwards (``python -m export.onnx``) so the runtime reads them.
 Training with ``--val-data`` does this at the end by itself. Exit status 0, or 2 for a bad
 checkpoint, folder or flag (one line on stderr, nothing written).
 """
@@ -94,6 +95,8 @@ def save(args, calibrated) -> int:
     print(f"with the chosen rule: {_fmt(after)}")
     print(f"decision: threshold {rule.threshold:.3f}, min_area {rule.min_area:.4f}, "
           f"classify_threshold {rule.classify_threshold:.3f}\n  source: {rule.source}")
+    if rule.background is not None:
+        print(f"  heatmap tile threshold raised per frame from the background ({rule.background.source})")
     print(f"wrote {out}; re-export it (python -m export.onnx {out}) for the runtime to use the rule")
     return 0
 

@@ -484,6 +484,9 @@ class DecisionRule:
     classify_threshold: float = 0.5
     source: str = "default"
     background: Optional[Background] = None
+    # patches -> tile threshold, filled as frames are judged (a video's frames share one size)
+    _tile_thresholds: Dict[int, float] = field(default_factory=dict, init=False, repr=False,
+                                               compare=False, hash=False)
 
     def __post_init__(self) -> None:
         for name in ("threshold", "min_area", "classify_threshold"):
@@ -506,10 +509,12 @@ class DecisionRule:
         k = int(patches)
         if self.background is None or k <= 1:
             return t
-        a = self.background.exceedance(t)
-        if a <= 0.0:
-            return t
-        return max(t, min(self.background.quantile((1.0 - a) ** (1.0 / k)), 1.0))
+        got = self._tile_thresholds.get(k)
+        if got is None:
+            a = self.background.exceedance(t)
+            got = t if a <= 0.0 else max(t, min(self.background.quantile((1.0 - a) ** (1.0 / k)), 1.0))
+            self._tile_thresholds[k] = got
+        return got
 
     def heatmap_score(self, area_over: float) -> float:
         """Share of the frame above its tile threshold -> calibrated score (0.5 at ``min_area``)."""

@@ -58,11 +58,16 @@ def test_metadata_names_its_checkpoint_scale_and_rule():
     assert meta[C.META_SCALE] == ckpt["scale"] == ground_scale(5).to_dict()
     # classify letterboxes a wide frame: the policy crowd_synth records (train/data/builtin.py)
     assert C.Preprocess.from_dict(ckpt["preprocess"]).resize == "letterbox"
-    # the default rule: the thresholds were not tuned on any photos
-    assert ckpt.get("decision") is None and C.META_DECISION not in meta
+    # the default thresholds, not tuned on any photos, and the background training measured on
+    # the model's own synthetic test split (3,000 crowd-free scenes)
+    rule = C.DecisionRule.from_dict(ckpt["decision"])
+    assert (rule.threshold, rule.min_area, rule.classify_threshold, rule.source) == (0.5, 0.02, 0.5, "default")
+    assert rule.background.n == 3000 and rule.background.positive == "crowd"
+    assert rule.background.source == "crowd_synth test split: 3000 images not of class crowd"
+    assert meta[C.META_DECISION] == rule.to_dict()
     from edge.backends import open_backend
 
-    assert open_backend("crowd").info.decision == C.DecisionRule()
+    assert open_backend("crowd").info.decision == rule
 
 
 def test_checkpoint_is_what_the_documented_command_trains():
@@ -105,8 +110,16 @@ def test_onnx_equals_checkpoint_and_tells_the_scenes_apart():
         ref = model(torch.from_numpy(x)).numpy()
     got = ort.InferenceSession(str(ONNX), providers=["CPUExecutionProvider"]).run(None, {C.INPUT_NAME: x})[0]
     assert np.abs(ref - got).max() <= 1e-4 and (ref.argmax(1) == got.argmax(1)).all()
-    # 68.2 % on its whole test split (6,000 v5 scenes); far from chance on these 200
+    # 67.4 % on its whole test split (6,000 v5 scenes); far from chance on these 200
     assert (got.argmax(1) == labels).mean() >= 0.6
+    # its background is of these scenes: the first 100 crowd-free ones lie within its extremes
+    # (levels 0 and 1 are the lowest and highest of all 3,000) and follow its quantiles
+    bg = C.DecisionRule.from_dict(ckpt["decision"]).background
+    p = torch.softmax(torch.from_numpy(ref[labels == 1]).double(), 1)[:, 0].numpy()
+    assert p.min() >= bg.quantiles[0] - 2e-6 and p.max() <= bg.quantiles[-1] + 1e-6
+    for level in (0.25, 0.5, 0.75, 0.9):        # binomial, 100 draws: within 4 standard deviations
+        share = (p <= bg.quantile(level)).mean()
+        assert abs(share - level) <= 4 * (level * (1 - level) / 100) ** 0.5 + 0.01, (level, share)
 
 
 def test_edge_run_takes_it_by_name(tmp_path):

@@ -463,10 +463,11 @@ class Trainer:
         if self.bg_class is not None and not self._background_done:   # no epoch ran here (all ranks)
             self.evaluate(self.eval_model)
         if self.dist.is_main:
-            rule = self._calibrated(None, "")           # the final weights get their own rule
+            val = None                                  # the final weights get their own rule
             if self.val is not None and self.cfg.calibrate:
                 val = self._last_val or self.val.run(self.eval_model, self.device, self._base_rule())
-                rule = self._calibrated(val, f"final weights, epoch {self.state.epoch}")
+            rule = self._calibrated(val, f"final weights, epoch {self.state.epoch}")
+            if val is not None:
                 summary["decision"] = rule.describe()
             self.run_dir.finish(self.parts, summary, rule, self.eval_model)
         if self.tap is not None:

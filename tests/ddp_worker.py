@@ -47,11 +47,13 @@ if "_batch_pull" not in LOSSES:
 
 
 def make_data() -> DataSplits:
+    """52 training and 41 test images of 4 classes; the first is "crowd", so the run measures its
+    background on the test split's other ~30 images, gathered from both ranks."""
     g = torch.Generator().manual_seed(123)
-    x = torch.randint(0, 256, (52 + 21, 1, 16, 16), generator=g, dtype=torch.uint8)
-    y = torch.randint(0, 4, (52 + 21,), generator=g)
+    x = torch.randint(0, 256, (52 + 41, 1, 16, 16), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 4, (52 + 41,), generator=g)
     pre = Preprocess(size=(16, 16), mean=(0.5,), std=(0.25,), channel_order="GRAY")
-    return DataSplits("tiny", x[:52], y[:52], x[52:], y[52:], list("abcd"), pre, "crop", "test")
+    return DataSplits("tiny", x[:52], y[:52], x[52:], y[52:], ["crowd", "b", "c", "d"], pre, "crop", "test")
 
 
 def cases():

@@ -92,6 +92,20 @@ def test_ddp_logs_match_and_only_rank0_writes(runs):
             assert a["train"]["loss"] == pytest.approx(b["train"]["loss"], rel=1e-5)
 
 
+def test_ddp_background_gathers_both_ranks(runs):
+    """The background (p(crowd) of the test images of other classes) is measured on each rank's
+    shard and gathered: the DDP run's record is the single process's."""
+    from edge.contract import DecisionRule
+    from train.checkpoint import load_checkpoint
+
+    n = int((ddp_worker.make_data().test_y != 0).sum())
+    for name in ("ce_local", "pull_global"):
+        d, s = (DecisionRule.from_dict(load_checkpoint(runs / r / name / "model.pt")["decision"])
+                for r in ("ddp", "single"))
+        assert d.background.n == s.background.n == n >= 20
+        assert max(abs(a - b) for a, b in zip(d.background.quantiles, s.background.quantiles)) <= 2e-6
+
+
 def test_ddp_resume_matches_uninterrupted(runs):
     resumed = _weights(runs / "ddp" / "resumed" / "ce_local")
     single = _weights(runs / "single" / "ce_local")

@@ -125,3 +125,68 @@ def test_evaluate_judges_with_the_background_unless_fixed(tmp_path, data, capsys
         reports[name] = json.loads(out.read_text())["judge"]["rule"]
     assert reports["sidak"]["background"]["n"] == 30 and "background" not in reports["fixed"]
     assert reports["fixed"]["source"].endswith("--fixed-threshold from the command line")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data):
+    """One epoch's model.pt, with the background training stored."""
+    out = tmp_path_factory.mktemp("bgrun")
+    Trainer(TrainConfig(data=str(data), model="crowd_fcn", input_size=32, method="ce", epochs=1,
+                        batch_size=16, lr=0.05, out=str(out / "run"), seed=1, patch_metres=20.0),
+            progress=False).fit()
+    return load_checkpoint(out / "run" / "model.pt")
+
+
+def test_calibrate_measures_the_background_of_an_older_checkpoint(tmp_path, trained, capsys):
+    """A model saved without a background (as before models carried one) gets the same record
+    from ``train.calibrate --background`` as training would have stored."""
+    from train.calibrate import main as calibrate_main
+    from train.checkpoint import save_checkpoint
+
+    old = tmp_path / "old.pt"
+    save_checkpoint({k: v for k, v in trained.items() if k != "decision"}, old)
+    before = old.read_bytes()
+    assert calibrate_main([str(old), "--background", "--out", str(tmp_path / "new.pt")]) == 0
+    assert old.read_bytes() == before
+    out = capsys.readouterr()
+    assert "measuring the background on the test split of" in out.err and "raised per frame" in out.out
+    got = DecisionRule.from_dict(load_checkpoint(tmp_path / "new.pt")["decision"])
+    want = DecisionRule.from_dict(trained["decision"])
+    assert (got.threshold, got.min_area, got.source) == (0.5, 0.02, "default")
+    assert got.background.n == want.background.n == 30 and got.background.source == want.background.source
+    np.testing.assert_allclose(got.background.quantiles, want.background.quantiles, atol=2e-6)
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("neither", "give --val-data DIR"),
+    ("no_config", "needs the training configuration"),
+    ("no_crowd_class", "does not have"),
+    ("data_gone", "not found"),
+])
+def test_calibrate_background_refusals_exit_2(tmp_path, data, trained, capsys, case, needle):
+    import shutil
+
+    from train.calibrate import main as calibrate_main
+    from train.checkpoint import save_checkpoint
+
+    ck = dict(trained)
+    path = tmp_path / "m.pt"
+    args = [str(path), "--background"]
+    if case == "neither":
+        args = [str(path)]
+    elif case == "no_config":
+        ck = {k: v for k, v in ck.items() if k != "config"}
+    elif case == "no_crowd_class":
+        ck = dict(ck, class_names=["people", "no_crowd"])
+    elif case == "data_gone":
+        moved = tmp_path / "copy"
+        shutil.copytree(data, moved)
+        ck = dict(ck, config=dict(ck["config"], data=str(moved)))
+        shutil.rmtree(moved)
+    save_checkpoint(ck, path)
+    before = path.read_bytes()
+    capsys.readouterr()
+    assert calibrate_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert path.read_bytes() == before

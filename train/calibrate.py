@@ -3,6 +3,7 @@
     python -m train.calibrate runs/crowd/model.pt --val-data val_frames/ --altitude 60 --hfov 82
     python -m train.calibrate model.pt --val-data val_frames/ --mode classify --out model_cal.pt
     python -m train.calibrate model.pt --val-data frames/ --map crowd_ground=crowd --gsd 0.05
+    python -m train.calibrate runs/crowd/model.pt --background
 
 ``--val-data`` holds full frames in class folders (``DIR/<class>/...``, ``--map FOLDER=CLASS``
 for others). Each frame is judged as ``edge.run`` judges it (edge/judge.py, the camera flags as
@@ -12,8 +13,15 @@ crowd recall: the per-area ``threshold`` and ``min_area`` (heatmap) and ``classi
 to a temporary file and renamed: the same file, or ``--out``); thresholds of a mode not judged
 keep their values, and so does the model's background (from which the heatmap raises its tile
 threshold per frame; the search judges every candidate threshold that way). Re-export afterwards (``python -m export.onnx``) so the runtime reads them.
-Training with ``--val-data`` does this at the end by itself. Exit status 0, or 2 for a bad
-checkpoint, folder or flag (one line on stderr, nothing written).
+Training with ``--val-data`` does this at the end by itself.
+
+``--background`` measures the model's background instead of (or before) choosing thresholds: its
+p(crowd) over the images of its own test split that are not of class ``crowd`` (the data its
+stored configuration names: crowd_synth is generated into the cache when it is not there, and
+nothing is downloaded; a ``--data`` folder must still exist), the same numbers training stores
+since models carry a background. A model trained before that gets the per-frame tile threshold
+this way without retraining. Exit status 0, or 2 for a bad checkpoint, folder or flag (one line on
+stderr, nothing written).
 """
 from __future__ import annotations
 
@@ -32,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.calibrate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="an edge-students checkpoint (model.pt / best.pt)")
-    p.add_argument("--val-data", required=True, metavar="DIR", help="full frames in class folders DIR/<class>/...")
+    p.add_argument("--val-data", default=None, metavar="DIR", help="full frames in class folders DIR/<class>/...")
+    p.add_argument("--background", action="store_true",
+                   help="measure the model's background on the test split of the data it was trained "
+                        "on (its stored configuration), from which the heatmap raises its tile "
+                        "threshold per frame")
     p.add_argument("--mode", choices=VAL_MODES, default="both", help="which thresholds to choose (default: both)")
     p.add_argument("--map", nargs="+", action="extend", default=[], metavar="FOLDER=CLASS",
                    help="label other folders, e.g. crowd_ground=crowd")
@@ -56,6 +68,9 @@ def calibrate_checkpoint(args):
     from train.checkpoint import load_model, model_info
     from train.validation import RealValidation
 
+    if args.val_data is None and not args.background:
+        raise ValueError("give --val-data DIR (choose thresholds on frames), --background (measure "
+                         "the model's background), or both")
     camera = camera_from_args(args)
     out = args.out or args.checkpoint            # checked now: the frames are judged before it is written
     check_output_file("--out" if args.out else "the checkpoint", out)
@@ -64,15 +79,71 @@ def calibrate_checkpoint(args):
     if args.heatmap_impl == "dense" and not hasattr(model, "score_map"):
         raise ValueError(f"--heatmap-impl dense needs a fully convolutional model; {ckpt['arch']} is not one")
     info = model_info(ckpt)
-    val = RealValidation(args.val_data, info, args.mode, camera, args.map, impl=args.heatmap_impl)
-    if Path(out).exists():
-        check_not_input("--out", out, [("the --val-data frame", im.path) for im in val.images])
-    for note in val.notes:
-        print(f"train.calibrate: note: {note}", file=sys.stderr)
-    result = val.run(model.to(device), device)
-    rule = val.calibrate(result, info.decision, f"python -m train.calibrate --mode {args.mode}")
+    val = None
+    if args.val_data is not None:
+        val = RealValidation(args.val_data, info, args.mode, camera, args.map, impl=args.heatmap_impl)
+        if Path(out).exists():
+            check_not_input("--out", out, [("the --val-data frame", im.path) for im in val.images])
+        for note in val.notes:
+            print(f"train.calibrate: note: {note}", file=sys.stderr)
+    model = model.to(device)
+    rule = info.decision
+    if args.background:
+        rule = rule.replace(background=measure_background(model, ckpt, device))
+    if val is None:
+        return dict(ckpt, decision=rule.to_dict()), rule, None, None
+    result = val.run(model, device, rule)
+    rule = val.calibrate(result, rule, f"python -m train.calibrate --mode {args.mode}")
     ckpt = dict(ckpt, decision=rule.to_dict())
     return ckpt, rule, result.metrics, val.rescore(result, rule)
+
+
+def measure_background(model, ckpt, device, batch: int = 256):
+    """The model's :class:`~edge.contract.Background` on the test split of the data its stored
+    configuration names, as training measures it (p(crowd) of the test images not of class
+    crowd, from float32 logits). ValueError (or DataError) when that data cannot be had."""
+    import torch
+
+    from edge.contract import MIN_BACKGROUND_PATCHES, Background
+    from train.build import load_data
+    from train.config import TrainConfig
+    from train.data.augment import Normalizer
+
+    names = [str(c) for c in ckpt["class_names"]]
+    if "crowd" not in names:
+        raise ValueError(f"--background is of the crowd class, which this model does not have "
+                         f"(classes {names})")
+    stored = ckpt.get("config")
+    if not isinstance(stored, dict) or not (stored.get("data") or stored.get("dataset")):
+        raise ValueError("--background needs the training configuration the checkpoint stores "
+                         "(which data it was trained on); this checkpoint has none")
+    try:
+        cfg = TrainConfig.from_dict(stored)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--background needs the training configuration the checkpoint stores "
+                         f"({e})") from None
+    data = load_data(cfg.replace(download=False))
+    print(f"train.calibrate: measuring the background on the test split of "
+          f"{cfg.data or cfg.dataset} (from the checkpoint's configuration)", file=sys.stderr)
+    if list(data.class_names) != names:
+        raise ValueError(f"--background: the data's classes {list(data.class_names)} are not the "
+                         f"model's {names}")
+    pos = names.index("crowd")
+    pre = ckpt["preprocess"]
+    normalize = Normalizer(pre["mean"], pre["std"], device)
+    keep = data.test_y != pos
+    scores = []
+    model.eval()
+    with torch.no_grad():
+        for xb in data.test_x[keep].split(batch):
+            logits = model(normalize(xb.to(device))).float()
+            scores.append(torch.softmax(logits, 1)[:, pos].double().cpu())
+    s = torch.cat(scores) if scores else torch.zeros(0, dtype=torch.float64)
+    if len(s) < MIN_BACKGROUND_PATCHES:
+        raise ValueError(f"--background: the test split holds {len(s)} images not of class crowd; "
+                         f"a background needs at least {MIN_BACKGROUND_PATCHES}")
+    return Background.from_scores(s.numpy(), "crowd", f"{data.name} test split: {len(s)} images "
+                                  "not of class crowd")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -91,8 +162,9 @@ def save(args, calibrated) -> int:
     ckpt, rule, before, after = calibrated
     out = Path(args.out or args.checkpoint)
     save_checkpoint(ckpt, out)
-    print(f"with the rule it had: {_fmt(before)}")
-    print(f"with the chosen rule: {_fmt(after)}")
+    if before is not None:
+        print(f"with the rule it had: {_fmt(before)}")
+        print(f"with the chosen rule: {_fmt(after)}")
     print(f"decision: threshold {rule.threshold:.3f}, min_area {rule.min_area:.4f}, "
           f"classify_threshold {rule.classify_threshold:.3f}\n  source: {rule.source}")
     if rule.background is not None:

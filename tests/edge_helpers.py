@@ -112,3 +112,18 @@ def write_video(path, frames: int = 12, size=(160, 120), fps: float = 10.0) -> P
         vw.write(img)
     vw.release()
     return Path(path)
+
+
+def image_folder(root: Path, counts, levels, size: int = 32, spread: int = 90, seed: int = 0) -> Path:
+    """``root/<split>/<class>/<i>.png``: ``counts[split]`` random images per class whose pixels lie in
+    ``[levels[class], levels[class] + spread)`` (a class told apart by brightness)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for split, n in counts.items():
+        for cls, lo in levels.items():
+            folder = Path(root) / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                cv2.imwrite(str(folder / f"{i}.png"), rng.integers(lo, lo + spread, (size, size, 3), dtype=np.uint8))
+    return Path(root)

@@ -13,22 +13,17 @@ from train.checkpoint import load_checkpoint, load_model  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.engine import Trainer  # noqa: E402
 
-
-def _write(path, img):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), img)
+try:
+    from edge_helpers import image_folder
+except ImportError:
+    from tests.edge_helpers import image_folder
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Bright (crowd) vs dark (no_crowd) 32-px images, overlapping so scores spread."""
-    root = tmp_path_factory.mktemp("bgdata")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 24), ("test", 30)):
-        for cls, lo in (("crowd", 110), ("no_crowd", 40)):
-            for i in range(n):
-                _write(root / split / cls / f"{i}.png", rng.integers(lo, lo + 110, (32, 32, 3), dtype=np.uint8))
-    return root
+    return image_folder(tmp_path_factory.mktemp("bgdata"), {"train": 24, "test": 30},
+                        {"crowd": 110, "no_crowd": 40}, spread=110)
 
 
 def _cfg(tmp_path, data, **kw):
@@ -115,7 +110,8 @@ def test_evaluate_judges_with_the_background_unless_fixed(tmp_path, data, capsys
     rng = np.random.default_rng(5)
     for cls, lo in (("crowd", 110), ("no_crowd", 40)):
         for i in range(2):        # 96 x 160 frames of 32-px tiles: 5 x 9 patches each
-            _write(frames / cls / f"{i}.png", rng.integers(lo, lo + 110, (96, 160, 3), dtype=np.uint8))
+            (frames / cls).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(frames / cls / f"{i}.png"), rng.integers(lo, lo + 110, (96, 160, 3), dtype=np.uint8))
     reports = {}
     for name, extra in (("sidak", []), ("fixed", ["--fixed-threshold"])):
         out = tmp_path / f"{name}.json"

@@ -205,7 +205,8 @@ def overlay(image: np.ndarray, record: Mapping, heat_grid: Optional[np.ndarray] 
     if "probabilities" in record:
         text += "  " + "  ".join(f"{k}={v:.2f}" for k, v in record["probabilities"].items())
     if "heat" in record:
-        text += f"  max={record['heat']['max']:.2f} area={record['heat']['area_over_threshold']:.2f}"
+        heat = record["heat"]
+        text += f"  max={heat['max']:.2f} thr={heat['threshold']:.2f} area={heat['area_over_threshold']:.2f}"
     colour = (0, 200, 0) if safe else (0, 0, 255)
     scale = max(0.4, w / 1600)
     cv2.putText(out, text, (8, int(30 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),

@@ -156,6 +156,22 @@ def test_round_trip_missing_or_corrupt_sidecar(tmp_path):
         check_engine(engine, current=ORIN)
 
 
+def test_sidecar_carries_the_decision_and_its_background(tmp_path):
+    """An engine built from the built-in ONNX keeps its decision rule, background included."""
+    onnx = pytest.importorskip("onnx")
+    from pathlib import Path
+
+    src = Path(C.__file__).resolve().parent / "models" / "crowd_fcn.onnx"
+    props = {p.key: p.value for p in onnx.load(str(src)).metadata_props}
+    want = C.ModelInfo.from_metadata(C.decode_metadata(props)).decision
+    assert want.background is not None
+    engine = tmp_path / "crowd.engine"
+    fp = S.make_fingerprint(device=ORIN, precision="fp16", profile=PROFILE, onnx_path=src)
+    S.write_sidecar(engine, props, fp, source_onnx=src, rebuild_command="python -m export.trt crowd_fcn.onnx")
+    doc = json.loads(S.sidecar_path(engine).read_text())
+    assert C.ModelInfo.from_metadata(S.sidecar_metadata(doc)).decision == want
+
+
 def test_writer_validates_schema_and_contract(tmp_path):
     engine = tmp_path / "m.engine"
     onnx_path = crowd_onnx(tmp_path / "m.onnx")

@@ -104,10 +104,11 @@ def measure_background(model, ckpt, device, batch: int = 256):
     crowd, from float32 logits). ValueError (or DataError) when that data cannot be had."""
     import torch
 
-    from edge.contract import MIN_BACKGROUND_PATCHES, Background
+    from edge.contract import MIN_BACKGROUND_PATCHES
     from train.build import load_data
     from train.config import TrainConfig
     from train.data.augment import Normalizer
+    from train.engine import split_background
 
     names = [str(c) for c in ckpt["class_names"]]
     if "crowd" not in names:
@@ -138,12 +139,12 @@ def measure_background(model, ckpt, device, batch: int = 256):
         for xb in data.test_x[keep].split(batch):
             logits = model(normalize(xb.to(device))).float()
             scores.append(torch.softmax(logits, 1)[:, pos].double().cpu())
-    s = torch.cat(scores) if scores else torch.zeros(0, dtype=torch.float64)
-    if len(s) < MIN_BACKGROUND_PATCHES:
+    s = (torch.cat(scores) if scores else torch.zeros(0, dtype=torch.float64)).numpy()
+    bg = split_background(s, data.name, "crowd")
+    if bg is None:
         raise ValueError(f"--background: the test split holds {len(s)} images not of class crowd; "
                          f"a background needs at least {MIN_BACKGROUND_PATCHES}")
-    return Background.from_scores(s.numpy(), "crowd", f"{data.name} test split: {len(s)} images "
-                                  "not of class crowd")
+    return bg
 
 
 def main(argv: Optional[List[str]] = None) -> int:

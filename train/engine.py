@@ -415,12 +415,7 @@ class Trainer:
         """The background of this test pass's scores (all ranks'), None when too few images."""
         scores = ddp.all_gather_cat(torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64),
                                     self.dist)
-        if len(scores) < MIN_BACKGROUND_PATCHES:
-            return None
-        name = self.data.class_names[self.bg_class]
-        return Background.from_scores(scores.numpy(), name,
-                                      f"{self.data.name} test split: {len(scores)} images not of "
-                                      f"class {name}")
+        return split_background(scores.numpy(), self.data.name, self.data.class_names[self.bg_class])
 
     def _base_rule(self) -> DecisionRule:
         """The default thresholds with the background of the latest test pass."""
@@ -478,6 +473,15 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------------- helpers
+def split_background(scores, data_name: str, positive: str) -> Optional[Background]:
+    """The :class:`~edge.contract.Background` of p(``positive``) over a test split's images of
+    the other classes, named after the data; None below :data:`MIN_BACKGROUND_PATCHES` images."""
+    if len(scores) < MIN_BACKGROUND_PATCHES:
+        return None
+    return Background.from_scores(scores, positive, f"{data_name} test split: {len(scores)} images "
+                                  f"not of class {positive}")
+
+
 class AbortNow(KeyboardInterrupt):
     """A second Ctrl-C: stop at once. It can land anywhere (between an optimiser update and the
     position that counts it, or between a scheduler step and the epoch's end), so the state in

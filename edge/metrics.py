@@ -17,6 +17,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from edge.contract import DecisionRule
+
 #: per-area probability thresholds a heatmap calibration tries
 HEAT_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
@@ -129,7 +131,7 @@ def calibrate_classify(y_true, p_crowd: Sequence[float]) -> Choice:
 def heat_area(heat, rule) -> float:
     """A frame's crowd area under ``rule`` (a :class:`~edge.contract.DecisionRule`): the share of
     its heat canvas above the frame's tile threshold, from statistics already measured."""
-    return heat.area_above(rule.tile_threshold(getattr(heat, "patches", 1)))
+    return heat.area_above(rule.tile_threshold(heat.patches))
 
 
 def calibrate_heatmap(y_true, heats: Sequence, thresholds: Sequence[float] = HEAT_THRESHOLDS,
@@ -141,8 +143,6 @@ def calibrate_heatmap(y_true, heats: Sequence, thresholds: Sequence[float] = HEA
     the best ``min_area`` on those areas is chosen as in :func:`best_threshold`. Across
     thresholds: the best balanced accuracy, then the higher crowd recall, then the threshold
     nearest 0.5 (the model's own argmax boundary)."""
-    from edge.contract import DecisionRule
-
     base = base if base is not None else DecisionRule()
     best = None
     for t in thresholds:

@@ -12,8 +12,9 @@ crowd recall: the per-area ``threshold`` and ``min_area`` (heatmap) and ``classi
 (classify). The rule, with where it came from, goes into the checkpoint's ``decision`` (written
 to a temporary file and renamed: the same file, or ``--out``); thresholds of a mode not judged
 keep their values, and so does the model's background (from which the heatmap raises its tile
-threshold per frame; the search judges every candidate threshold that way). Re-export afterwards (``python -m export.onnx``) so the runtime reads them.
-Training with ``--val-data`` does this at the end by itself.
+threshold per frame; the search judges every candidate threshold that way). Re-export afterwards
+(``python -m export.onnx``) so the runtime reads them. Training with ``--val-data`` does this at
+the end by itself.
 
 ``--background`` measures the model's background instead of (or before) choosing thresholds: its
 p(crowd) over the images of its own test split that are not of class ``crowd`` (the data its
@@ -124,11 +125,11 @@ def measure_background(model, ckpt, device, batch: int = 256):
         raise ValueError(f"--background needs the training configuration the checkpoint stores "
                          f"({e})") from None
     data = load_data(cfg.replace(download=False))
-    print(f"train.calibrate: measuring the background on the test split of "
-          f"{cfg.data or cfg.dataset} (from the checkpoint's configuration)", file=sys.stderr)
     if list(data.class_names) != names:
         raise ValueError(f"--background: the data's classes {list(data.class_names)} are not the "
                          f"model's {names}")
+    print(f"train.calibrate: measuring the background on the test split of "
+          f"{cfg.data or cfg.dataset} (from the checkpoint's configuration)", file=sys.stderr)
     pos = names.index("crowd")
     pre = ckpt["preprocess"]
     normalize = Normalizer(pre["mean"], pre["std"], device)

@@ -158,6 +158,7 @@ def test_calibrate_measures_the_background_of_an_older_checkpoint(tmp_path, trai
     ("no_config", "needs the training configuration"),
     ("no_crowd_class", "does not have"),
     ("data_gone", "not found"),
+    ("other_classes", "are not the model's"),
 ])
 def test_calibrate_background_refusals_exit_2(tmp_path, data, trained, capsys, case, needle):
     import shutil
@@ -174,6 +175,8 @@ def test_calibrate_background_refusals_exit_2(tmp_path, data, trained, capsys, c
         ck = {k: v for k, v in ck.items() if k != "config"}
     elif case == "no_crowd_class":
         ck = dict(ck, class_names=["people", "no_crowd"])
+    elif case == "other_classes":
+        ck = dict(ck, class_names=["crowd", "empty"])
     elif case == "data_gone":
         moved = tmp_path / "copy"
         shutil.copytree(data, moved)

@@ -126,17 +126,12 @@ def check_model_kwargs(model: str, kwargs: Mapping[str, Any]) -> None:
 
 
 def check_output_dir(path, name: str = "--out") -> None:
-    """``path`` is, or can become, a folder this process may write into. Creates nothing."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise ValueError(f"{name} {path} is a file, not a folder; choose a folder")
-    existing = p
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"{name} {path} cannot be created: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"{name} {path} is not writable ({existing}: permission denied)")
+    """``path`` is, or can become, a folder this process may write into; the messages name the
+    flag. Creates nothing that stays: the check creates and removes a file where the folder is or
+    would be (permission bits do not tell for root, read-only mounts or ``/proc``)."""
+    from edge.cli_checks import check_output_dir as check_folder
+
+    check_folder(name, path)
 
 
 def check_input_dir(path, name: str) -> None:

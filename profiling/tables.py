@@ -26,6 +26,8 @@ from profiling.builders import TABLES, build_tables
 from profiling.specs import DEFAULT_PAIRS, Pair, with_batch
 
 PROG = "python -m profiling.tables"
+#: what a --student pair gets where its flags are not given (the default pairs carry their own)
+STUDENT_DEFAULTS = {"teacher": "resnet32", "input_size": 32, "in_channels": 3, "num_classes": 10}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -41,11 +43,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    "default reports/)")
     p.add_argument("--student", default=None, choices=list_models(),
                    help="profile this pair instead of the default pairs")
-    p.add_argument("--teacher", default="resnet32", choices=list_models(),
-                   help="KD teacher for --student (default resnet32)")
-    p.add_argument("--input-size", type=int, default=32, help="input side in px for --student")
-    p.add_argument("--in-channels", type=int, default=3, help="input channels for --student")
-    p.add_argument("--num-classes", type=int, default=10, help="classes for --student")
+    p.add_argument("--teacher", default=None, choices=list_models(),
+                   help=f"KD teacher for --student (default {STUDENT_DEFAULTS['teacher']})")
+    p.add_argument("--input-size", type=int, default=None,
+                   help=f"input side in px for --student (default {STUDENT_DEFAULTS['input_size']})")
+    p.add_argument("--in-channels", type=int, default=None,
+                   help=f"input channels for --student (default {STUDENT_DEFAULTS['in_channels']})")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help=f"classes for --student (default {STUDENT_DEFAULTS['num_classes']})")
     p.add_argument("--batch-size", type=int, default=None,
                    help="batch for memory and time (default 32)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device for memory/time")
@@ -57,10 +62,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _student_value(args: argparse.Namespace, name: str):
+    value = getattr(args, name)
+    return STUDENT_DEFAULTS[name] if value is None else value
+
+
 def pairs_from(args: argparse.Namespace) -> tuple:
     if args.student is None:
         return with_batch(DEFAULT_PAIRS, args.batch_size)
-    pair = Pair(args.student, args.teacher, args.input_size, args.num_classes, args.in_channels,
+    v = lambda name: _student_value(args, name)   # noqa: E731
+    pair = Pair(args.student, v("teacher"), v("input_size"), v("num_classes"), v("in_channels"),
                 args.batch_size or 32, source="command line")
     return (pair,)
 
@@ -90,6 +101,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("--device cuda: no CUDA device is available to PyTorch")
     if args.batch_size is not None and args.batch_size < 2:
         raise ValueError(f"--batch-size must be >= 2 (POSD needs neighbours), got {args.batch_size}")
+    if args.student is None:
+        given = [f"--{name.replace('_', '-')}" for name in STUDENT_DEFAULTS if getattr(args, name) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} describe{'s' if len(given) == 1 else ''} the "
+                             "--student pair, and no --student is given (the default pairs carry "
+                             "their own); add --student NAME")
     check_int("--repeats", args.repeats, 1)
     check_int("--threads", args.threads, 0)
     check_int("--input-size", args.input_size, 1)

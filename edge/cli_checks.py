@@ -175,6 +175,31 @@ def check_output_dir(flag: str, path) -> None:
     _check_parent(flag, p / "x", shown=p)          # a file inside the folder-to-be
 
 
+def check_frames_dir(flag: str, path, inputs: Iterable[Tuple[str, object]]) -> None:
+    """``path``, a folder ``edge.run`` writes numbered frames into (``000001.jpg``...), holds none
+    yet and is not a folder the command reads: a frame written there would replace a file."""
+    from edge.outputs import is_frame_name
+
+    if path is None or not Path(path).is_dir():
+        return
+    for what, source in inputs:
+        try:
+            same = source is not None and os.path.samefile(path, source)
+        except (OSError, ValueError):
+            same = False
+        if same:
+            raise UsageError(f"{flag} {path} is {what} {source}, which this command reads; "
+                             "give another folder")
+    try:
+        frames = sorted(e.name for e in os.scandir(path) if is_frame_name(e.name))
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot list it ({e.strerror or e})") from None
+    if frames:
+        more = f" and {len(frames) - 1} more" if len(frames) > 1 else ""
+        raise UsageError(f"{flag} {path} already holds frames ({frames[0]}{more}), which this run "
+                         "would overwrite; give an empty or new folder")
+
+
 def check_not_input(flag: str, path, inputs: Iterable[Tuple[str, object]]) -> None:
     """``path`` is none of the files the command reads (``(what, path)`` pairs, e.g.
     ``("--model", args.model)``): an output given an input's name would destroy the input."""
@@ -306,6 +331,7 @@ def check_run_args(args: argparse.Namespace) -> None:
     check_output_file("--save-video", args.save_video)
     check_output_dir("--save-images", args.save_images)
     inputs = model_inputs(args.model) + [("--source", args.source)]
+    check_frames_dir("--save-images", args.save_images, inputs)
     check_not_input("--output", args.output, inputs)
     check_not_input("--summary-json", args.summary_json, inputs)
     check_not_input("--save-video", args.save_video, inputs)

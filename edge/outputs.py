@@ -239,8 +239,20 @@ class VideoSink:
             self.writer.release()
 
 
+#: the name :class:`ImageSink` gives frame ``index``
+FRAME_NAME = "{:06d}.jpg"
+
+
+def is_frame_name(name: str) -> bool:
+    """Whether ``name`` is one :class:`ImageSink` writes (six digits and ``.jpg``)."""
+    return len(name) == 10 and name.endswith(".jpg") and name[:6].isdigit()
+
+
 class ImageSink:
-    """Annotated frames -> ``DIR/<frame>.jpg``."""
+    """Annotated frames -> ``DIR/<frame>.jpg``, each encoded in memory and written through a
+    temporary sibling and a rename (:func:`edge.files.atomic_write`), so a frame on disk is
+    always a whole JPEG. ``edge.cli_checks.check_run_args`` refuses a folder that already holds
+    such frames, so nothing is overwritten."""
 
     def __init__(self, folder) -> None:
         self.folder = Path(folder)
@@ -249,9 +261,13 @@ class ImageSink:
     def write(self, frame_bgr: np.ndarray, index: int) -> None:
         import cv2
 
-        path = self.folder / f"{index:06d}.jpg"
-        if not cv2.imwrite(str(path), frame_bgr):    # OpenCV reports a failed write by False
-            raise OSError(f"cannot write {path}")
+        from edge.files import atomic_write
+
+        path = self.folder / FRAME_NAME.format(index)
+        ok, jpeg = cv2.imencode(".jpg", frame_bgr)
+        if not ok:                                    # OpenCV reports a failed encode by False
+            raise OSError(f"cannot encode frame {index} as JPEG for {path}")
+        atomic_write(path, lambda f: f.write(jpeg.tobytes()))
 
     def close(self) -> None:
         return None

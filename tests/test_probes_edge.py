@@ -20,6 +20,7 @@ onnx = pytest.importorskip("onnx")
 from edge import bench as edge_bench  # noqa: E402
 from edge import run as edge_run  # noqa: E402
 from edge.contract import META_CLASS_NAMES, META_INPUT_SIZE, META_PREPROCESS  # noqa: E402
+from edge.files import current_umask  # noqa: E402
 
 try:
     from edge_helpers import build_crowd_model, export_crowd_onnx
@@ -233,6 +234,38 @@ def test_run_outputs_never_overwrite_the_model_or_the_source(models, flag, targe
     assert _snapshot(tmp_path) == before
 
 
+def test_run_save_images_never_overwrites_frames_or_the_source_folder(models, tmp_path, capsys):
+    """--save-images into a folder that already holds frames of an earlier run (000001.jpg...),
+    or into the folder of frames being read, is refused before any frame is written (it used to
+    replace them one by one); an empty folder takes whole JPEGs and no temporary file stays."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in (0, 1):
+        cv2.imwrite(str(frames / f"{i:06d}.jpg"), np.full((48, 64, 3), 40 * (i + 1), np.uint8))
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "000001.jpg").write_bytes((frames / "000001.jpg").read_bytes())
+    (earlier / "notes.txt").write_text("mine\n")
+    base = ["--model", models["good"], "--source", frames, "--threads", "1", "--no-fsync",
+            "--output", tmp_path / "flight.jsonl"]
+    before = _snapshot(tmp_path)
+    assert _call(edge_run.main, base + ["--save-images", earlier]) == 2
+    _assert_one_clear_line(capsys.readouterr().err, f"--save-images {earlier} already holds frames",
+                           "000001.jpg")
+    assert _call(edge_run.main, base + ["--save-images", frames]) == 2
+    _assert_one_clear_line(capsys.readouterr().err, f"--save-images {frames} is --source")
+    assert _snapshot(tmp_path) == before
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "notes.txt").write_text("mine\n")           # other files do not count as frames
+    assert _call(edge_run.main, base + ["--save-images", fresh]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in fresh.iterdir()) == ["000000.jpg", "000001.jpg", "notes.txt"]
+    for name in ("000000.jpg", "000001.jpg"):
+        assert cv2.imread(str(fresh / name)).shape == (48, 64, 3)
+        assert oct((fresh / name).stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
+
+
 # --- bad models: edge.run and edge.bench -------------------------------------------------------
 MODEL_CASES = [
     ("truncated.onnx", "is not a readable ONNX model"),
@@ -377,13 +410,13 @@ def test_a_device_as_output_is_written_without_fsync(models, capsys):
 
 
 def test_image_folder_failing_mid_run_keeps_deciding(models, tmp_path, capsys, monkeypatch):
-    real, calls = cv2.imwrite, []
+    real, calls = cv2.imencode, []
 
-    def flaky(path, img, *a):
-        calls.append(path)
-        return real(path, img, *a) if len(calls) <= 2 else False
+    def flaky(ext, img, *a):
+        calls.append(ext)
+        return real(ext, img, *a) if len(calls) <= 2 else (False, None)
 
-    monkeypatch.setattr(cv2, "imwrite", flaky)
+    monkeypatch.setattr(cv2, "imencode", flaky)
     out = tmp_path / "flight.jsonl"
     rc = edge_run.main(["--model", str(models["good"]), "--source", "synthetic://64x48?frames=8",
                         "--threads", "1", "--output", str(out), "--no-fsync",
@@ -394,7 +427,7 @@ def test_image_folder_failing_mid_run_keeps_deciding(models, tmp_path, capsys, m
     assert s["frames"] == 8 and len(out.read_text().splitlines()) == 8
     assert any(e.startswith("--save-images") for e in s["output_errors"])
     assert sum("--save-images stopped" in l for l in err.splitlines()) == 1
-    assert len(list((tmp_path / "frames").iterdir())) == 2
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["000000.jpg", "000001.jpg"]
 
 
 def test_nan_outputs_are_recorded_as_invalid_frames(models, tmp_path, capsys):

@@ -235,9 +235,14 @@ def test_out_that_is_a_file_or_under_one(tmp_path, capsys, a_file):
 
 
 def test_out_read_only(tmp_path, capsys, readonly):
+    """Refused before any work, naming the flag: the check creates a file for real (as root, or
+    on /proc, the permission bits said yes and the run failed later on "No such file")."""
     out = readonly / "run"
     code, err = call(train_main, DIGITS + ["--epochs", "1", "--out", str(out)], capsys)
-    assert_one_line(code, err, str(out))
+    assert_one_line(code, err, f"--out {out}: cannot create files in {readonly}")
+    assert not out.exists()
+    code, err = call(_tables, ["--tables", "complexity", "--out", str(out)], capsys)
+    assert_one_line(code, err, f"--out {out}: cannot create files in {readonly}")
     assert not out.exists()
 
 
@@ -756,6 +761,24 @@ def test_profiling_tables_refuses_bad_flags(tmp_path, capsys, extra, word):
     code, err = call(_tables, ["--student", "cifar_cnn", "--out", str(out)] + extra, capsys)
     assert_one_line(code, err, word)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("extra", [["--input-size", "64"], ["--teacher", "resnet56"],
+                                   ["--num-classes", "2", "--in-channels", "1"]])
+def test_profiling_tables_refuses_pair_flags_without_a_student(tmp_path, capsys, extra):
+    """--input-size, --teacher, --num-classes and --in-channels describe the --student pair;
+    without one they were silently ignored and the default pairs' tables came out."""
+    out = tmp_path / "t"
+    code, err = call(_tables, ["--tables", "complexity", "--out", str(out)] + extra, capsys)
+    assert_one_line(code, err, extra[0], "add --student NAME")
+    assert not out.exists()
+
+
+def test_profiling_tables_student_defaults(tmp_path, capsys):
+    from profiling.tables import parse_args, pairs_from
+
+    (pair,) = pairs_from(parse_args(["--student", "crowd_fcn", "--num-classes", "2"]))
+    assert (pair.teacher, pair.input_size, pair.num_classes, pair.in_channels) == ("resnet32", 32, 2, 3)
 
 
 def test_profiling_tables_out_of_memory(tmp_path, capsys, monkeypatch):

@@ -12,7 +12,6 @@ import argparse
 import inspect
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence

@@ -27,7 +27,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -84,15 +84,21 @@ def folder_groups(data: Path) -> Dict[str, List[Path]]:
     return groups
 
 
-def synthetic_stats(version: int, per_class: int, size: int, policy: str) -> Dict[str, List[Dict[str, float]]]:
-    """Statistics of the first ``per_class`` test-split scenes of each class (seed 0)."""
+def synthetic_stats(version: int, per_class: int, size: int, policy: str,
+                    step: Callable[[int], object] = lambda n: None) -> Dict[str, List[Dict[str, float]]]:
+    """Statistics of the first ``per_class`` test-split scenes of each class (seed 0); ``step(1)``
+    after each scene (a progress bar's ``update``)."""
     from train.data.crowd_synth import CLASSES, SPLITS, renderer
 
     render = renderer(version)
     test = SPLITS.index("test")
-    return {f"crowd_synth v{version} {name}": [image_stats(picture(render(0, test, c, i), size, policy))
-                                             for i in range(per_class)]
-            for c, name in enumerate(CLASSES)}
+    out: Dict[str, List[Dict[str, float]]] = {}
+    for c, name in enumerate(CLASSES):
+        rows = out[f"crowd_synth v{version} {name}"] = []
+        for i in range(per_class):
+            rows.append(image_stats(picture(render(0, test, c, i), size, policy)))
+            step(1)
+    return out
 
 
 def summarise(rows: Sequence[Dict[str, float]], p90: Dict[str, float]) -> Dict[str, object]:
@@ -139,17 +145,27 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _progress(total: int):
+    """A progress bar on stderr (off when stderr is not a terminal)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="domain_gap", unit="img", leave=False, mininterval=1.0, disable=None)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    bar = None
     try:
         need_int("--per-class", args.per_class, 1)
         need_int("--size", args.size, 8)
         check_output_file("--json", args.json)
         files = folder_groups(args.data)
         groups, skipped = {}, []
+        bar = _progress(sum(len(v) for v in files.values()) + 2 * args.per_class)
         for name, paths in files.items():
             rows = []
             for f in paths:
+                bar.update(1)
                 try:
                     rows.append(image_stats(picture(read_rgb(f), args.size, args.resize)))
                 except ValueError:
@@ -161,9 +177,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if skipped:
             print(f"{PROG}: note: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}",
                   file=sys.stderr)
-        rep = report(groups, synthetic_stats(args.synth_version, args.per_class, args.size, args.resize))
+        rep = report(groups, synthetic_stats(args.synth_version, args.per_class, args.size, args.resize,
+                                             bar.update))
     except ValueError as e:
         return fail(PROG, str(e))
+    finally:
+        if bar is not None:
+            bar.close()
     print(table(rep))
     if args.json is not None:
         text = json.dumps(rep, indent=1) + "\n"

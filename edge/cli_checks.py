@@ -182,14 +182,7 @@ def check_frames_dir(flag: str, path, inputs: Iterable[Tuple[str, object]]) -> N
 
     if path is None or not Path(path).is_dir():
         return
-    for what, source in inputs:
-        try:
-            same = source is not None and os.path.samefile(path, source)
-        except (OSError, ValueError):
-            same = False
-        if same:
-            raise UsageError(f"{flag} {path} is {what} {source}, which this command reads; "
-                             "give another folder")
+    check_not_input(flag, path, inputs)
     try:
         frames = sorted(e.name for e in os.scandir(path) if is_frame_name(e.name))
     except OSError as e:

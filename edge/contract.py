@@ -223,6 +223,14 @@ def resize_u8(img: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=interp)
 
 
+def letterbox_size(src_hw: Sequence[int], size: Sequence[int]) -> Tuple[int, int]:
+    """(height, width) of the picture inside a letterbox of ``size`` around an image of
+    ``src_hw``: scaled by the smaller ratio, at least 1 px, at most the box."""
+    (src_h, src_w), (h, w) = (int(v) for v in src_hw), (int(v) for v in size)
+    s = min(h / src_h, w / src_w)
+    return min(h, max(1, int(round(src_h * s)))), min(w, max(1, int(round(src_w * s))))
+
+
 def fit_to_size(img: np.ndarray, size: Sequence[int], policy: str = "stretch",
                 fill: Sequence[int] = (0,)) -> np.ndarray:
     """A uint8 HxW or HxWxC image at ``size`` (height, width) by a :data:`RESIZE_POLICIES` policy.
@@ -241,8 +249,7 @@ def fit_to_size(img: np.ndarray, size: Sequence[int], policy: str = "stretch",
         y0, x0 = (src_h - ch) // 2, (src_w - cw) // 2
         return resize_u8(img[y0:y0 + ch, x0:x0 + cw], (h, w))
     if policy == "letterbox":
-        s = min(h / src_h, w / src_w)
-        nh, nw = min(h, max(1, int(round(src_h * s)))), min(w, max(1, int(round(src_w * s))))
+        nh, nw = letterbox_size((src_h, src_w), (h, w))
         inner = resize_u8(img, (nh, nw))
         if (nh, nw) == (h, w):
             return inner

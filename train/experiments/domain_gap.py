@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from edge.cli_checks import OneLineParser, UsageError, check_output_file, fail, need_int
-from edge.contract import RESIZE_POLICIES, fit_to_size, resize_u8
+from edge.contract import RESIZE_POLICIES, fit_to_size, letterbox_size, resize_u8
 from edge.files import atomic_write, images_in
 
 PROG = "python -m train.experiments.domain_gap"
@@ -44,9 +44,7 @@ def picture(img_rgb: np.ndarray, size: int, policy: str) -> np.ndarray:
     scaled picture, without its bands, so they do not count as flat image."""
     if policy != "letterbox":
         return fit_to_size(img_rgb, (size, size), policy)
-    h, w = img_rgb.shape[:2]
-    s = min(size / h, size / w)
-    return resize_u8(img_rgb, (min(size, max(1, round(h * s))), min(size, max(1, round(w * s)))))
+    return resize_u8(img_rgb, letterbox_size(img_rgb.shape[:2], (size, size)))
 
 
 def image_stats(img_rgb: np.ndarray) -> Dict[str, float]:

@@ -92,7 +92,7 @@ def test_report_on_a_made_folder(tmp_path, capsys):
     assert oct(out.stat().st_mode & 0o777) != oct(0o600)                      # normal permissions
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "per-class", "json-folder", "unreadable"])
+@pytest.mark.parametrize("case", ["missing", "empty", "per-class", "json-folder", "unreadable", "json-is-a-frame"])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, case):
     data = _folder(tmp_path)
     empty = tmp_path / "empty"
@@ -106,9 +106,14 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, case):
         "per-class": (["--data", str(data), "--per-class", "0"], "--per-class 0"),
         "json-folder": (["--data", str(data), "--json", str(empty)], "is a folder"),
         "unreadable": (["--data", str(junk)], "none of its 1 images could be read"),
+        "json-is-a-frame": (["--data", str(data), "--json", str(data / "busy" / "b0.png")],
+                            "is an image of --data"),
     }[case]
-    before = sorted(p.name for p in tmp_path.rglob("*"))
+    def snapshot():
+        return sorted((str(p), p.read_bytes() if p.is_file() else b"") for p in tmp_path.rglob("*"))
+
+    before = snapshot()
     assert dg.main(argv + ["--per-class", "2"] if case != "per-class" else argv) == 2
     err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
     assert len(err) == 1 and "Traceback" not in err[0] and needle in err[0], err
-    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert snapshot() == before

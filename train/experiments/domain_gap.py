@@ -31,7 +31,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edge.cli_checks import OneLineParser, UsageError, check_output_file, fail, need_int
+from edge.cli_checks import OneLineParser, UsageError, check_not_input, check_output_file, fail, need_int
 from edge.contract import RESIZE_POLICIES, fit_to_size, letterbox_size, resize_u8
 from edge.files import atomic_write, images_in
 
@@ -158,6 +158,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         need_int("--size", args.size, 8)
         check_output_file("--json", args.json)
         files = folder_groups(args.data)
+        check_not_input("--json", args.json, [("an image of --data", f) for v in files.values() for f in v])
         groups, skipped = {}, []
         bar = _progress(sum(len(v) for v in files.values()) + 2 * args.per_class)
         for name, paths in files.items():

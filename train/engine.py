@@ -388,6 +388,7 @@ class Trainer:
         model.eval()
         correct, total_loss, n = 0, 0.0, 0
         bg: List[torch.Tensor] = []
+        collect = self.bg_class is not None and model is self.eval_model   # the saved weights' background
         # DDP: each rank evaluates its contiguous shard of the test set; the sums are all-reduced
         test_x = self.data.test_x.tensor_split(self.dist.world)[self.dist.rank]
         test_y = self.data.test_y.tensor_split(self.dist.world)[self.dist.rank]
@@ -399,10 +400,10 @@ class Trainer:
             total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             n += len(y)
-            if self.bg_class is not None:
+            if collect:
                 keep = y != self.bg_class
                 bg.append(torch.softmax(logits[keep], 1)[:, self.bg_class].double().cpu())
-        if self.bg_class is not None and model is self.eval_model:
+        if collect:
             self._background = self._measure_background(bg)
             self._background_done = True
         if self.dist.enabled:

@@ -80,3 +80,13 @@ def test_config_json_names_the_preset(tmp_path, capsys):
     assert (saved["preset"], saved["batch_size"], saved["nesterov"], saved["milestones"]) == \
         ("resnet", 64, True, [60, 120, 180])
     assert "(preset resnet," in capsys.readouterr().out
+
+
+def test_help_gives_each_default_once_and_never_none():
+    from train.crowd_drone import DEFAULTS
+
+    text = "".join(build_parser("python -m train.crowd_drone", preset="crowd",
+                                defaults=DEFAULTS).format_help().split())
+    assert "(default:None)" not in text
+    assert text.count("(default:crowd_synth)") == 1
+    assert text.count("(default:0.9998)") == 1          # a default the parser holds is still shown

@@ -22,6 +22,19 @@ from train.config import PRESET_TABLES, PRESETS, TrainConfig, resolve
 from train.cli_checks import (check_input_dir, check_output_dir, check_train_config, describe_os_error,
                               json_object)
 
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` after an option's help, except where the help already says its default or
+    the parser's default is ``None`` (the option is unset: the preset or the dataset decides, as
+    its help says), so that ``--help`` never reads "(default: crowd_synth) (default: None)"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 #: aliases: --posd is --method posd, and so on (--kd and --dml take a value)
 FLAG_METHODS = ("ce", "posd", "oskd")
 
@@ -39,7 +52,7 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None,
 
     d = TrainConfig()
     p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=DefaultsHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=list_datasets(), default=None,
                    help=f"built-in or torchvision dataset (default: {d.dataset})")

@@ -233,12 +233,32 @@ class Classify:
     mode, impl, batches_frames, queue_cap = "classify", "none", True, None
     tiling: Optional[Tiling] = None
 
-    def __init__(self, recipe: Preprocess, positive: int, resize: Optional[str]) -> None:
+    def __init__(self, recipe: Preprocess, positive: int, resize: Optional[str],
+                 camera: Camera = Camera(), scale: Optional[GroundScale] = None) -> None:
         self.positive, self.resize = positive, resize or recipe.resize
         self.prep = FramePreprocessor(replace(recipe, resize=self.resize))
+        self.camera, self.scale = camera, scale
 
     def notes(self) -> List[str]:
-        return []
+        """What a camera given to classify means: ``--tile``/``--gsd`` nothing (they size heatmap
+        tiles); ``--altitude``/``--hfov`` the ground a whole frame shows across, said when it lies
+        outside the views the model was trained on (where its p(crowd) is least reliable)."""
+        c = self.camera
+        if c.tile is not None or c.gsd is not None:
+            flag = "--tile" if c.tile is not None else "--gsd"
+            return [f"{flag} sizes heatmap tiles; classify resizes the whole frame to the input and "
+                    "does not use it"]
+        if c.altitude is None or self.scale is None or self.resize == "center-crop":
+            return []
+        across = gsd_from_camera(c.altitude, c.hfov, 1)          # the frame's width, in metres
+        lo, hi = (float(v) for v in self.scale.patch_m_range)
+        if lo <= across <= hi:
+            return []
+        where = "wider" if across > hi else "narrower"
+        advice = "; --mode heatmap sees the frame at the trained scale" if across > hi else ""
+        return [f"at altitude {c.altitude:g} m and field of view {c.hfov:g} deg a whole frame is "
+                f"{across:.0f} m of ground across, {where} than any view the model was trained on "
+                f"({lo:.3g}-{hi:.3g} m across its input): classify is least reliable there{advice}"]
 
     def describe(self) -> Dict[str, Any]:
         return {"resize": self.resize}
@@ -418,7 +438,7 @@ def judge_mode(info: ModelInfo, mode: str, positive: int, camera: Camera, impl: 
     """The strategy of a mode (and heatmap impl): the one place their names are read."""
     recipe = info.preprocess
     if mode == "classify":
-        return Classify(recipe, positive, resize)
+        return Classify(recipe, positive, resize, camera, info.scale)
     tiling = resolve_tiling(camera, info.scale, int(recipe.size[1]))
     if impl == "dense":
         return DenseHeatmap(recipe, positive, tiling)

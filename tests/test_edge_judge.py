@@ -80,6 +80,29 @@ def test_notes_say_when_a_default_is_assumed():
     assert Judge(info(), "classify").notes == []
 
 
+def test_classify_notes_what_the_camera_means_for_a_whole_frame():
+    # SCALE: the input spans 16-40 m of ground in training. 2 h tan(hfov / 2) across the frame:
+    def across(h, fov):
+        return 2 * h * math.tan(math.radians(fov / 2))
+
+    assert 16 < across(15, 90) < 40
+    assert Judge(info(), "classify", camera=Camera(altitude=15.0, hfov=90.0)).notes == []
+    wide = Judge(info(), "classify", camera=Camera(altitude=60.0, hfov=82.0)).notes
+    assert len(wide) == 1 and f"{across(60, 82):.0f} m of ground across, wider" in wide[0]
+    assert "(16-40 m across its input)" in wide[0] and "--mode heatmap" in wide[0]
+    narrow = Judge(info(), "classify", camera=Camera(altitude=5.0, hfov=60.0)).notes
+    assert len(narrow) == 1 and "narrower" in narrow[0] and "--mode heatmap" not in narrow[0]
+    # a centre crop shows less than the frame's width: no figure to give
+    assert Judge(info(), "classify", camera=Camera(altitude=60.0, hfov=82.0), resize="center-crop").notes == []
+    # no scale recorded: nothing to compare with
+    assert Judge(info(scale=None), "classify", camera=Camera(altitude=60.0, hfov=82.0)).notes == []
+    # --tile and --gsd size heatmap tiles only, with or without a scale
+    for cam, flag in ((Camera(tile=300), "--tile"), (Camera(gsd=0.05), "--gsd")):
+        for sc in (SCALE, None):
+            notes = Judge(info(scale=sc), "classify", camera=cam).notes
+            assert len(notes) == 1 and notes[0].startswith(flag) and "does not use it" in notes[0]
+
+
 def test_tiles_at_the_camera_scale_and_the_area_decision():
     net = Bright()
     rule = DecisionRule(threshold=0.5, min_area=0.4)

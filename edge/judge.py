@@ -240,14 +240,15 @@ class Classify:
         self.camera, self.scale = camera, scale
 
     def notes(self) -> List[str]:
-        """What a camera given to classify means: ``--tile``/``--gsd`` nothing (they size heatmap
-        tiles); ``--altitude``/``--hfov`` the ground a whole frame shows across, said when it lies
-        outside the views the model was trained on (where its p(crowd) is least reliable)."""
+        """What a camera given to classify means: a tile size or GSD nothing (they size heatmap
+        tiles); altitude and field of view the ground a whole frame shows across, said when it
+        lies outside the views the model was trained on (where its p(crowd) is least reliable).
+        No flag names: ``edge.run`` and training's ``--val-*`` flags share these notes."""
         c = self.camera
         if c.tile is not None or c.gsd is not None:
-            flag = "--tile" if c.tile is not None else "--gsd"
-            return [f"{flag} sizes heatmap tiles; classify resizes the whole frame to the input and "
-                    "does not use it"]
+            given = "a tile size" if c.tile is not None else "a ground sample distance"
+            return [f"{given} only sizes heatmap tiles: classify resizes the whole frame to the "
+                    "input and does not use it"]
         if c.altitude is None or self.scale is None or self.resize == "center-crop":
             return []
         across = gsd_from_camera(c.altitude, c.hfov, 1)          # the frame's width, in metres
@@ -255,7 +256,7 @@ class Classify:
         if lo <= across <= hi:
             return []
         where = "wider" if across > hi else "narrower"
-        advice = "; --mode heatmap sees the frame at the trained scale" if across > hi else ""
+        advice = "; heatmap mode sees the frame at the trained scale" if across > hi else ""
         return [f"at altitude {c.altitude:g} m and field of view {c.hfov:g} deg a whole frame is "
                 f"{across:.0f} m of ground across, {where} than any view the model was trained on "
                 f"({lo:.3g}-{hi:.3g} m across its input): classify is least reliable there{advice}"]

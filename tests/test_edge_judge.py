@@ -89,18 +89,18 @@ def test_classify_notes_what_the_camera_means_for_a_whole_frame():
     assert Judge(info(), "classify", camera=Camera(altitude=15.0, hfov=90.0)).notes == []
     wide = Judge(info(), "classify", camera=Camera(altitude=60.0, hfov=82.0)).notes
     assert len(wide) == 1 and f"{across(60, 82):.0f} m of ground across, wider" in wide[0]
-    assert "(16-40 m across its input)" in wide[0] and "--mode heatmap" in wide[0]
+    assert "(16-40 m across its input)" in wide[0] and "heatmap mode" in wide[0]
     narrow = Judge(info(), "classify", camera=Camera(altitude=5.0, hfov=60.0)).notes
-    assert len(narrow) == 1 and "narrower" in narrow[0] and "--mode heatmap" not in narrow[0]
+    assert len(narrow) == 1 and "narrower" in narrow[0] and "heatmap" not in narrow[0]
     # a centre crop shows less than the frame's width: no figure to give
     assert Judge(info(), "classify", camera=Camera(altitude=60.0, hfov=82.0), resize="center-crop").notes == []
     # no scale recorded: nothing to compare with
     assert Judge(info(scale=None), "classify", camera=Camera(altitude=60.0, hfov=82.0)).notes == []
-    # --tile and --gsd size heatmap tiles only, with or without a scale
-    for cam, flag in ((Camera(tile=300), "--tile"), (Camera(gsd=0.05), "--gsd")):
+    # a tile size or GSD sizes heatmap tiles only, with or without a scale
+    for cam, given in ((Camera(tile=300), "a tile size"), (Camera(gsd=0.05), "a ground sample distance")):
         for sc in (SCALE, None):
             notes = Judge(info(scale=sc), "classify", camera=cam).notes
-            assert len(notes) == 1 and notes[0].startswith(flag) and "does not use it" in notes[0]
+            assert len(notes) == 1 and notes[0].startswith(given) and "does not use it" in notes[0]
 
 
 def test_tiles_at_the_camera_scale_and_the_area_decision():

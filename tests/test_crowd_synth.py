@@ -220,10 +220,15 @@ V5_DIGESTS = {(0, 0, 0): "977e45da555914a6", (0, 1, 5): "aff8bdbcbdb97d36", (1, 
 V6_DIGESTS = {(0, 0, 0): "160fc983dc2e5e9b", (0, 1, 5): "9b4eaf85d494e321", (1, 0, 9): "261a922a2c6fc677",
               (1, 1, 3): "ea832de07091eb8d", (0, 0, 6): "3a906e186bf49c40", (0, 0, 8): "8e2d2c4f26a26a6f",
               (0, 1, 0): "d3bfd23709d13088"}
+#: the same for v10, recorded when it was added (the pixels its A/B runs and the mosaic run of
+#: docs/crowd_synth.md were measured on)
+V10_DIGESTS = {(0, 0, 0): "7b65983fde973f6f", (0, 1, 5): "241f300c43fd4958", (1, 0, 9): "60bfd13147c08dbd",
+               (1, 1, 3): "b550350015c9a1b1"}
 DIGEST_OPENCV = "5.1.0"
 
 
-@pytest.mark.parametrize("version,digests", [(2, V2_DIGESTS), (3, V3_DIGESTS), (5, V5_DIGESTS), (6, V6_DIGESTS)])
+@pytest.mark.parametrize("version,digests", [(2, V2_DIGESTS), (3, V3_DIGESTS), (5, V5_DIGESTS), (6, V6_DIGESTS),
+                                              (10, V10_DIGESTS)])
 def test_versions_pixels_are_pinned(version, digests):
     import cv2
 
@@ -235,7 +240,7 @@ def test_versions_pixels_are_pinned(version, digests):
 
 
 def test_versions_are_separate_and_selectable(tmp_path):
-    assert cs.GENERATOR_VERSION == 5 and cs.VERSIONS == (2, 3, 4, 5, 6)
+    assert cs.GENERATOR_VERSION == 5 and cs.VERSIONS == (2, 3, 4, 5, 6, 10)
     images = [cs.render(0, 0, 0, 4, version=v) for v in cs.VERSIONS]
     assert all(im.shape == (cs.SIZE, cs.SIZE, 3) for im in images)
     assert all(not np.array_equal(a, b) for i, a in enumerate(images) for b in images[i + 1:])
@@ -257,6 +262,7 @@ def test_ground_scale_per_version():
     assert cs.ground_scale(4).patch_m_range == (12.8, 128.0)         # 1-10 px per metre
     assert cs.ground_scale(5).patch_m_range == (12.8, 85.33)         # 1.5-10 px per metre
     assert cs.ground_scale(6) == cs.ground_scale(5)                  # v6: v5's scales
+    assert cs.ground_scale(10) == cs.ground_scale(5)                 # v10: v5's scenes
     assert cs.ground_scale() == cs.ground_scale(5)
 
 
@@ -483,3 +489,18 @@ def test_v6_open_ground_packs_a_crowd_onto_streets_and_clears_a_square_in_both_c
     horizon = R // 3                                                 # the horizon are not ground
     assert not scene_v6.seen_ground(sc, H, horizon)[:horizon + 3].any()
     assert scene_v6.seen_ground(sc, H, horizon)[horizon + 3:].all()
+
+
+def test_v10_is_v5_with_a_lighter_camera():
+    import dataclasses
+
+    from train.data.crowd_synth import scene_v3, scene_v5, scene_v10
+
+    assert dataclasses.replace(scene_v10.V10, version=5, finish=None) == scene_v5.V5
+    # the camera on one canvas, many draws: blurred less often than v3's, never harsher JPEG
+    canvas = cs.render(0, 1, 1, 3, version=5).astype(np.float32)
+    canvas = np.repeat(np.repeat(canvas, 2, 0), 2, 1)            # a 256-px render canvas
+    sharp = lambda f, seed: float(np.abs(np.diff(f(np.random.default_rng(seed), canvas).astype(float), axis=1)).mean())
+    v3 = np.mean([sharp(scene_v3._finish, s) for s in range(40)])
+    v10 = np.mean([sharp(scene_v10._finish, s) for s in range(40)])
+    assert v10 > v3

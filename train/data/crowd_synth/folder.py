@@ -34,6 +34,8 @@ def renderer(version: int = GENERATOR_VERSION) -> Callable[[int, int, int, int],
         from train.data.crowd_synth.scene_v5 import render
     elif version == 6:
         from train.data.crowd_synth.scene_v6 import render
+    elif version == 10:
+        from train.data.crowd_synth.scene_v10 import render
     else:
         raise ValueError(f"crowd_synth generator version {version!r} not in {VERSIONS}")
     return render

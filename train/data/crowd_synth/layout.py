@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 GENERATOR_VERSION = 5             # the default version (``--synth-version``)
-VERSIONS = (2, 3, 4, 5, 6)          # every version that can still be generated
+VERSIONS = (2, 3, 4, 5, 6, 10)      # every version that can still be generated
 PAPER_TRAIN_PER_CLASS = 7000
 SIZE = 128
 CLASSES = ("crowd", "no_crowd")   # folder names; sorted, so the label of "crowd" is 0

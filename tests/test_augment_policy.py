@@ -39,12 +39,105 @@ def _folder(root, sizes, n=2):
 
 # ------------------------------------------------------------------ the policies
 def test_every_policy_is_offered_and_the_old_name_is_an_alias():
-    assert set(POLICIES) == {"none", "crop", "crop-flip", "flip", "aerial", "aerial-robust"}
+    assert set(POLICIES) == {"none", "crop", "crop-flip", "flip", "aerial", "aerial-robust", "aerial-mosaic"}
     assert set(NAMES) == set(POLICIES) | {"cifar"}
     x = torch.randint(0, 256, (16, 3, 12, 12), dtype=torch.uint8)
     a = apply(x, draw("crop-flip", x.shape, torch.Generator().manual_seed(4)))
     b = apply(x, draw("cifar", x.shape, torch.Generator().manual_seed(4)))
     assert torch.equal(a, b)
+
+
+def _coded(n_crowd=40, n_other=60, side=12):
+    """Images whose every pixel is their index (R: index % 256, G: index // 256, B: class)."""
+    n = n_crowd + n_other
+    labels = torch.tensor([0] * n_crowd + [1] * n_other)
+    x = torch.zeros((n, 3, side, side), dtype=torch.uint8)
+    x[:, 0] = torch.arange(n).view(n, 1, 1) % 256
+    x[:, 1] = torch.arange(n).view(n, 1, 1) // 256
+    x[:, 2] = labels.view(n, 1, 1) * 200
+    return x, labels
+
+
+def _unflipped(out, normalize):
+    """The batch back in uint8 (flips and turns do not matter to the checks below)."""
+    return torch.round((out / normalize.inv_std + normalize.mean) * 255).to(torch.uint8)
+
+
+def test_aerial_mosaic_builds_wider_views_that_keep_the_label():
+    from train.data.augment import MOSAIC_P, Normalizer, augment_batch
+
+    x, labels = _coded()
+    norm = Normalizer((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "cpu")
+    idx = torch.arange(len(x)).repeat(6)                           # every image 6 times: 600 samples
+    out = _unflipped(augment_batch(x, idx, "aerial-mosaic", torch.Generator().manual_seed(0), norm,
+                                   labels, 0), norm)
+    mosaics = 0
+    for i, j in enumerate(idx.tolist()):
+        img = out[i]
+        if torch.equal(img, x[j]):                                 # left alone (a flat image: flips are moot)
+            continue
+        mosaics += 1
+        # 12 px in k x k cells of 12 px shrunk to 12: each output pixel is the area average of the
+        # source pixels under it. For k = 2 every 2x2 block holds one image: blocks of 6 px.
+        # Some output pixel shows the sample itself, whole (its R, G and class code exact).
+        code = (img[0].int() + 256 * img[1].int()).flatten()
+        assert int(j) in code.tolist()
+        blue = set(img[2].flatten().tolist())
+        assert blue <= {0, 200}                                    # whole images, no blend across cells
+        if labels[j] == 1:                                         # no crowd: only non-crowd cells
+            assert blue == {200}
+        else:
+            assert 0 in blue
+    assert abs(mosaics / len(idx) - MOSAIC_P) < 0.06
+
+
+def test_aerial_mosaic_cells_are_area_averages_of_whole_images():
+    from train.data.augment import Normalizer, mosaic_batch
+
+    x, labels = _coded(2, 2, side=6)
+    norm = Normalizer((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "cpu")
+    for seed in range(40):
+        gen = torch.Generator().manual_seed(seed)
+        out = _unflipped(mosaic_batch(x, labels, torch.tensor([0]), gen, norm, 0), norm)[0]
+        if torch.equal(out, x[0]):
+            continue
+        # a 2x2 mosaic of 6-px images shrunk to 6 px: 3x3 blocks, each one image's colour; a 3x3
+        # mosaic: 2x2 blocks. Every block is a whole image of the set, and one of them is image 0.
+        for k in (2, 3):
+            b = 6 // k
+            blocks = [out[:, r * b:(r + 1) * b, c * b:(c + 1) * b] for r in range(k) for c in range(k)]
+            if all(bool((blk == blk[:, :1, :1]).all()) for blk in blocks):
+                colours = {tuple(blk[:, 0, 0].tolist()) for blk in blocks}
+                assert colours <= {tuple(x[i][:, 0, 0].tolist()) for i in range(4)}
+                assert tuple(x[0][:, 0, 0].tolist()) in colours
+                break
+        else:
+            raise AssertionError(f"seed {seed}: not a 2x2 or 3x3 mosaic of whole images")
+
+
+def test_aerial_mosaic_is_reproducible_and_needs_the_labels():
+    from train.data.augment import Normalizer, augment_batch
+
+    x, labels = _coded()
+    norm = Normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "cpu")
+    idx = torch.randint(0, len(x), (64,), generator=torch.Generator().manual_seed(1))
+    a = augment_batch(x, idx, "aerial-mosaic", torch.Generator().manual_seed(3), norm, labels, 0)
+    b = augment_batch(x, idx, "aerial-mosaic", torch.Generator().manual_seed(3), norm, labels, 0)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="labels"):
+        augment_batch(x, idx, "aerial-mosaic", torch.Generator(), norm)
+
+
+def test_aerial_mosaic_refuses_data_without_a_crowd_class(tmp_path, capsys):
+    from train.cli import main
+
+    data = _folder(tmp_path / "d", sizes=[(70, 70)] * 4)
+    out = tmp_path / "run"
+    rc = main(["--data", str(data), "--model", "crowd_fcn", "--augment", "aerial-mosaic", "--epochs", "1",
+               "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "needs a class named 'crowd'" in err[0]
+    assert not out.exists()
 
 
 def test_flip_mirrors_the_width_of_about_half_and_nothing_else():

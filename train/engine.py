@@ -121,6 +121,9 @@ class Trainer:
         self.train_model = ddp.wrap(self.model, self.device, self.dist)   # self.model stays unwrapped
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp else None
         check_policy(self.data.augment)   # augment_batch draws by this name every step
+        if self.data.augment == "aerial-mosaic" and "crowd" not in self.data.class_names:
+            raise ValueError(f"--augment aerial-mosaic needs a class named 'crowd' (a mosaic with a crowd "
+                             f"in it is a crowd); the classes are {', '.join(self.data.class_names)}")
         pre = self.data.preprocess
         self.normalize = Normalizer(pre.mean, pre.std, self.device)
         self.train_x = self.data.train_x.to(self.device)   # uint8 stays small: keep it on device
@@ -194,7 +197,8 @@ class Trainer:
     def train_step(self, idx: torch.Tensor, gen: torch.Generator) -> Dict[str, torch.Tensor]:
         # DDP: augment the whole global batch (same generator on every rank), keep this rank's slice
         sizes = ddp.split_sizes(len(idx), self.dist.world)
-        x = augment_batch(self.train_x, idx, self.data.augment, gen, self.normalize)   # [B, C, H, W] float32
+        x = augment_batch(self.train_x, idx, self.data.augment, gen, self.normalize,   # [B, C, H, W] float32
+                          self.train_y, self.bg_class)
         y = self.train_y[idx]
         if self.dist.world > 1:
             x = x.tensor_split(self.dist.world)[self.dist.rank]     # [B_local, C, H, W]

@@ -1,4 +1,5 @@
-"""Batched augmentation and normalisation on the training device (no per-sample Python work).
+"""Batched augmentation and normalisation on the training device (no per-sample Python work but
+``aerial-mosaic``'s few mosaics).
 
 The policies (``--augment``; ``docs/augmentation.md`` lists their operations and ranges):
 
@@ -11,7 +12,10 @@ The policies (``--augment``; ``docs/augmentation.md`` lists their operations and
 - ``aerial``: flips of either axis and a 90-degree turn (square images): seen from above, each
   is another valid view;
 - ``aerial-robust``: ``aerial`` plus what real footage does to a scene (:mod:`train.data.robust`:
-  tone, colour, grayscale, scale jitter, blur, noise, JPEG).
+  tone, colour, grayscale, scale jitter, blur, noise, JPEG);
+- ``aerial-mosaic``: a third of the images become wider views made of 2x2 or 3x3 scenes, then
+  ``aerial`` (:func:`mosaic_batch`; needs a ``crowd`` class, whose images keep their label among
+  images of any class).
 
 Every random draw comes from an explicit ``torch.Generator`` so a step's augmentation is a
 function of (seed, epoch, step): this is what makes ``--resume`` bit-exact. A batch's draws are a
@@ -24,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -31,7 +36,7 @@ from train import native
 from train.data import robust
 
 #: the policies, as ``--augment`` offers them
-POLICIES = ("none", "crop", "crop-flip", "flip", "aerial", "aerial-robust")
+POLICIES = ("none", "crop", "crop-flip", "flip", "aerial", "aerial-robust", "aerial-mosaic")
 ALIASES = {"cifar": "crop-flip"}   # older name, still accepted
 #: every name a run may carry: the policies and the older aliases
 NAMES = POLICIES + tuple(ALIASES)
@@ -103,7 +108,7 @@ def draw(policy: str, shape: Sequence[int], gen: torch.Generator) -> Plan:
         _draw_crop(plan, b, 2, gen)
     elif policy == "flip":
         plan.flip_w = _draw_flip(b, gen)
-    elif policy in ("aerial", "aerial-robust"):   # from above: any flip or turn is a valid view
+    elif policy in ("aerial", "aerial-robust", "aerial-mosaic"):   # from above: any flip or turn
         plan.flip_w = _draw_flip(b, gen)
         plan.flip_h = _draw_flip(b, gen)
         if h == w:
@@ -178,7 +183,8 @@ class Normalizer:
 
 
 def augment_batch(images: torch.Tensor, idx: torch.Tensor, policy: str, gen: torch.Generator,
-                  normalize: Normalizer) -> torch.Tensor:
+                  normalize: Normalizer, labels: Optional[torch.Tensor] = None,
+                  crowd: Optional[int] = None) -> torch.Tensor:
     """``normalize(apply(images[idx], draw(policy, ...)))``: the training batch, float32.
 
     On CPU, uint8 images go through one native call (:func:`train.native.augment_u8`, or
@@ -186,6 +192,10 @@ def augment_batch(images: torch.Tensor, idx: torch.Tensor, policy: str, gen: tor
     PyTorch ops; the random draws are the same and the result is the same tensor bit for bit, so
     a run, and its resume, do not depend on which path ran.
     """
+    if policy == "aerial-mosaic":
+        if labels is None or crowd is None:
+            raise ValueError("aerial-mosaic needs the training labels and the index of the crowd class")
+        return mosaic_batch(images, labels, idx, gen, normalize, crowd)
     shape = (len(idx),) + tuple(images.shape[1:])
     plan = draw(policy, shape, gen)
     if plan.robust is not None and native.augment_ready(images):
@@ -197,3 +207,47 @@ def augment_batch(images: torch.Tensor, idx: torch.Tensor, policy: str, gen: tor
         return native.augment_u8(images, idx, normalize.mean, normalize.inv_std, plan.pad, plan.oy,
                                  plan.ox, plan.flip_w, plan.flip_h, plan.turn)
     return normalize(apply(images[idx], plan))
+
+
+#: ``aerial-mosaic``: this share of a batch becomes a mosaic, 3x3 for this share of those (else 2x2)
+MOSAIC_P, MOSAIC_K3 = 0.35, 0.3
+
+
+def mosaic_batch(images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, gen: torch.Generator,
+                 normalize: Normalizer, crowd: int) -> torch.Tensor:
+    """``aerial-mosaic``: wider views made of the scenes themselves, then ``aerial``.
+
+    Each sample becomes, with probability :data:`MOSAIC_P`, a k x k mosaic (k = 3 with probability
+    :data:`MOSAIC_K3`, else 2) shrunk back to the input by area averaging, the sample at a random
+    cell. A sample of class ``crowd`` is placed among images of any class (a wider view with a
+    crowd in it is still a crowd), any other sample among images of the other classes (a wider
+    view without a crowd). The label is the sample's. The draws come from ``gen``
+    (whether, k, the other images, the cell; then the flips of ``aerial``), so a run and its resume
+    see the same batches on any device; the mosaics are built on the CPU with OpenCV.
+    """
+    import cv2
+
+    b = len(idx)
+    on = torch.rand(b, generator=gen) < MOSAIC_P
+    k3 = torch.rand(b, generator=gen) < MOSAIC_K3
+    picks = torch.randint(0, 1 << 30, (b, 9), generator=gen)
+    cells = torch.randint(0, 9, (b,), generator=gen)
+    batch = images[idx].clone()
+    if bool(on.any()):
+        host = images.cpu().numpy()                              # [N, C, H, W] uint8; a view on CPU
+        lab = labels.cpu().numpy()
+        others_pool = np.flatnonzero(lab != crowd)
+        _, c, h, w = host.shape
+        for i in torch.nonzero(on).flatten().tolist():
+            k = 3 if bool(k3[i]) else 2
+            me = int(idx[i])
+            pool = others_pool if int(lab[me]) != crowd else None
+            n = len(pool) if pool is not None else len(lab)
+            cell_images = picks[i, :k * k].numpy() % n
+            if pool is not None:
+                cell_images = pool[cell_images]
+            cell_images[int(cells[i]) % (k * k)] = me
+            canvas = host[cell_images].reshape(k, k, c, h, w).transpose(0, 3, 1, 4, 2).reshape(k * h, k * w, c)
+            small = cv2.resize(np.ascontiguousarray(canvas), (w, h), interpolation=cv2.INTER_AREA)
+            batch[i] = torch.from_numpy(small.reshape(h, w, c)).permute(2, 0, 1).to(batch.device)
+    return augment_batch(batch, torch.arange(b, device=batch.device), "aerial", gen, normalize)

@@ -497,10 +497,13 @@ def test_v10_is_v5_with_a_lighter_camera():
     from train.data.crowd_synth import scene_v3, scene_v5, scene_v10
 
     assert dataclasses.replace(scene_v10.V10, version=5, finish=None) == scene_v5.V5
-    # the camera on one canvas, many draws: blurred less often than v3's, never harsher JPEG
-    canvas = cs.render(0, 1, 1, 3, version=5).astype(np.float32)
-    canvas = np.repeat(np.repeat(canvas, 2, 0), 2, 1)            # a 256-px render canvas
-    sharp = lambda f, seed: float(np.abs(np.diff(f(np.random.default_rng(seed), canvas).astype(float), axis=1)).mean())
-    v3 = np.mean([sharp(scene_v3._finish, s) for s in range(40)])
-    v10 = np.mean([sharp(scene_v10._finish, s) for s in range(40)])
-    assert v10 > v3
+    assert scene_v10.V10.finish.keywords == {"camera": scene_v10.CAMERA}
+    v3, v10 = scene_v3.V3_CAMERA, scene_v10.CAMERA
+    assert v10.motion < v3.motion and v10.blurred < v3.blurred           # blurred less often
+    assert v10.defocus_sigma[1] < v3.defocus_sigma[1] and v10.motion_px[1] < v3.motion_px[1]
+    assert v10.noise_sigma[1] < v3.noise_sigma[1] and v10.jpeg_quality[0] > v3.jpeg_quality[0]
+    # the same canvas through both cameras, many draws: v10 leaves more fine detail
+    canvas = np.repeat(np.repeat(cs.render(0, 1, 1, 3, version=5).astype(np.float32), 2, 0), 2, 1)
+    detail = lambda camera, seed: float(np.abs(np.diff(scene_v3._finish(
+        np.random.default_rng(seed), canvas, camera).astype(float), axis=1)).mean())
+    assert np.mean([detail(v10, s) for s in range(40)]) > np.mean([detail(v3, s) for s in range(40)])

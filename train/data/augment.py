@@ -13,7 +13,7 @@ The policies (``--augment``; ``docs/augmentation.md`` lists their operations and
   is another valid view;
 - ``aerial-robust``: ``aerial`` plus what real footage does to a scene (:mod:`train.data.robust`:
   tone, colour, grayscale, scale jitter, blur, noise, JPEG);
-- ``aerial-mosaic``: a third of the images become wider views made of 2x2 or 3x3 scenes, then
+- ``aerial-mosaic``: 35 % of the images become wider views made of 2x2 or 3x3 scenes, then
   ``aerial`` (:func:`mosaic_batch`; needs a ``crowd`` class, whose images keep their label among
   images of any class).
 

@@ -611,7 +611,22 @@ def _caption(img: np.ndarray, rng: np.random.Generator) -> None:
         img[:] = np.round(img * (1 - alpha) + overlay * alpha).astype(np.uint8)
 
 
-def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class CameraRanges:
+    """What :func:`_finish` draws for blur, noise and compression (v10 draws lighter ones)."""
+
+    motion: float = 0.15                     # share of images with motion blur
+    motion_px: Tuple[int, int] = (2, 6)      # its kernel length, rng.integers(lo, hi)
+    blurred: float = 0.55                    # share with motion blur or defocus (defocus: the rest)
+    defocus_sigma: Tuple[float, float] = (0.3, 1.1)
+    noise_sigma: Tuple[float, float] = (0.5, 8.0)
+    jpeg_quality: Tuple[int, int] = (8, 95)  # rng.integers(lo, hi), in 85 % of images
+
+
+V3_CAMERA = CameraRanges()
+
+
+def _finish(rng: np.random.Generator, img: np.ndarray, camera: CameraRanges = V3_CAMERA) -> np.ndarray:
     """Render canvas -> 128x128 uint8 RGB with the camera's colour, blur, noise and compression."""
     import cv2
 
@@ -623,16 +638,16 @@ def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     img = img * (1 - haze) + haze * rng.uniform(120, 230)
     img = 255.0 * (np.clip(img, 0, 255) / 255.0) ** rng.uniform(0.75, 1.3)
     blur = rng.random()
-    if blur < 0.15:                                                 # motion blur
-        n = int(rng.integers(2, 6))
+    if blur < camera.motion:                                        # motion blur
+        n = int(rng.integers(*camera.motion_px))
         kernel = np.zeros((n, n), np.float32)
         kernel[n // 2] = 1.0 / n
         rot = cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), float(rng.uniform(0, 180)), 1.0)
         kernel = cv2.warpAffine(kernel, rot, (n, n))
         img = cv2.filter2D(img, -1, kernel / max(kernel.sum(), 1e-6))
-    elif blur < 0.55:
-        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 1.1))
-    noise = rng.standard_normal((SIZE, SIZE, 3), dtype=np.float32) * rng.uniform(0.5, 8)
+    elif blur < camera.blurred:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(*camera.defocus_sigma))
+    noise = rng.standard_normal((SIZE, SIZE, 3), dtype=np.float32) * rng.uniform(*camera.noise_sigma)
     img = np.clip(img + noise, 0, 255).astype(np.uint8)
     if rng.random() < 0.15:
         _caption(img, rng)
@@ -646,7 +661,7 @@ def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     if rng.random() < 0.08:                                         # grayscale footage
         img = np.repeat(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[:, :, None], 3, 2)
     if rng.random() < 0.85:                                         # video-link compression
-        img = _jpeg(img, int(rng.integers(8, 95)))
+        img = _jpeg(img, int(rng.integers(*camera.jpeg_quality)))
     return np.ascontiguousarray(img)
 
 

@@ -15,7 +15,6 @@ v10 keeps the number it was measured under.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import numpy as np
 
@@ -24,7 +23,7 @@ from train.data.crowd_synth.scene_v3 import render_recipe
 
 CAMERA = scene_v3.CameraRanges(motion=0.06, motion_px=(2, 5), blurred=0.2, defocus_sigma=(0.3, 0.8),
                                noise_sigma=(0.5, 6.0), jpeg_quality=(25, 95))
-V10 = dataclasses.replace(scene_v5.V5, version=10, finish=functools.partial(scene_v3._finish, camera=CAMERA))
+V10 = dataclasses.replace(scene_v5.V5, version=10, camera=CAMERA)
 
 
 def render(seed: int, split_id: int, class_id: int, index: int) -> np.ndarray:

@@ -706,9 +706,8 @@ class Recipe:
     #: classes: a crowd still not in view after ``_into_view`` is put on open ground that is (v6)
     open_ground: Optional[Callable[[Scene, np.ndarray, int, Optional[np.ndarray], int],
                                    Optional[np.ndarray]]] = None
-    #: (rng, render canvas) -> 128x128 uint8 RGB: the camera; ``None`` is :func:`_finish` (v10
-    #: draws a lighter blur)
-    finish: Optional[Callable[[np.random.Generator, np.ndarray], np.ndarray]] = None
+    #: what the camera (:func:`_finish`) draws for blur, noise and compression (v10: lighter)
+    camera: CameraRanges = V3_CAMERA
 
 
 V3 = Recipe(3, PPM_RANGE)
@@ -807,4 +806,4 @@ def render_recipe(recipe: Recipe, seed: int, split_id: int, class_id: int, index
     img = _relight(img, rng, light, pool)
     if light in ("dusk", "night"):
         _traffic_lights(img, sc, H, int(rng.integers(0, 80)))
-    return (recipe.finish or _finish)(rng, img)
+    return _finish(rng, img, recipe.camera)

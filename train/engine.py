@@ -121,7 +121,11 @@ class Trainer:
         self.train_model = ddp.wrap(self.model, self.device, self.dist)   # self.model stays unwrapped
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp else None
         check_policy(self.data.augment)   # augment_batch draws by this name every step
-        if self.data.augment == "aerial-mosaic" and "crowd" not in self.data.class_names:
+        # the class whose background scores the runtime's heatmap reads, and whose images
+        # aerial-mosaic places among any others (None: no such class)
+        self.bg_class = (self.data.class_names.index("crowd")
+                         if "crowd" in self.data.class_names else None)
+        if self.data.augment == "aerial-mosaic" and self.bg_class is None:
             raise ValueError(f"--augment aerial-mosaic needs a class named 'crowd' (a mosaic with a crowd "
                              f"in it is a crowd); the classes are {', '.join(self.data.class_names)}")
         pre = self.data.preprocess
@@ -137,9 +141,6 @@ class Trainer:
         self.select = cfg.select_best or ("val" if cfg.val_data else "test")
         self.val = self._real_validation()
         self._last_val = None             # the latest validation result (calibrates model.pt)
-        # the class whose background scores the runtime's heatmap reads (None: no such class)
-        self.bg_class = (self.data.class_names.index("crowd")
-                         if "crowd" in self.data.class_names else None)
         self._background: Optional[Background] = None   # of eval_model at the latest test pass
         self._background_done = False
         self._interrupted = threading.Event()   # a first Ctrl-C during fit() (_deferred_sigint)

@@ -188,7 +188,9 @@ def test_digits_default_is_crop(digits):
 
 def test_crowd_synth_default():
     data = build_dataset("crowd_synth", synth_size=4)
-    assert data.augment == "aerial"       # v3 scenes carry the camera's effects themselves
+    assert data.augment == "aerial-mosaic"    # v10, the default: its wider views made of scenes
+    # the earlier versions keep aerial (their scenes carry the camera's effects themselves)
+    assert build_dataset("crowd_synth", synth_size=4, synth_version=5).augment == "aerial"
 
 
 def test_tiny_imagenet_default(tmp_path):

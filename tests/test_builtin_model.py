@@ -85,7 +85,8 @@ def test_checkpoint_is_what_the_documented_command_trains():
             "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "seed", "augment",
             "select_best", "calibrate", "preset", "ema")
     assert {k: documented[k] for k in keys} == {k: stored[k] for k in keys}
-    assert stored["augment"] is None                    # crowd_synth's own default policy: aerial
+    assert stored["augment"] is None                    # crowd_synth's own default policy
+    assert stored["synth_version"] == 10                # the default version: trained with aerial-mosaic
     assert stored["method"] == "posd" and stored["knn"] == 2 and stored["epochs"] == 100
     assert stored["ema"] == 0.9998                      # the command's own default: the average
 

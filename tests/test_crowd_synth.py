@@ -221,7 +221,7 @@ V6_DIGESTS = {(0, 0, 0): "160fc983dc2e5e9b", (0, 1, 5): "9b4eaf85d494e321", (1, 
               (1, 1, 3): "ea832de07091eb8d", (0, 0, 6): "3a906e186bf49c40", (0, 0, 8): "8e2d2c4f26a26a6f",
               (0, 1, 0): "d3bfd23709d13088"}
 #: the same for v10, recorded when it was added (the pixels its A/B runs and the mosaic run of
-#: docs/crowd_synth.md were measured on)
+#: docs/crowd_synth.md were measured on; the default since, and the shipped model's data)
 V10_DIGESTS = {(0, 0, 0): "7b65983fde973f6f", (0, 1, 5): "241f300c43fd4958", (1, 0, 9): "60bfd13147c08dbd",
                (1, 1, 3): "b550350015c9a1b1"}
 DIGEST_OPENCV = "5.1.0"
@@ -240,15 +240,15 @@ def test_versions_pixels_are_pinned(version, digests):
 
 
 def test_versions_are_separate_and_selectable(tmp_path):
-    assert cs.GENERATOR_VERSION == 5 and cs.VERSIONS == (2, 3, 4, 5, 6, 10)
+    assert cs.GENERATOR_VERSION == 10 and cs.VERSIONS == (2, 3, 4, 5, 6, 10)
     images = [cs.render(0, 0, 0, 4, version=v) for v in cs.VERSIONS]
     assert all(im.shape == (cs.SIZE, cs.SIZE, 3) for im in images)
     assert all(not np.array_equal(a, b) for i, a in enumerate(images) for b in images[i + 1:])
-    assert np.array_equal(images[3], cs.render(0, 0, 0, 4))         # v5 is the default
+    assert np.array_equal(images[5], cs.render(0, 0, 0, 4))         # v10 is the default
     old = cs.ensure_crowd_synth(2, seed=0, cache_dir=tmp_path, workers=1, progress=False, version=2)
     new = cs.ensure_crowd_synth(2, seed=0, cache_dir=tmp_path, workers=1, progress=False)
-    assert (old.name, new.name) == ("v2-s0-n2", "v5-s0-n2")
-    assert cs.is_complete(old, version=2) and not cs.is_complete(old, version=5)
+    assert (old.name, new.name) == ("v2-s0-n2", "v10-s0-n2")
+    assert cs.is_complete(old, version=2) and not cs.is_complete(old, version=10)
     with pytest.raises(ValueError, match="version 7"):
         cs.generate_folder(tmp_path / "x", 2, version=7, workers=1, progress=False)
     assert not (tmp_path / "x").exists()
@@ -263,7 +263,20 @@ def test_ground_scale_per_version():
     assert cs.ground_scale(5).patch_m_range == (12.8, 85.33)         # 1.5-10 px per metre
     assert cs.ground_scale(6) == cs.ground_scale(5)                  # v6: v5's scales
     assert cs.ground_scale(10) == cs.ground_scale(5)                 # v10: v5's scenes
-    assert cs.ground_scale() == cs.ground_scale(5)
+    assert cs.ground_scale() == cs.ground_scale(10)
+
+
+def test_default_augment_per_version():
+    """v10 trains with aerial-mosaic by default, the earlier versions with aerial, so a run of an
+    earlier version reproduces with --synth-version alone."""
+    assert cs.default_augment(10) == "aerial-mosaic"
+    assert all(cs.default_augment(v) == "aerial" for v in cs.VERSIONS if v != 10)
+    from train.data.augment import POLICIES
+
+    assert set(cs.DEFAULT_AUGMENT.values()) <= set(POLICIES)
+    from train.config import TrainConfig
+
+    assert TrainConfig().synth_version == cs.GENERATOR_VERSION     # the CLI's default is the generator's
 
 
 def _scene(area: float = 1.0):

@@ -66,11 +66,10 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None,
                    help="crowd_synth: training images per class (paper size 7000; test set 3:7 of it)")
     g.add_argument("--synth-seed", type=int, default=None, help="crowd_synth generator seed")
     g.add_argument("--synth-version", type=int, default=None, choices=SYNTH_VERSIONS,
-                   help=f"crowd_synth generator version (default {d.synth_version}: photograph textures and wider "
-                        "views; 2 and 3 reproduce earlier results; 4 (wide views), 6 (every crowd on open ground) and "
-                        "10 (a lighter camera; with --augment aerial-mosaic for classify on wide views) are opt-in "
-                        "variants; "
-                        "docs/crowd_synth.md)")
+                   help=f"crowd_synth generator version (default {d.synth_version}: v5's photograph textures and "
+                        "wider views through a lighter camera, trained with --augment aerial-mosaic unless --augment "
+                        "says otherwise; 2, 3 and 5 reproduce earlier results (with aerial); 4 (wide views) and 6 "
+                        "(every crowd on open ground) are opt-in variants; docs/crowd_synth.md)")
     g.add_argument("--input-size", type=int, default=None, metavar="PX",
                    help="resize image-folder data to PX x PX (default: the model's)")
     g.add_argument("--patch-metres", type=float, default=None, metavar="M",

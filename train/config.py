@@ -18,7 +18,8 @@ class TrainConfig:
     download: bool = False
     synth_size: Optional[int] = None      # crowd_synth training images per class (paper: 7000)
     synth_seed: int = 0
-    synth_version: int = 5                # crowd_synth generator version (2, 3: earlier scenes; 4, 6: opt-in)
+    synth_version: int = 10               # crowd_synth generator version (its GENERATOR_VERSION; 2, 3, 5:
+                                          # earlier scenes; 4, 6: opt-in)
     input_size: Optional[int] = None      # resize image folders to this square size
     patch_metres: Optional[float] = None  # ground width one training image covers (image folders)
     # real-frame validation (train/validation.py)

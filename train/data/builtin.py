@@ -192,18 +192,20 @@ def digits(input_size: Optional[int] = None, **_):
 def crowd_synth(root=None, synth_size: Optional[int] = None, synth_seed: int = 0,
                 input_size: Optional[int] = None, synth_version: Optional[int] = None, **_):
     """The built-in Crowd-drone-like aerial scenes (see :mod:`train.data.crowd_synth`), trained
-    by default with ``aerial``: the scenes (v3 on) already vary light, blur, noise, compression and
-    scale, and adding ``aerial-robust`` on top measured worse on real photos
-    (docs/augmentation.md)."""
-    from train.data.crowd_synth import (GENERATOR_VERSION, PAPER_TRAIN_PER_CLASS, ensure_crowd_synth,
-                                        ground_scale)
+    by default with the version's policy (:func:`train.data.crowd_synth.default_augment`):
+    ``aerial-mosaic`` for v10, ``aerial`` for the earlier versions. The scenes (v3 on) already vary
+    light, blur, noise, compression and scale, and adding ``aerial-robust`` on top measured worse on
+    real photos; the mosaics' wider views measured better (docs/augmentation.md)."""
+    from train.data.crowd_synth import (GENERATOR_VERSION, PAPER_TRAIN_PER_CLASS, default_augment,
+                                        ensure_crowd_synth, ground_scale)
 
     per_class = int(synth_size or PAPER_TRAIN_PER_CLASS)
+    version = int(synth_version or GENERATOR_VERSION)
     folder = ensure_crowd_synth(per_class, seed=synth_seed, cache_dir=Path(root) if root else None,
-                                version=int(synth_version or GENERATOR_VERSION))
+                                version=version)
     size = int(input_size or 128)
-    splits = folder_dataset(folder, size, augment="aerial", name="crowd_synth")
-    splits.scale = ground_scale(int(synth_version or GENERATOR_VERSION))  # resizing keeps the ground covered
+    splits = folder_dataset(folder, size, augment=default_augment(version), name="crowd_synth")
+    splits.scale = ground_scale(version)  # resizing keeps the ground covered
     # Camera frames are wide (16:9, 4:3) and the scenes square: classify letterboxes a whole frame
     # rather than squeezing it, so people keep their shape (the scenes carry letterbox bands in
     # 10 % of images). On real photos it ranks and calibrates better (docs/builtin_model.md).

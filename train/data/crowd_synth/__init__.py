@@ -12,8 +12,9 @@ change that alters any pixel of a version is a new version.
     python -m train.data.crowd_synth --per-class 7000 --seed 0 --out data/crowd_synth
     python -m train.data.crowd_synth --per-class 8 --out /tmp/cs --preview preview.png
 """
-from train.data.crowd_synth.layout import (CLASSES, GENERATOR_VERSION, MARKER, PAPER_TRAIN_PER_CLASS,
-                                           SIZE, SPLITS, VERSIONS, n_test_per_class)
+from train.data.crowd_synth.layout import (CLASSES, DEFAULT_AUGMENT, GENERATOR_VERSION, MARKER,
+                                           PAPER_TRAIN_PER_CLASS, SIZE, SPLITS, VERSIONS,
+                                           default_augment, n_test_per_class)
 from train.data.crowd_synth.folder import (cache_folder, ensure_crowd_synth, generate_folder,
                                            is_complete, renderer)
 from train.data.crowd_synth.cli import contact_sheet, main
@@ -31,6 +32,6 @@ def ground_scale(version: int = GENERATOR_VERSION):
     return importlib.import_module(f"train.data.crowd_synth.scene_v{version}").ground_scale()
 
 
-__all__ = ["CLASSES", "GENERATOR_VERSION", "MARKER", "PAPER_TRAIN_PER_CLASS", "SIZE", "SPLITS",
-           "VERSIONS", "cache_folder", "contact_sheet", "ensure_crowd_synth", "generate_folder",
+__all__ = ["CLASSES", "DEFAULT_AUGMENT", "GENERATOR_VERSION", "MARKER", "PAPER_TRAIN_PER_CLASS", "SIZE", "SPLITS",
+           "VERSIONS", "cache_folder", "contact_sheet", "default_augment", "ensure_crowd_synth", "generate_folder",
            "ground_scale", "is_complete", "main", "n_test_per_class", "render", "renderer"]

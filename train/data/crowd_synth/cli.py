@@ -62,10 +62,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
                         help="training images per class; the test split gets ceil(3/7 of it)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
     parser.add_argument("--version", type=int, default=GENERATOR_VERSION, choices=VERSIONS,
-                        help=f"generator version (default {GENERATOR_VERSION}: photograph textures and wider views; "
-                             "2 and 3 reproduce earlier results; 4 (wide views) and 6 (every crowd on open ground) "
-                             "are opt-in variants; "
-                             "see docs/crowd_synth.md)")
+                        help=f"generator version (default {GENERATOR_VERSION}: v5's photograph textures and wider "
+                             "views through a lighter camera; 2, 3 and 5 reproduce earlier results; 4 (wide views) "
+                             "and 6 (every crowd on open ground) are opt-in variants; see docs/crowd_synth.md)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: the cache folder train.data uses)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")

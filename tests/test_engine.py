@@ -56,6 +56,11 @@ def test_training_scale_follows_the_input_size():
     assert training_scale(TrainConfig(), data) == GroundScale(26.0, (16.0, 43.0), 96)   # same ground
     assert training_scale(TrainConfig(patch_metres=10.0), data) == GroundScale(10.0, (10.0, 10.0), 96)
     assert training_scale(TrainConfig(), SimpleNamespace(scale=None, input_size=(32, 32))) is None
+    # aerial-mosaic also shows views of up to 3 x 3 images: the range reaches 3x the widest
+    mosaic = SimpleNamespace(scale=GroundScale(26.0, (16.0, 43.0), 128), input_size=(128, 128),
+                             augment="aerial-mosaic")
+    assert training_scale(TrainConfig(), mosaic) == GroundScale(26.0, (16.0, 129.0), 128)
+    assert training_scale(TrainConfig(patch_metres=10.0), mosaic) == GroundScale(10.0, (10.0, 30.0), 128)
 
 
 def test_seeded_cpu_runs_are_deterministic(tmp_path, digits):

@@ -39,7 +39,7 @@ from train.build import (DataShape, build_parts, effective_loss_kwargs, load_dat
 from train.config import TrainConfig
 from train.ema import WeightAverage
 from train.data import DataSplits
-from train.data.augment import Normalizer, augment_batch, check_policy
+from train.data.augment import MOSAIC_K_MAX, Normalizer, augment_batch, check_policy
 from train.grad_ratio import summarise as summarise_ratios, term_grad_ratios
 from train.rundir import RunDir, RunState
 from train.cli_checks import check_knn_fits_batch
@@ -52,14 +52,22 @@ class NonFiniteLoss(RuntimeError):
 # ---------------------------------------------------------------------------------- setup
 def training_scale(cfg: TrainConfig, data: DataSplits) -> Optional[GroundScale]:
     """The ground one training image covers: ``--patch-metres`` if given, else the dataset's own
-    (crowd_synth knows it), else None (the runtime then tiles at native resolution)."""
+    (crowd_synth knows it), else None (the runtime then tiles at native resolution).
+
+    ``aerial-mosaic`` also trains on views made of up to :data:`MOSAIC_K_MAX` x as many images
+    side by side, so the range of ground the inputs spanned reaches that many times the widest
+    image's; the nominal ``patch_m``, which sizes heatmap tiles, is the images' own."""
     if cfg.patch_metres is not None:
         m = float(cfg.patch_metres)
-        return GroundScale(m, (m, m), int(data.input_size[1]))
-    if data.scale is None:
+        scale = GroundScale(m, (m, m), int(data.input_size[1]))
+    elif data.scale is None:
         return None
-    # --input-size resizes the images: the same ground, another number of input pixels
-    return replace(data.scale, input_width=int(data.input_size[1]))
+    else:   # --input-size resizes the images: the same ground, another number of input pixels
+        scale = replace(data.scale, input_width=int(data.input_size[1]))
+    if getattr(data, "augment", None) == "aerial-mosaic":
+        lo, hi = scale.patch_m_range
+        scale = replace(scale, patch_m_range=(lo, round(hi * MOSAIC_K_MAX, 2)))
+    return scale
 
 
 def _seed(*parts: int) -> int:

@@ -211,6 +211,8 @@ def augment_batch(images: torch.Tensor, idx: torch.Tensor, policy: str, gen: tor
 
 #: ``aerial-mosaic``: this share of a batch becomes a mosaic, 3x3 for this share of those (else 2x2)
 MOSAIC_P, MOSAIC_K3 = 0.35, 0.3
+#: the most images side by side in a mosaic: its views span up to this many times an image's ground
+MOSAIC_K_MAX = 3
 
 
 def mosaic_batch(images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, gen: torch.Generator,
@@ -239,7 +241,7 @@ def mosaic_batch(images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, 
         _, c, h, w = images.shape
         plans = []                                               # (sample, k, the k*k images)
         for i in torch.nonzero(on).flatten().tolist():
-            k = 3 if bool(k3[i]) else 2
+            k = MOSAIC_K_MAX if bool(k3[i]) else 2
             me = int(idx[i])
             pool = others_pool if int(lab[me]) != crowd else None
             n = len(pool) if pool is not None else len(lab)

@@ -364,8 +364,9 @@ def test_v5_refuses_a_changed_or_missing_photograph(fresh_photos, monkeypatch, t
                         lambda name, *a: None if name == "skimage" else real_find_spec(name, *a))
     with pytest.raises(DataError, match="ship with scikit-image, which is not installed: pip install scikit-image"):
         scene_v5.photos()
-    with pytest.raises(DataError, match="scikit-image"):               # before any image is written
-        cs.generate_folder(tmp_path / "v5", 2, version=5, workers=1, progress=False)
+    for version in (5, 6, 10):                                      # every version with photographs
+        with pytest.raises(DataError, match="scikit-image"):           # before any image is written
+            cs.generate_folder(tmp_path / f"v{version}", 2, version=version, workers=1, progress=False)
     assert list(tmp_path.iterdir()) == []
     from train.cli import main                                       # the training CLI: one line, 2
 

@@ -22,6 +22,10 @@ from train.data.crowd_synth.layout import (CLASSES, GENERATOR_VERSION, MARKER, P
 CHUNK = 64                        # images per worker task
 
 
+#: the versions whose scenes carry v5's photographs (scikit-image's, checked by their sha256)
+PHOTO_VERSIONS = (5, 6, 10)
+
+
 def renderer(version: int = GENERATOR_VERSION) -> Callable[[int, int, int, int], np.ndarray]:
     """``render(seed, split_id, class_id, index) -> 128x128x3 uint8 RGB`` of a generator version."""
     if version == 2:
@@ -186,7 +190,7 @@ def generate_folder(root, train_per_class: int, seed: int = 0, workers: Optional
     """Write the image folder at ``root`` (replacing an incomplete one) via a temporary sibling."""
     root = Path(root)
     renderer(version)                                   # an unknown version fails before any work
-    if version in (5, 6):                               # so do missing or changed photographs
+    if version in PHOTO_VERSIONS:                       # so do missing or changed photographs
         from train.data.crowd_synth.scene_v5 import photos
 
         photos()

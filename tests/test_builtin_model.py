@@ -58,7 +58,8 @@ def test_metadata_names_its_checkpoint_scale_and_rule():
     assert meta[C.META_CHECKPOINT_SHA256] == file_sha256(CKPT)    # exported from exactly this file
     # v10's scenes (v5's scales); aerial-mosaic's views reach 3x the widest scene
     v10 = ground_scale(10)
-    assert meta[C.META_SCALE] == ckpt["scale"] == replace(v10, patch_m_range=(v10.patch_m_range[0], 255.99)).to_dict()
+    widened = replace(v10, patch_m_range=(v10.patch_m_range[0], 255.99))
+    assert meta[C.META_SCALE] == ckpt["scale"] == widened.to_dict()
     # classify letterboxes a wide frame: the policy crowd_synth records (train/data/builtin.py)
     assert C.Preprocess.from_dict(ckpt["preprocess"]).resize == "letterbox"
     # the default thresholds, not tuned on any photos, and the background training measured on

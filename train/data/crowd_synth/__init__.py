@@ -32,6 +32,6 @@ def ground_scale(version: int = GENERATOR_VERSION):
     return importlib.import_module(f"train.data.crowd_synth.scene_v{version}").ground_scale()
 
 
-__all__ = ["CLASSES", "DEFAULT_AUGMENT", "GENERATOR_VERSION", "MARKER", "PAPER_TRAIN_PER_CLASS", "SIZE", "SPLITS",
-           "VERSIONS", "cache_folder", "contact_sheet", "default_augment", "ensure_crowd_synth", "generate_folder",
-           "ground_scale", "is_complete", "main", "n_test_per_class", "render", "renderer"]
+__all__ = ["CLASSES", "DEFAULT_AUGMENT", "GENERATOR_VERSION", "MARKER", "PAPER_TRAIN_PER_CLASS", "SIZE",
+           "SPLITS", "VERSIONS", "cache_folder", "contact_sheet", "default_augment", "ensure_crowd_synth",
+           "generate_folder", "ground_scale", "is_complete", "main", "n_test_per_class", "render", "renderer"]

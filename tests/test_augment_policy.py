@@ -128,6 +128,32 @@ def test_aerial_mosaic_is_reproducible_and_needs_the_labels():
         augment_batch(x, idx, "aerial-mosaic", torch.Generator(), norm)
 
 
+#: sha256 (first 16 hex digits) of six aerial-mosaic batches (below), recorded with the
+#: implementation the built-in model was trained with: a faster one must give the same batches, or
+#: the default command no longer reproduces the model. OpenCV's INTER_AREA is part of them.
+MOSAIC_DIGEST, MOSAIC_OPENCV = "1be3369a7293c075", "5.1.0"
+
+
+def test_aerial_mosaic_batches_are_pinned():
+    import hashlib
+
+    import cv2
+
+    if cv2.__version__ != MOSAIC_OPENCV:
+        pytest.skip(f"digest recorded under OpenCV {MOSAIC_OPENCV}, this is {cv2.__version__}")
+    from train.data.augment import Normalizer, augment_batch
+
+    x = torch.randint(0, 256, (200, 3, 128, 128), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    labels = torch.arange(200) % 2
+    norm = Normalizer((0.5, 0.4, 0.3), (0.2, 0.25, 0.3), "cpu")
+    digest = hashlib.sha256()
+    for step in range(6):
+        idx = torch.randint(0, 200, (32,), generator=torch.Generator().manual_seed(step))
+        out = augment_batch(x, idx, "aerial-mosaic", torch.Generator().manual_seed(100 + step), norm, labels, 0)
+        digest.update(out.numpy().tobytes())
+    assert digest.hexdigest()[:16] == MOSAIC_DIGEST
+
+
 def test_aerial_mosaic_refuses_data_without_a_crowd_class(tmp_path, capsys):
     from train.cli import main
 

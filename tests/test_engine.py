@@ -52,10 +52,10 @@ def test_training_scale_follows_the_input_size():
     from edge.contract import GroundScale
     from train.engine import training_scale
 
-    data = SimpleNamespace(scale=GroundScale(26.0, (16.0, 43.0), 128), input_size=(96, 96))
+    data = SimpleNamespace(scale=GroundScale(26.0, (16.0, 43.0), 128), input_size=(96, 96), augment="aerial")
     assert training_scale(TrainConfig(), data) == GroundScale(26.0, (16.0, 43.0), 96)   # same ground
     assert training_scale(TrainConfig(patch_metres=10.0), data) == GroundScale(10.0, (10.0, 10.0), 96)
-    assert training_scale(TrainConfig(), SimpleNamespace(scale=None, input_size=(32, 32))) is None
+    assert training_scale(TrainConfig(), SimpleNamespace(scale=None, input_size=(32, 32), augment="aerial")) is None
     # aerial-mosaic also shows views of up to 3 x 3 images: the range reaches 3x the widest
     mosaic = SimpleNamespace(scale=GroundScale(26.0, (16.0, 43.0), 128), input_size=(128, 128),
                              augment="aerial-mosaic")

@@ -64,7 +64,7 @@ def training_scale(cfg: TrainConfig, data: DataSplits) -> Optional[GroundScale]:
         return None
     else:   # --input-size resizes the images: the same ground, another number of input pixels
         scale = replace(data.scale, input_width=int(data.input_size[1]))
-    if getattr(data, "augment", None) == "aerial-mosaic":
+    if data.augment == "aerial-mosaic":
         lo, hi = scale.patch_m_range
         scale = replace(scale, patch_m_range=(lo, round(hi * MOSAIC_K_MAX, 2)))
     return scale

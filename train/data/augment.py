@@ -232,8 +232,9 @@ def mosaic_batch(images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, 
     b = len(idx)
     on = torch.rand(b, generator=gen) < MOSAIC_P
     k3 = torch.rand(b, generator=gen) < MOSAIC_K3
-    picks = torch.randint(0, 1 << 30, (b, 9), generator=gen)
-    cells = torch.randint(0, 9, (b,), generator=gen)
+    cells_max = MOSAIC_K_MAX * MOSAIC_K_MAX
+    picks = torch.randint(0, 1 << 30, (b, cells_max), generator=gen)
+    cells = torch.randint(0, cells_max, (b,), generator=gen)
     on_cpu = images.device.type == "cpu"
     # a copy of the batch; on the CPU through NumPy, whose row gather is ~10x torch's indexing
     batch = torch.from_numpy(images.numpy()[idx.numpy()]) if on_cpu else images[idx]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from edge.backends import BACKENDS, open_backend
+from edge.cameras import read_cameras
 from edge.cli_checks import check_not_input, check_output_file, model_inputs, need_int
 from edge.command import run_command
 from edge.contract import positive_class_index
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-batch", type=int, default=64, help="tiles per inference call")
     g = p.add_argument_group("camera scale and decision (as edge.run; default: the model's metadata)")
     add_camera_args(g)
+    g.add_argument("--cameras", default=None, metavar="CSV",
+                   help="heatmap: a camera per photo (columns path,gsd,altitude,hfov,tile; path "
+                        "relative to --data); photos it does not list use the flags above")
     add_decision_args(g)
     return p
 
@@ -67,7 +71,8 @@ def _check_outputs(args) -> None:
     the model."""
     for flag, attr in OUTPUTS:
         check_output_file(flag, getattr(args, attr))
-        check_not_input(flag, getattr(args, attr), model_inputs(args.model))
+        check_not_input(flag, getattr(args, attr), model_inputs(args.model)
+                        + ([("the --cameras file", args.cameras)] if args.cameras else []))
     if args.errors_sheet is not None and Path(args.errors_sheet).suffix.lower() != ".png":
         raise ValueError(f"--errors-sheet {args.errors_sheet} must end in .png")
     if args.sheet_max < 1:
@@ -91,11 +96,22 @@ def setup(args):
     pos = info.class_names[positive_class_index(info.class_names, args.positive_class)]
     listing = list_labelled(args.data, info.class_names, pos, parse_map(args.map, info.class_names))
     _check_not_data(args, listing)
-    judge = Judge(info, args.mode, positive=list(info.class_names).index(pos),
-                  rule=rule_from_args(info.decision, args), camera=camera_from_args(args),
-                  impl=impl_for(args.mode, args.heatmap_impl, backend),
-                  stride=args.stride, resize=args.resize, tile_batch=args.tile_batch)
-    return backend, judge, listing, pos
+    if args.cameras is not None and args.mode != "heatmap":
+        raise ValueError("--cameras sizes heatmap tiles; classify judges the whole frame "
+                         "(use it with --mode heatmap)")
+    cameras = read_cameras(args.cameras, args.data) if args.cameras is not None else {}
+
+    def judge_with(camera):
+        return Judge(info, args.mode, positive=list(info.class_names).index(pos),
+                     rule=rule, camera=camera, impl=impl_for(args.mode, args.heatmap_impl, backend),
+                     stride=args.stride, resize=args.resize, tile_batch=args.tile_batch)
+
+    rule = rule_from_args(info.decision, args)
+    judge = judge_with(camera_from_args(args))
+    judges = {cam: judge_with(cam) for cam in sorted(set(cameras.values()), key=repr)}
+    listed = {im.rel for im in listing.images}
+    per_image = {rel: judges[cam] for rel, cam in cameras.items() if rel in listed}
+    return backend, judge, listing, pos, per_image
 
 
 #: what a bad model, data folder or flag raises while setting up (exit status 2)
@@ -107,24 +123,41 @@ def main(argv: Optional[List[str]] = None) -> int:
                        SETUP_ERRORS)
 
 
+def _judge_notes(judge, per_image, listing) -> List[str]:
+    """The notes of the judges that judge some photo, each once (the flags' judge's only when a
+    photo has no camera of its own)."""
+    used = list(per_image.values())
+    if len(per_image) < len(listing.images):
+        used.insert(0, judge)
+    out: List[str] = []
+    for j in used:
+        out += [n for n in j.notes if n not in out]
+    return out
+
+
 def evaluate(args, state) -> int:
     """Judge every image, print the report, write the files asked for."""
     from edge.evaluation import format_report, judge_images, report
 
-    backend, judge, listing, pos = state
-    for note in judge.notes + notes(listing, args.data):
+    backend, judge, listing, pos, per_image = state
+    judge_notes = _judge_notes(judge, per_image, listing)
+    for note in judge_notes + notes(listing, args.data):
         print(f"edge.evaluate: note: {note}", file=sys.stderr)
     names = list(backend.info.class_names)
     negative = next((c for c in names if c != pos), "other") if len(names) == 2 else f"not {pos}"
     rows = judge_images(listing.images, judge, backend, getattr(backend, "score_map", None),
-                        thumbs=args.errors_sheet is not None)
+                        thumbs=args.errors_sheet is not None, per_image=per_image)
     try:
         rep = report(rows, args.group_by, pos, negative)
     except ValueError as e:
         print(f"edge.evaluate: error: {e} in {args.data}", file=sys.stderr)
         return 2
-    rep = {"model": str(args.model), "data": str(args.data), "judge": judge.describe(),
-           "notes": judge.notes + notes(listing, args.data), "positive_class": pos,
+    described = judge.describe()
+    if args.cameras is not None:
+        described["cameras"] = {"file": str(args.cameras), "photos": len(per_image),
+                                "others": len(listing.images) - len(per_image)}
+    rep = {"model": str(args.model), "data": str(args.data), "judge": described,
+           "notes": judge_notes + notes(listing, args.data), "positive_class": pos,
            "map": parse_map(args.map, names), **rep}
     print(format_report(rep))
     write_outputs(args, rep, rows, names, pos)

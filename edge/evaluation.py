@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -38,8 +38,11 @@ class Row:
 
 def judge_images(images: Sequence[LabelledImage], judge: Judge, predict: Predict,
                  score_map: Optional[Predict] = None, thumbs: bool = True,
-                 progress=None) -> List[Row]:
-    """One :class:`Row` per image, in order; undecodable files are rows with an error."""
+                 progress=None, per_image: Optional[Mapping[str, Judge]] = None) -> List[Row]:
+    """One :class:`Row` per image, in order; undecodable files are rows with an error. An image
+    whose ``rel`` is in ``per_image`` is judged by that judge (its own camera), the rest by
+    ``judge``."""
+    per_image = per_image or {}
     rows: List[Row] = []
     for i, im in enumerate(images):
         img = decode_bgr(im.path)
@@ -48,7 +51,7 @@ def judge_images(images: Sequence[LabelledImage], judge: Judge, predict: Predict
             continue
         try:
             img = as_bgr_or_gray(img)
-            j = judge.judge(img, predict, score_map)
+            j = per_image.get(im.rel, judge).judge(img, predict, score_map)
         except ValueError as e:              # an image shape the contract cannot take
             rows.append(Row(im, None, f"preprocess: {e}"))
             continue

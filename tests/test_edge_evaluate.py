@@ -157,3 +157,93 @@ def test_bad_data_folders_exit_2(model, tmp_path, capsys):
     assert ev.main(["--model", str(model), "--data", str(tmp_path)]) == 2
     assert "no labelled images" in capsys.readouterr().err
     assert ev.main(["--model", str(tmp_path / "none.onnx"), "--data", str(tmp_path)]) == 2
+
+
+# ------------------------------------------------------------------------------ --cameras
+def _cameras(tmp_path, text: str) -> Path:
+    f = tmp_path / "cameras.csv"
+    f.write_text(text)
+    return f
+
+
+def test_cameras_file_gives_each_listed_photo_its_own_tiles(model, photos, tmp_path, capsys):
+    cams = _cameras(tmp_path, "path,gsd,altitude,hfov,tile\n"
+                              "crowd/site1_day_a.png,,,,40\n"
+                              "\n"
+                              "no_crowd/site3_lot_e.png,0.1,,,\n"
+                              "crowd/night/site2_dusk_c.png,,100,90,\n"
+                              "borderline/odd.png,0.5,,,\n")             # skipped folder: allowed
+    rc, out = _run(model, photos, tmp_path, "--mode", "heatmap", "--gsd", "0.2", "--cameras", str(cams))
+    assert rc == 0
+    tiles = {r["path"]: r["tile_px"] for r in csv.DictReader(out["csv"].open()) if not r["error"]}
+    # 25.6 m of ground: 40 px as given; at 0.1 m/px 256 px; 200 m across 160 px (100 m up, 90 deg)
+    # is 1.25 m/px, so 20 px; the rest at the command line's 0.2 m/px, 128 px
+    assert tiles.pop("crowd/site1_day_a.png") == "40"
+    assert tiles.pop("no_crowd/site3_lot_e.png") == "256"
+    assert tiles.pop("crowd/night/site2_dusk_c.png") == "20"
+    assert set(tiles.values()) == {"128"} and len(tiles) == 4
+    rep = json.loads(out["json"].read_text())
+    assert rep["judge"]["cameras"] == {"file": str(cams), "photos": 3, "others": 5}
+    assert "no camera given" not in capsys.readouterr().err
+
+
+def test_cameras_file_decides_the_verdict_where_the_scale_matters(model, tmp_path, capsys):
+    """A dark frame with one bright corner: judged on small tiles the corner is a crowd; judged
+    as one tile, the frame's mean is dark. The same pixels get both verdicts by their rows (the
+    tiled heatmap: each tile is one look at its ground)."""
+    root = tmp_path / "scale"
+    img = np.full((90, 160, 3), 20, np.uint8)
+    img[:45, :45] = 240
+    for rel in ("crowd/near.png", "no_crowd/far.png"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / rel), img)
+    cams = _cameras(tmp_path, "path,tile\ncrowd/near.png,40\nno_crowd/far.png,160\n")
+    out = tmp_path / "rows.csv"
+    args = ["--model", str(model), "--data", str(root), "--mode", "heatmap", "--csv", str(out),
+            "--heatmap-impl", "tiles"]
+    assert ev.main([*args, "--cameras", str(cams)]) == 0
+    verdicts = {r["path"]: r["verdict"] for r in csv.DictReader(out.open())}
+    assert verdicts == {"crowd/near.png": "1", "no_crowd/far.png": "0"}
+    assert "balanced accuracy 1.000" in capsys.readouterr().out
+    # without the file both photos share one camera, so one of them must be wrong
+    assert ev.main([*args, "--tile", "40"]) == 0
+    assert len({r["verdict"] for r in csv.DictReader(out.open())}) == 1
+
+
+@pytest.mark.parametrize("text,needle", [
+    (None, "--cameras file not found"),
+    ("gsd\n0.1\n", "with 'path' among them"),
+    ("path,gsd,zoom\ncrowd/site1_day_a.png,0.1,2\n", "unknown column 'zoom'"),
+    ("path,gsd,gsd\ncrowd/site1_day_a.png,0.1,0.1\n", "a column named twice"),
+    ("path,gsd\n", "no rows"),
+    ("path,gsd\ncrowd/nope.png,0.1\n", "line 2: crowd/nope.png is not a file in"),
+    ("path,gsd\n../photos/crowd/site1_day_a.png,0.1\n", "must be relative to the data folder"),
+    ("path,gsd\n/etc/passwd,0.1\n", "must be relative to the data folder"),
+    ("path,gsd\ncrowd/site1_day_a.png,0.1\ncrowd/site1_day_a.png,0.2\n", "line 3: crowd/site1_day_a.png is given a camera twice"),
+    ("path,gsd,tile\ncrowd/site1_day_a.png,0.1,64\n", "line 2: give one of tile, gsd, altitude+hfov, not tile and gsd"),
+    ("path,altitude\ncrowd/site1_day_a.png,50\n", "line 2: altitude and hfov go together"),
+    ("path,gsd\ncrowd/site1_day_a.png,fast\n", "line 2: gsd 'fast' is not a number"),
+    ("path,gsd\ncrowd/site1_day_a.png,-1\n", "line 2: gsd must be a positive number"),
+    ("path,tile\ncrowd/site1_day_a.png,40.5\n", "line 2: tile 40.5 is not a whole number"),
+    ("path,gsd\ncrowd/site1_day_a.png,\n", "line 2: no camera given"),
+    ("path,gsd\ncrowd/site1_day_a.png,0.1,7\n", "line 2: more values than columns"),
+])
+def test_bad_cameras_file_exits_2_with_one_line(model, photos, tmp_path, capsys, text, needle):
+    cams = tmp_path / "cameras.csv" if text is None else _cameras(tmp_path, text)
+    js = tmp_path / "never.json"
+    rc = ev.main(["--model", str(model), "--data", str(photos), "--mode", "heatmap",
+                  "--cameras", str(cams), "--json", str(js)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and needle in err[0], err
+    assert not js.exists()
+
+
+def test_cameras_file_is_for_the_heatmap_and_never_overwritten(model, photos, tmp_path, capsys):
+    cams = _cameras(tmp_path, "path,gsd\ncrowd/site1_day_a.png,0.1\n")
+    before = cams.read_bytes()
+    base = ["--model", str(model), "--data", str(photos), "--cameras", str(cams)]
+    assert ev.main([*base, "--mode", "classify"]) == 2
+    assert "use it with --mode heatmap" in capsys.readouterr().err
+    assert ev.main([*base, "--mode", "heatmap", "--csv", str(cams)]) == 2
+    assert "is the --cameras file" in capsys.readouterr().err
+    assert cams.read_bytes() == before

@@ -138,3 +138,50 @@ def test_bad_inputs_exit_2_and_write_nothing(ckpt, frames, tmp_path, capsys, cas
     assert file_sha256(path) == sha
     if case == "out-is-a-frame":
         assert frame.read_bytes() == png
+
+
+def test_cameras_file_judges_each_frame_at_its_own_scale(ckpt, tmp_path, capsys):
+    """Crowds are a bright corner of a dark frame, empty frames a brighter grey all over. Judged as
+    one tile (--tile 200), a crowd frame's mean is the darker one and no threshold separates them;
+    judged on 60-px tiles (each frame's own camera in --cameras), the corner tile does."""
+    path, _ = ckpt
+    root = tmp_path / "scale"
+    for cls, n in (("crowd", 3), ("no_crowd", 3)):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            img = np.full((120, 200, 3), 100 + 5 * i, np.uint8) if cls == "no_crowd" else \
+                np.full((120, 200, 3), 20 + 5 * i, np.uint8)
+            if cls == "crowd":
+                img[:60, :60] = 240
+            cv2.imwrite(str(root / cls / f"{i}.png"), img)
+    rows = [f"{cls}/{i}.png,60" for cls in ("crowd", "no_crowd") for i in range(3)]
+    cams = tmp_path / "cameras.csv"
+    cams.write_text("path,tile\n" + "\n".join(rows) + "\n")
+    base = [str(path), "--val-data", str(root), "--mode", "heatmap", "--tile", "200"]
+    assert main([*base, "--out", str(tmp_path / "one_scale.pt")]) == 0
+    one = capsys.readouterr().out
+    assert main([*base, "--cameras", str(cams), "--out", str(tmp_path / "own.pt")]) == 0
+    own = capsys.readouterr().out
+    assert "with the chosen rule: heatmap balanced 1.000" in own
+    assert "with the chosen rule: heatmap balanced 1.000" not in one
+    rule = load_checkpoint(tmp_path / "own.pt")["decision"]
+    assert "6 frames at their own camera" in rule["source"]
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--cameras", "CAMS", "--mode", "classify"], "--mode classify judges whole frames"),
+    (["--cameras", "NOPE"], "--cameras file not found"),
+    (["--cameras", "BAD"], "line 3: crowd/150.png is given a camera twice"),
+    (["--cameras", "CAMS", "--out", "CAMS"], "is the --cameras file"),
+])
+def test_bad_cameras_exit_2_and_write_nothing(ckpt, frames, tmp_path, capsys, extra, needle):
+    path, _ = ckpt
+    sha = file_sha256(path)
+    cams, bad = tmp_path / "cams.csv", tmp_path / "bad.csv"
+    cams.write_text("path,gsd\ncrowd/150.png,0.1\n")
+    bad.write_text("path,gsd\ncrowd/150.png,0.1\ncrowd/150.png,0.2\n")
+    names = {"CAMS": str(cams), "BAD": str(bad), "NOPE": str(tmp_path / "nope.csv")}
+    assert main([str(path), "--val-data", str(frames), *[names.get(a, a) for a in extra]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert file_sha256(path) == sha and cams.read_text() == "path,gsd\ncrowd/150.png,0.1\n"

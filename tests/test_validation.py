@@ -120,11 +120,17 @@ def test_resume_with_val_data_is_bit_identical(tmp_path, folders):
     (["--val-data", "/no/such/folder"], "--val-data /no/such/folder: folder not found"),
     (["--val-data", "VAL", "--val-altitude", "40"], "--val-altitude and --val-hfov go together"),
     (["--val-data", "ONECLASS"], "needs frames of both classes"),
+    (["--val-cameras", "CAMS"], "--val-cameras needs --val-data"),
+    (["--val-data", "VAL", "--val-cameras", "CAMS", "--val-mode", "classify"], "judges whole frames"),
+    (["--val-data", "VAL", "--val-cameras", "BADCAMS"], "line 2: crowd/nope.png is not a file in"),
 ])
 def test_bad_validation_flags_exit_2(tmp_path, folders, capsys, extra, needle):
     one = tmp_path / "one" / "crowd"
     _write(one / "a.png", np.zeros((20, 20, 3), np.uint8))
-    extra = [{"VAL": str(folders[1]), "ONECLASS": str(tmp_path / "one")}.get(a, a) for a in extra]
+    (tmp_path / "cams.csv").write_text("path,gsd\ncrowd/f0.png,0.1\n")
+    (tmp_path / "bad.csv").write_text("path,gsd\ncrowd/nope.png,0.1\n")
+    extra = [{"VAL": str(folders[1]), "ONECLASS": str(tmp_path / "one"), "CAMS": str(tmp_path / "cams.csv"),
+              "BADCAMS": str(tmp_path / "bad.csv")}.get(a, a) for a in extra]
     code = main(["--data", str(folders[0]), "--model", "crowd_fcn", "--input-size", "32", "--epochs", "1",
                  "--out", str(tmp_path / "o"), *extra])
     assert code == 2
@@ -147,3 +153,16 @@ def test_monitoring_only_leaves_the_weights_and_thresholds_alone(tmp_path, folde
         assert "decision" not in b or b["decision"] is None or b["decision"]["source"] == "default"
     lines = [json.loads(ln) for ln in (tmp_path / "watched" / "metrics.jsonl").read_text().splitlines()]
     assert all("val" in r for r in lines)
+
+
+def test_val_cameras_give_the_listed_frames_their_own_heatmap_tiles(tmp_path, folders):
+    """--val-cameras reaches the judges: listed frames are tiled at their own scale (20 m of
+    ground: 100 px at 0.2 m/px, 40 px as given), the rest at --val-gsd's (0.25 m/px: 80 px)."""
+    cams = tmp_path / "cams.csv"
+    cams.write_text("path,gsd,tile\ncrowd/f0.png,0.2,\nno_crowd/f1.png,,40\n")
+    trainer = Trainer(_cfg(tmp_path, folders, val_cameras=str(cams)), progress=False)
+    result = trainer.val.run(trainer.model, torch.device("cpu"))
+    tiles = {im.rel: j.tile_px for im, j in zip(trainer.val.images, result.judgements["heatmap"])}
+    assert tiles.pop("crowd/f0.png") == 100 and tiles.pop("no_crowd/f1.png") == 40
+    assert set(tiles.values()) == {80}
+    assert {j.tile_px for j in result.judgements["classify"]} == {None}

@@ -3,12 +3,14 @@
     python -m train.calibrate runs/crowd/model.pt --val-data val_frames/ --altitude 60 --hfov 82
     python -m train.calibrate model.pt --val-data val_frames/ --mode classify --out model_cal.pt
     python -m train.calibrate model.pt --val-data frames/ --map crowd_ground=crowd --gsd 0.05
+    python -m train.calibrate model.pt --val-data frames/ --cameras frames/cameras.csv
     python -m train.calibrate runs/crowd/model.pt --background
 
 ``--val-data`` holds full frames in class folders (``DIR/<class>/...``, ``--map FOLDER=CLASS``
 for others). Each frame is judged as ``edge.run`` judges it (edge/judge.py, the camera flags as
-edge.run's), then the thresholds that maximise balanced accuracy are chosen, ties to the higher
-crowd recall: the per-area ``threshold`` and ``min_area`` (heatmap) and ``classify_threshold``
+edge.run's; ``--cameras CSV`` gives frames from several flights each a camera of its own, the file
+``edge.evaluate --cameras`` reads), then the thresholds that maximise balanced accuracy are
+chosen, ties to the higher crowd recall: the per-area ``threshold`` and ``min_area`` (heatmap) and ``classify_threshold``
 (classify). The rule, with where it came from, goes into the checkpoint's ``decision`` (written
 to a temporary file and renamed: the same file, or ``--out``); thresholds of a mode not judged
 keep their values, and so does the model's background (from which the heatmap raises its tile
@@ -53,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the heatmap path the runtime will use (dense: a --dense export)")
     p.add_argument("--out", default=None, help="write the calibrated checkpoint here (default: in place)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    add_camera_args(p.add_argument_group("camera (as edge.run)"))
+    g = p.add_argument_group("camera (as edge.run)")
+    add_camera_args(g)
+    g.add_argument("--cameras", default=None, metavar="CSV",
+                   help="heatmap: a camera per frame (columns path,gsd,altitude,hfov,tile; path "
+                        "relative to --val-data); frames it does not list use the flags above")
     return p
 
 
@@ -73,7 +79,19 @@ def calibrate_checkpoint(args):
         raise ValueError("give --val-data DIR (choose thresholds on frames), --background (measure "
                          "the model's background), or both")
     camera = camera_from_args(args)
-    out = args.out or args.checkpoint            # checked now: the frames are judged before it is written
+    cameras = None
+    if args.cameras is not None:
+        from edge.cameras import read_cameras
+
+        if args.val_data is None:
+            raise ValueError("--cameras needs --val-data DIR (it names frames of that folder)")
+        if args.mode == "classify":
+            raise ValueError("--cameras sizes heatmap tiles; --mode classify judges whole frames "
+                             "(use heatmap or both)")
+        cameras = read_cameras(args.cameras, args.val_data)
+    out = args.out or args.checkpoint
+    check_not_input("--out" if args.out else "the checkpoint", out,
+                    [("the --cameras file", args.cameras)] if args.cameras else [])            # checked now: the frames are judged before it is written
     check_output_file("--out" if args.out else "the checkpoint", out)
     device = pick_device(args.device)
     model, ckpt = load_model(args.checkpoint, map_location="cpu")
@@ -82,7 +100,8 @@ def calibrate_checkpoint(args):
     info = model_info(ckpt)
     val = None
     if args.val_data is not None:
-        val = RealValidation(args.val_data, info, args.mode, camera, args.map, impl=args.heatmap_impl)
+        val = RealValidation(args.val_data, info, args.mode, camera, args.map, impl=args.heatmap_impl,
+                             cameras=cameras)
         if Path(out).exists():
             check_not_input("--out", out, [("the --val-data frame", im.path) for im in val.images])
         for note in val.notes:

@@ -142,6 +142,9 @@ def build_parser(prog: str = "python -m train", preset: Optional[str] = None,
     g.add_argument("--val-map", nargs="+", action="extend", default=None, metavar="FOLDER=CLASS",
                    help="label other folders of --val-data, e.g. crowd_ground=crowd")
     add_camera_args(g, prefix="val-")
+    g.add_argument("--val-cameras", metavar="CSV", default=None,
+                   help="heatmap: a camera per frame (columns path,gsd,altitude,hfov,tile; path "
+                        "relative to --val-data); frames it does not list use the --val- camera flags")
     g.add_argument("--no-calibrate", dest="calibrate", action="store_false", default=None,
                    help="with --val-data: only log the validation frames; keep the default decision "
                         "thresholds instead of choosing them on those frames")
@@ -238,6 +241,15 @@ def _validate_val(cfg: TrainConfig) -> None:
         Camera(cfg.val_tile, cfg.val_gsd, cfg.val_altitude, cfg.val_hfov)
     except ValueError as e:                  # the message names the runtime's flags
         raise ValueError(str(e).replace("--", "--val-")) from None
+    if cfg.val_cameras is not None:
+        if not cfg.val_data:
+            raise ValueError("--val-cameras needs --val-data DIR (it names frames of that folder)")
+        if cfg.val_mode == "classify":
+            raise ValueError("--val-cameras sizes heatmap tiles; --val-mode classify judges whole "
+                             "frames (use heatmap or both)")
+        from edge.cameras import read_cameras
+
+        read_cameras(cfg.val_cameras, cfg.val_data)           # every line checked before training
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m train",

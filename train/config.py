@@ -30,6 +30,7 @@ class TrainConfig:
     val_gsd: Optional[float] = None
     val_altitude: Optional[float] = None
     val_hfov: Optional[float] = None
+    val_cameras: Optional[str] = None     # CSV: a heatmap camera per frame (edge/cameras.py)
     select_best: Optional[str] = None     # what best.pt is chosen by: test or val (None: val if val_data)
     calibrate: bool = True                # choose the decision thresholds on val_data (else: defaults)
     augment: Optional[str] = None         # None: the dataset's default (train/data/augment.py)

@@ -167,9 +167,14 @@ class Trainer:
         from train.validation import RealValidation
 
         cfg = self.cfg
+        cameras = None
+        if cfg.val_cameras is not None:
+            from edge.cameras import read_cameras
+
+            cameras = read_cameras(cfg.val_cameras, cfg.val_data)
         val = RealValidation(cfg.val_data, self.model_info(), cfg.val_mode,
                              Camera(cfg.val_tile, cfg.val_gsd, cfg.val_altitude, cfg.val_hfov),
-                             cfg.val_map)
+                             cfg.val_map, cameras=cameras)
         if self.dist.is_main:
             for note in val.notes:
                 print(f"--val-data: note: {note}", file=sys.stderr, flush=True)

@@ -16,7 +16,7 @@ numbers, so a resumed run stays bit-identical.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -72,7 +72,10 @@ class RealValidation:
     """The frames of ``root`` and one judge per mode; ``run(model)`` judges them all."""
 
     def __init__(self, root, info: ModelInfo, val_mode: str = "both", camera: Camera = Camera(),
-                 mapping: Sequence[str] = (), positive: str = "crowd", impl: str = "tiles") -> None:
+                 mapping: Sequence[str] = (), positive: str = "crowd", impl: str = "tiles",
+                 cameras: Optional[Mapping[str, Camera]] = None) -> None:
+        """``cameras``: per-frame cameras (path relative to ``root`` -> Camera, as
+        :func:`edge.cameras.read_cameras` reads them) for the heatmap; other frames use ``camera``."""
         if positive not in info.class_names:
             raise ValueError(f"--val-data judges the {positive!r} class, which this model does not "
                              f"have (classes {list(info.class_names)})")
@@ -84,9 +87,18 @@ class RealValidation:
             raise ValueError(f"--val-data {root} needs frames of both classes ({int(self.truth.sum())} "
                              f"{positive}, {int((1 - self.truth).sum())} other)")
         pos = list(info.class_names).index(positive)
+        modes = modes_of(val_mode)
         self.judges = {m: Judge(info, m, positive=pos, rule=info.decision, camera=camera, impl=impl)
-                       for m in modes_of(val_mode)}
-        self.notes = [n for j in self.judges.values() for n in j.notes] + notes(listing, root)
+                       for m in modes}
+        cameras = dict(cameras or {}) if "heatmap" in modes else {}
+        own = {cam: Judge(info, "heatmap", positive=pos, rule=info.decision, camera=cam, impl=impl)
+               for cam in sorted(set(cameras.values()), key=repr)}
+        # per frame: mode -> its judge (a heatmap frame with a camera of its own gets that one)
+        self._frame_judges: List[Dict[str, Judge]] = [
+            {m: (own[cameras[im.rel]] if m == "heatmap" and im.rel in cameras else j)
+             for m, j in self.judges.items()} for im in self.images]
+        used = list({id(j): j for fj in self._frame_judges for j in fj.values()}.values())
+        self.notes = list(dict.fromkeys(n for j in used for n in j.notes)) + notes(listing, root)
         self._cache: Optional[List[Optional[Dict[str, Prepared]]]] = None
         self._cache_ok = True
         decoded = self.truth[[i for i, p in enumerate(self._prepared()) if p is not None]]
@@ -99,13 +111,13 @@ class RealValidation:
         if self._cache is not None:
             return self._cache
         out: List[Optional[Dict[str, Prepared]]] = []
-        for im in self.images:
+        for im, judges in zip(self.images, self._frame_judges):
             img = decode_bgr(im.path)
             if img is None:
                 out.append(None)
                 continue
             img = as_bgr_or_gray(img)
-            out.append({m: j.prepare(img) for m, j in self.judges.items()})
+            out.append({m: j.prepare(img) for m, j in judges.items()})
         size = sum(p.x.nbytes for d in out if d for p in d.values())
         if self._cache_ok and size <= CACHE_BYTES:
             self._cache = out
@@ -119,14 +131,23 @@ class RealValidation:
         was_training = model.training
         model.eval()
         predict = TorchPredictor(model, device)
-        judges = {m: (j if rule is None else j.with_rule(rule)) for m, j in self.judges.items()}
+        ruled: Dict[int, Judge] = {}          # id(judge) -> it under ``rule``
+
+        def under_rule(j: Judge) -> Judge:
+            if rule is None:
+                return j
+            if id(j) not in ruled:
+                ruled[id(j)] = j.with_rule(rule)
+            return ruled[id(j)]
+
         judged: Dict[str, List[Judgement]] = {m: [] for m in self.judges}
         keep: List[int] = []
         for i, prepared in enumerate(self._prepared()):
             if prepared is None:
                 continue
             keep.append(i)
-            for m, j in judges.items():
+            for m, j in self._frame_judges[i].items():
+                j = under_rule(j)
                 judged[m].append(j.decide(j.run(prepared[m], predict, predict.score_map), prepared[m]))
         model.train(was_training)
         if not keep:
@@ -168,7 +189,9 @@ class RealValidation:
             changes.update(classify_threshold=c.threshold)
             said.append(f"classify {c.balanced_accuracy:.3f}")
         heat = self.judges.get("heatmap")
-        where = f"; heatmap ({heat.impl}) tiling {heat.tiling.to_dict()}" if heat is not None else ""
+        own = sum(fj["heatmap"] is not heat for fj in self._frame_judges) if heat is not None else 0
+        where = (f"; heatmap ({heat.impl}) tiling {heat.tiling.to_dict()}" if heat is not None else "") \
+            + (f", {own} frames at their own camera" if own else "")
         source = (f"calibrated on {self.root}: {len(y)} frames ({int(y.sum())} crowd), balanced "
                   f"accuracy {', '.join(said)}" + where
                   + (f"; {note}" if note else ""))

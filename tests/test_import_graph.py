@@ -5,8 +5,8 @@ module-level or inside a function.
   torch, torchvision or another package of this repository.
 - ``train/`` uses from ``edge/`` only what it must share with the runtime: the contract, the file
   helpers, the one image decoder, the one command-line parser, and the runtime's own judge (with
-  its labelled-folder reader and metrics) so that ``--val-data`` judges frames exactly as
-  ``edge.run`` does. It never imports ``export/`` or ``profiling/``.
+  its labelled-folder reader, per-frame cameras file and metrics) so that ``--val-data`` judges
+  frames exactly as ``edge.run`` does. It never imports ``export/`` or ``profiling/``.
 - ``export/`` never imports ``profiling/``; ``profiling/`` never imports ``export/``.
 """
 from __future__ import annotations
@@ -28,6 +28,8 @@ TRAIN_MAY_USE_FROM_EDGE = {
     "edge.cli_checks": "the one command-line parser: one error line and exit 2",
     "edge.judge": "--val-data judges frames through the runtime's own tiling and decision",
     "edge.labelled": "--val-data reads labelled folders as edge.evaluate does",
+    "edge.cameras": "--val-cameras and train.calibrate --cameras read the per-frame cameras file as "
+                    "edge.evaluate --cameras does",
     "edge.metrics": "--val-data scores and calibrates as edge.evaluate does",
     "edge.command": "train.calibrate starts like the edge commands (one error line, exit 2)",
 }

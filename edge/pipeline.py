@@ -15,18 +15,21 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from edge.altitude import MIN_ALTITUDE_M, AltitudeLog
 from edge.contract import DecisionRule
 from edge.heatmap import FlightSafety
-from edge.judge import HEATMAP_IMPLS, MODES, Camera, Judge, Judgement, Prepared, impl_for
+from edge.judge import (HEATMAP_IMPLS, MODES, Camera, Judge, Judgement, Prepared, impl_for,
+                        resolve_tiling)
 from edge.outputs import LatencyStats, overlay
 from edge.sources import Frame
 
 __all__ = ["HEATMAP_IMPLS", "MODES", "Pipeline", "PipelineConfig", "annotate"]
 _END = object()                          # the publisher's queue is drained: it ends
+MAX_JUDGES = 512                         # altitude log: judges kept, one per tile size
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class PipelineConfig:
     rule: Optional[DecisionRule] = None  # the per-frame verdict (default: the model's metadata)
     heatmap_impl: str = "auto"
     camera: Camera = Camera()            # heatmap tile size: explicit, from GSD or altitude+HFOV
+    altitude_log: Optional[AltitudeLog] = None   # heatmap of a video: the height per moment ...
+    log_hfov: Optional[float] = None             # ... with this horizontal field of view (degrees)
     stride: Optional[int] = None         # default: half the tile
     resize: Optional[str] = None         # classify: resize policy (default: the model's)
     tile_batch: int = 64
@@ -52,6 +57,10 @@ class PipelineConfig:
             raise ValueError(f"heatmap impl {self.heatmap_impl!r} not in {HEATMAP_IMPLS}")
         if self.batch < 1 or self.tile_batch < 1 or self.queue_size < 1:
             raise ValueError("batch, tile batch and queue size must be >= 1")
+        if self.altitude_log is not None and (self.mode != "heatmap" or self.log_hfov is None
+                                              or self.camera.given):
+            raise ValueError("an altitude log sizes heatmap tiles, with a field of view and no "
+                             "other camera")
 
 
 @dataclass
@@ -64,6 +73,8 @@ class Item:
     times: Dict[str, float]
     out: Optional[np.ndarray] = None     # the network's output; None: nothing to decide
     infer_ms: float = 0.0
+    judge: Optional[Judge] = None        # the frame's own judge (its altitude), else the pipeline's
+    altitude_m: Optional[float] = None   # the height it was judged at (altitude log)
 
 
 @dataclass(frozen=True)
@@ -81,9 +92,14 @@ class Pipeline:
         self.safety = safety or FlightSafety()
         self.class_names = list(backend.info.class_names)
         # one judge of a frame, the same as edge.evaluate's and training's validation
-        self.judge = Judge(backend.info, cfg.mode, positive=cfg.positive, rule=cfg.rule,
-                           camera=cfg.camera, impl=impl_for(cfg.mode, cfg.heatmap_impl, backend),
-                           stride=cfg.stride, resize=cfg.resize, tile_batch=cfg.tile_batch)
+        log = cfg.altitude_log
+        camera = cfg.camera if log is None else \
+            Camera(altitude=max(log.at(0.0)[0], MIN_ALTITUDE_M), hfov=cfg.log_hfov)
+        self.judge = self._make_judge(camera)
+        self._by_tile: Dict[int, Judge] = {}           # altitude log: tile px -> judge
+        self._tile_sizes: set = set()                  # every tile size judged at
+        self._beyond = 0                               # frames outside the log's span
+        self._heights: List[float] = []                # min and max height judged at
         self.strategy = self.judge.strategy          # classify, dense or tiled heatmap
         self.impl = self.strategy.impl
         self.stats = LatencyStats()
@@ -91,6 +107,34 @@ class Pipeline:
         self.stop = threading.Event()
         self.reason = "end of source"
         self._pub_error: Optional[BaseException] = None
+
+    def _make_judge(self, camera: Camera) -> Judge:
+        cfg = self.cfg
+        return Judge(self.backend.info, cfg.mode, positive=cfg.positive, rule=cfg.rule,
+                     camera=camera, impl=impl_for(cfg.mode, cfg.heatmap_impl, self.backend),
+                     stride=cfg.stride, resize=cfg.resize, tile_batch=cfg.tile_batch)
+
+    def _judge_at(self, frame: Frame) -> Tuple[Judge, Optional[float]]:
+        """The judge of a frame: with an altitude log, tiles for the height at the frame's time
+        in the video (one judge per tile size, made once); else the pipeline's."""
+        log = self.cfg.altitude_log
+        if log is None or frame.video_ms is None:
+            return self.judge, None
+        h, inside = log.at(frame.video_ms / 1000.0)
+        self._beyond += int(not inside)
+        h = max(h, MIN_ALTITUDE_M)
+        self._heights = [min(self._heights[0], h), max(self._heights[1], h)] if self._heights else [h, h]
+        info = self.backend.info
+        tiling = resolve_tiling(Camera(altitude=h, hfov=self.cfg.log_hfov), info.scale,
+                                int(info.preprocess.size[1]))
+        tile = tiling.tile_px(int(frame.image.shape[1]))
+        judge = self._by_tile.get(tile)
+        if judge is None:
+            self._tile_sizes.add(tile)
+            if len(self._by_tile) >= MAX_JUDGES:      # a long flight through many heights
+                self._by_tile.clear()
+            judge = self._by_tile[tile] = self._make_judge(Camera(tile=tile))
+        return judge, h
 
     def request_stop(self, reason: str) -> None:
         """End the run: the one path of every stop (a signal, the display window, the end of
@@ -129,15 +173,16 @@ class Pipeline:
         if frame.image is None:
             return Item(frame, None, {"decode": decode_ms})
         t0 = time.perf_counter()
+        judge, height = self._judge_at(frame)
         try:     # [1, C, H, W] frame, [T, C, H, W] tiles, [1, C, h, w] dense
-            prepared = self.strategy.prepare(frame.image)
+            prepared = judge.strategy.prepare(frame.image)
         except ValueError as e:   # e.g. an image shape the contract cannot take
             frame.image, frame.error = None, f"preprocess: {e}"
             return Item(frame, None, {"decode": decode_ms})
         times = {"preprocess": (time.perf_counter() - t0) * 1e3, "decode": decode_ms}
         if not self.cfg.keep_images:
             frame.image = None
-        return Item(frame, prepared, times)
+        return Item(frame, prepared, times, judge=judge, altitude_m=height)
 
     def _put(self, q, obj) -> None:
         while not self.stop.is_set():
@@ -210,8 +255,9 @@ class Pipeline:
 
     def _infer(self, batch: List[Item], out_q: "queue.Queue") -> None:
         t0 = time.perf_counter()
-        outs = self.strategy.infer([b.prepared for b in batch], self.backend,
-                                   getattr(self.backend, "score_map", None))
+        strategy = (batch[0].judge or self.judge).strategy    # a heatmap infers one frame a call
+        outs = strategy.infer([b.prepared for b in batch], self.backend,
+                              getattr(self.backend, "score_map", None))
         infer_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
         for item, out in zip(batch, outs):
             item.prepared.x = None                                       # free the input tensor now
@@ -263,7 +309,7 @@ class Pipeline:
         if item.out is None:
             self._skip(item)
         else:                       # logits [C], [T, C] or a score map [C, h, w]
-            self._finish(item, self.judge.decide(item.out, item.prepared))
+            self._finish(item, (item.judge or self.judge).decide(item.out, item.prepared))
 
     def _skip(self, item: Item) -> None:
         self.skipped += 1
@@ -273,6 +319,8 @@ class Pipeline:
     def _finish(self, item: Item, verdict: Judgement) -> None:
         t0 = time.perf_counter()
         rec = self._record(item.frame, verdict)
+        if item.altitude_m is not None:
+            rec["altitude_m"] = round(item.altitude_m, 2)
         decision = self.safety.update(verdict.score)
         self.flips += int(decision.changed)
         rec["decision"] = decision.to_record()
@@ -311,7 +359,17 @@ class Pipeline:
                 "mode": self.cfg.mode, "heatmap_impl": self.impl, "judge": self.judge.describe(),
                 "decision_changes": self.flips,
                 "final_decision": {"safe_to_overfly": self.safety.safe},
-                "stopped_by": self.reason, "latency_ms": self.stats.summary(), "backend": describe}
+                "stopped_by": self.reason, "latency_ms": self.stats.summary(), "backend": describe,
+                **self._altitude_summary()}
+
+    def _altitude_summary(self) -> Dict[str, object]:
+        log = self.cfg.altitude_log
+        if log is None:
+            return {}
+        used = [round(h, 2) for h in self._heights] or None
+        return {"altitude_log": {**log.describe(), "hfov_deg": self.cfg.log_hfov,
+                                 "judged_at_m": used, "frames_beyond_span": self._beyond,
+                                 "tile_sizes": len(self._tile_sizes)}}
 
 
 def _where(f: Frame) -> Dict[str, object]:

@@ -10,7 +10,8 @@ Sources: an image, a folder or glob of images (sorted), a video file, /dev/video
 index, csi://N (Jetson CSI camera through GStreamer), rtsp://..., synthetic://WxH[?frames=N].
 Decision: each frame gets its own verdict by the model's decision rule (classify: p(crowd) >=
 --classify-threshold; heatmap: the share of the frame above its tile threshold is >= --min-area, on
-tiles sized from the camera: --gsd, --altitude/--hfov or --tile; the tile threshold is --threshold
+tiles sized from the camera: --gsd, --altitude/--hfov, --tile, or for a video file --altitude-log
+(DJI subtitles or a CSV of the height over time) with --hfov; the tile threshold is --threshold
 raised for the frame's number of training patches when the model carries background scores, see
 --fixed-threshold) and a calibrated score, 0.5 at the rule's boundary; that score is smoothed (--smooth) with hysteresis (--unsafe-above / --safe-below /
 --hold) into safe_to_overfly, which starts unsafe. See docs/jetson.md, "Camera scale and decision".
@@ -21,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 from edge.backends import BACKENDS
@@ -32,8 +35,10 @@ from edge.contract import PRECISIONS, positive_class_index
 from edge.model_checks import open_model
 from edge.sidecar import SidecarError
 from edge.heatmap import FlightSafety
-from edge.judge import (add_camera_args, add_decision_args, camera_from_args, resolve_tiling,
-                        rule_from_args)
+from edge.altitude import MIN_ALTITUDE_M, read_altitude_log
+from edge.contract import IMAGE_EXTENSIONS
+from edge.judge import (Camera, add_camera_args, add_decision_args, camera_from_args,
+                        resolve_tiling, rule_from_args)
 from edge.outputs import GuardedSink, ImageSink, JsonlWriter, VideoSink, Window
 from edge.pipeline import HEATMAP_IMPLS, MODES, Pipeline, PipelineConfig, annotate
 from edge.sources import SourceError, SourceLost, open_source
@@ -88,16 +93,47 @@ def add_scale_args(p: argparse.ArgumentParser) -> None:
     """The camera (heatmap tile size) and the per-frame decision rule."""
     g = p.add_argument_group("camera scale and decision (default: the model's metadata)")
     add_camera_args(g)
+    g.add_argument("--altitude-log", default=None, metavar="FILE",
+                   help="heatmap of a video file: its height above ground over time, DJI subtitles "
+                        "(.srt, rel_alt) or a CSV time_s,altitude_m; tiles follow it (with --hfov)")
     add_decision_args(g)
 
 
 def judge_settings(args, info) -> dict:
     """PipelineConfig fields from the scale/decision flags; ValueError names a bad value (raised
     here, before any output is opened)."""
+    rule = rule_from_args(info.decision, args)
+    if getattr(args, "altitude_log", None) is not None:
+        return {**altitude_settings(args, info), "rule": rule, "resize": args.resize}
     camera = camera_from_args(args)
     if args.mode == "heatmap":
         resolve_tiling(camera, info.scale, int(info.preprocess.size[1]))
-    return {"camera": camera, "rule": rule_from_args(info.decision, args), "resize": args.resize}
+    return {"camera": camera, "rule": rule, "resize": args.resize}
+
+
+def altitude_settings(args, info) -> dict:
+    """``--altitude-log`` with ``--hfov``: checked against the mode, the other camera flags, the
+    source and the model, then read whole (ValueError names what is wrong)."""
+    if args.mode != "heatmap":
+        raise ValueError("--altitude-log sizes heatmap tiles; use it with --mode heatmap")
+    others = [f for f, v in (("--altitude", args.altitude), ("--gsd", args.gsd), ("--tile", args.tile))
+              if v is not None]
+    if others:
+        raise ValueError(f"--altitude-log gives the height; drop {' and '.join(others)}")
+    if args.hfov is None:
+        raise ValueError("--altitude-log needs --hfov DEG (the ground width a frame shows needs both)")
+    Camera(altitude=MIN_ALTITUDE_M, hfov=args.hfov)                 # a bad --hfov, named
+    src = Path(str(args.source))
+    if not src.exists() and not re.match(r"^[a-z]+://", str(args.source)):
+        raise ValueError(f"source not found: {args.source}")
+    if not src.is_file() or src.suffix.lower() in IMAGE_EXTENSIONS:
+        raise ValueError(f"--altitude-log follows a video file's time; --source {args.source} is not "
+                         "a video file")
+    if info.scale is None:
+        raise ValueError("this model records no ground scale, so --altitude-log cannot set the tile "
+                         "size; pass --tile PX, or retrain with crowd_synth or --patch-metres M")
+    return {"camera": Camera(), "altitude_log": read_altitude_log(args.altitude_log),
+            "log_hfov": float(args.hfov)}
 
 
 class Publisher:

@@ -100,13 +100,13 @@ def setup(args):
         raise ValueError("--cameras sizes heatmap tiles; classify judges the whole frame "
                          "(use it with --mode heatmap)")
     cameras = read_cameras(args.cameras, args.data) if args.cameras is not None else {}
+    rule = rule_from_args(info.decision, args)
 
     def judge_with(camera):
         return Judge(info, args.mode, positive=list(info.class_names).index(pos),
                      rule=rule, camera=camera, impl=impl_for(args.mode, args.heatmap_impl, backend),
                      stride=args.stride, resize=args.resize, tile_batch=args.tile_batch)
 
-    rule = rule_from_args(info.decision, args)
     judge = judge_with(camera_from_args(args))
     judges = {cam: judge_with(cam) for cam in sorted(set(cameras.values()), key=repr)}
     listed = {im.rel for im in listing.images}

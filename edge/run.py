@@ -31,12 +31,11 @@ from typing import List, Optional, Tuple
 from edge.backends import BACKENDS
 from edge.cli_checks import OneLineParser, check_run_args, write_text_output
 from edge.command import model_error, run_command
-from edge.contract import PRECISIONS, positive_class_index
+from edge.contract import IMAGE_EXTENSIONS, PRECISIONS, positive_class_index
 from edge.model_checks import open_model
 from edge.sidecar import SidecarError
 from edge.heatmap import FlightSafety
 from edge.altitude import MIN_ALTITUDE_M, read_altitude_log
-from edge.contract import IMAGE_EXTENSIONS
 from edge.judge import (Camera, add_camera_args, add_decision_args, camera_from_args,
                         resolve_tiling, rule_from_args)
 from edge.outputs import GuardedSink, ImageSink, JsonlWriter, VideoSink, Window

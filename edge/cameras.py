@@ -13,12 +13,27 @@ any of ``gsd`` (metres per pixel), ``altitude`` + ``hfov`` (metres, degrees; nad
 output's ``path`` column writes it), exactly one of those cameras (the others empty), as the
 command-line flags would. Photos without a row use the command-line camera. A row naming no image
 of the folder, a photo named twice, an unknown column or a bad value is an error naming the line.
+
+Drone stills usually say their own camera. ``python -m edge.cameras DIR --out FILE`` writes the
+file from the photos' metadata (edge/photo_meta.py: DJI's XMP height and gimbal pitch, the
+EXIF lens): a photo looking straight down (within ``--nadir-within`` degrees) gets ``altitude``
+and ``hfov``; an oblique one the ``gsd`` at its centre; the rest are listed as skipped, with why.
+
+    python -m edge.cameras val/ --out val/cameras.csv
+    python -m edge.cameras photos/ --out cams.csv --hfov 73.7     # a lens the EXIF does not give
+
+Exit status: 0 written (and how many photos of each kind on stderr), 2 a missing folder, a bad
+flag or no photo with a camera (one line on stderr, nothing written).
 """
 from __future__ import annotations
 
+import argparse
 import csv
+import io
+import sys
+from collections import Counter
 from pathlib import Path, PurePosixPath
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from edge.judge import Camera
 
@@ -92,3 +107,100 @@ def read_cameras(path, data_root) -> Dict[str, Camera]:
     if not out:
         raise ValueError(f"--cameras {path}: no rows (one line per photo after the header)")
     return out
+
+
+# ------------------------------------------------------------------------------ from photos
+def cameras_from_photos(root, hfov_deg: Optional[float] = None, nadir_within_deg: float = 5.0):
+    """(rows ``{column: value}`` in path order, ``{photo: why skipped}``) for the images under
+    ``root``; see the module doc."""
+    from edge.files import images_under
+    from edge.photo_meta import ground_scale, is_jpeg_name, read_photo_meta
+
+    root = Path(root)
+    rows: List[Dict[str, str]] = []
+    skipped: Dict[str, str] = {}
+    for p in images_under(root):
+        rel = p.relative_to(root).as_posix()
+        if not is_jpeg_name(p):
+            skipped[rel] = "not a JPEG (no drone metadata)"
+            continue
+        try:
+            meta = read_photo_meta(p)
+        except OSError as e:
+            skipped[rel] = f"unreadable ({e.strerror or e})"
+            continue
+        kind, value = ground_scale(meta, hfov_deg, nadir_within_deg)
+        if kind == "skip":
+            skipped[rel] = str(value)
+        elif kind == "altitude":
+            h, hfov = value
+            rows.append({"path": rel, "altitude": f"{h:.2f}", "hfov": f"{hfov:.2f}"})
+        else:
+            rows.append({"path": rel, "gsd": f"{value:.5f}"})
+    return rows, skipped
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edge.cli_checks import OneLineParser
+
+    p = OneLineParser(prog="python -m edge.cameras", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", help="photos (any depth below it), e.g. the --data or --val-data folder")
+    p.add_argument("--out", required=True, help="the cameras CSV to write")
+    p.add_argument("--hfov", type=float, default=None, metavar="DEG",
+                   help="horizontal field of view for every photo (default: from each one's EXIF lens)")
+    p.add_argument("--nadir-within", type=float, default=5.0, metavar="DEG",
+                   help="a gimbal pitch this close to straight down counts as nadir (default 5)")
+    return p
+
+
+def _setup(args):
+    from edge.cli_checks import check_output_file, need_number
+
+    root = Path(args.folder)
+    if not root.is_dir():
+        raise ValueError(f"folder not found: {root}")
+    check_output_file("--out", args.out)
+    if args.hfov is not None:
+        Camera(altitude=1.0, hfov=args.hfov)                   # a bad --hfov, named
+    need_number("--nadir-within", args.nadir_within, 0.0, 90.0)
+    rows, skipped = cameras_from_photos(root, args.hfov, args.nadir_within)
+    if not rows:
+        reasons = Counter(skipped.values()).most_common(1)
+        why = f" (most: {reasons[0][0]})" if reasons else " (it has no images)"
+        raise ValueError(f"no photo in {root} says its camera{why}")
+    return rows, skipped
+
+
+def _write(args, state) -> int:
+    from edge.files import atomic_write
+
+    rows, skipped = state
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=list(COLUMNS), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    # checked before the rename: every line reads back as the camera it was written from
+    lines = text.getvalue().splitlines()
+    check = csv.DictReader(lines)
+    for i, row in enumerate(check):
+        _camera(row, f"row {i + 2} written for {row['path']}")
+    atomic_write(args.out, lambda f: f.write(text.getvalue().encode("utf-8")))
+    nadir = sum("altitude" in r for r in rows)
+    print(f"edge.cameras: {len(rows)} photos written to {args.out} ({nadir} nadir: altitude and "
+          f"hfov; {len(rows) - nadir} oblique: gsd at the centre), {len(skipped)} skipped",
+          file=sys.stderr)
+    for why, n in Counter(skipped.values()).most_common():
+        print(f"edge.cameras: skipped {n}: {why}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from edge.command import run_command
+
+    return run_command("edge.cameras", build_parser().parse_args(argv), _setup, _write,
+                       (ValueError, OSError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -155,12 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup(args):
-    from edge.cli_checks import check_output_file, need_number
+    from edge.cli_checks import check_not_input, check_output_file, need_number
+    from edge.files import images_under
 
     root = Path(args.folder)
     if not root.is_dir():
         raise ValueError(f"folder not found: {root}")
     check_output_file("--out", args.out)
+    if Path(args.out).exists():
+        check_not_input("--out", args.out, [("the photo", p) for p in images_under(root)])
     if args.hfov is not None:
         Camera(altitude=1.0, hfov=args.hfov)                   # a bad --hfov, named
     need_number("--nadir-within", args.nadir_within, 0.0, 90.0)

@@ -323,7 +323,8 @@ def check_run_args(args: argparse.Namespace) -> None:
     check_output_file("--summary-json", args.summary_json)
     check_output_file("--save-video", args.save_video)
     check_output_dir("--save-images", args.save_images)
-    inputs = model_inputs(args.model) + [("--source", args.source)]
+    inputs = model_inputs(args.model) + [("--source", args.source),
+                                         ("--altitude-log", getattr(args, "altitude_log", None))]
     check_frames_dir("--save-images", args.save_images, inputs)
     check_not_input("--output", args.output, inputs)
     check_not_input("--summary-json", args.summary_json, inputs)

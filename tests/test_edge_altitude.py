@@ -198,3 +198,15 @@ def test_the_log_is_read_as_text_even_from_older_firmware(tmp_path):
     f = tmp_path / "old.srt"
     f.write_bytes(dji_srt([12.5], style="H").encode() + " 25\xb0C".encode("latin-1"))
     assert read_altitude_log(f).at(0.0)[0] == 12.5
+
+
+def test_the_log_is_never_an_output(model, tmp_path, capsys):
+    video = write_video(tmp_path / "clip.avi", frames=3)
+    srt = tmp_path / "clip.srt"
+    srt.write_text(dji_srt([20, 20, 20]))
+    before = srt.read_bytes()
+    for flag in ("--output", "--summary-json"):
+        assert edge_run.main(["--model", str(model), "--source", str(video), "--mode", "heatmap",
+                              "--altitude-log", str(srt), "--hfov", "82", flag, str(srt)]) == 2
+        assert "is --altitude-log" in capsys.readouterr().err
+        assert srt.read_bytes() == before

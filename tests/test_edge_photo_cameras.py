@@ -157,3 +157,11 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, case, needle):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert not out.exists()
+
+
+def test_out_is_never_one_of_the_photos(tmp_path, capsys):
+    photo = drone_jpeg(tmp_path / "photos" / "crowd" / "a.jpg", altitude=30.0, pitch=-90.0, focal_35=24)
+    before = photo.read_bytes()
+    assert cams.main([str(tmp_path / "photos"), "--out", str(photo)]) == 2
+    assert "is the photo" in capsys.readouterr().err
+    assert photo.read_bytes() == before

@@ -23,7 +23,8 @@ and ``hfov``; an oblique one the ``gsd`` at its centre; the rest are listed as s
     python -m edge.cameras photos/ --out cams.csv --hfov 73.7     # a lens the EXIF does not give
 
 Exit status: 0 written (and how many photos of each kind on stderr), 2 a missing folder, a bad
-flag or no photo with a camera (one line on stderr, nothing written).
+flag, no photo with a camera or an output that cannot be written (one line on stderr, nothing
+written).
 """
 from __future__ import annotations
 
@@ -188,7 +189,11 @@ def _write(args, state) -> int:
     check = csv.DictReader(lines)
     for i, row in enumerate(check):
         _camera(row, f"row {i + 2} written for {row['path']}")
-    atomic_write(args.out, lambda f: f.write(text.getvalue().encode("utf-8")))
+    try:
+        atomic_write(args.out, lambda f: f.write(text.getvalue().encode("utf-8")))
+    except OSError as e:                     # a full disk: the old file, if any, is left whole
+        print(f"edge.cameras: error: --out {args.out} not written ({e.strerror or e})", file=sys.stderr)
+        return 2
     nadir = sum("altitude" in r for r in rows)
     print(f"edge.cameras: {len(rows)} photos written to {args.out} ({nadir} nadir: altitude and "
           f"hfov; {len(rows) - nadir} oblique: gsd at the centre), {len(skipped)} skipped",

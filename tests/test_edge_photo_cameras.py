@@ -89,7 +89,8 @@ def test_nadir_oblique_and_unusable_views():
     # 45 deg down from 60 m: the centre ray is 60 / sin 45 = 84.9 m long
     kind, gsd = ground_scale(PhotoMeta(4000, 3000, 60.0, -45.0, 24.0))
     assert kind == "gsd"
-    assert gsd == pytest.approx(60 / math.sin(math.radians(45)) * 2 * math.tan(math.radians(hfov_4_3(24)) / 2) / 4000)
+    ray = 60 / math.sin(math.radians(45))
+    assert gsd == pytest.approx(ray * 2 * math.tan(math.radians(hfov_4_3(24)) / 2) / 4000)
     assert ground_scale(PhotoMeta(4000, 3000, 60.0, -5.0, 24.0))[0] == "skip"          # the horizon
     assert "RelativeAltitude" in ground_scale(PhotoMeta(4000, 3000, None, -90.0, 24.0))[1]
     assert "give --hfov" in ground_scale(PhotoMeta(4000, 3000, 60.0, -90.0, None))[1]

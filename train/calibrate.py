@@ -6,17 +6,17 @@
     python -m train.calibrate model.pt --val-data frames/ --cameras frames/cameras.csv
     python -m train.calibrate runs/crowd/model.pt --background
 
-``--val-data`` holds full frames in class folders (``DIR/<class>/...``, ``--map FOLDER=CLASS``
-for others). Each frame is judged as ``edge.run`` judges it (edge/judge.py, the camera flags as
+``--val-data`` holds full frames in class folders (``DIR/<class>/...``, ``--map FOLDER=CLASS`` for
+others). Each frame is judged as ``edge.run`` judges it (edge/judge.py, the camera flags as
 edge.run's; ``--cameras CSV`` gives frames from several flights each a camera of its own, the file
-``edge.evaluate --cameras`` reads), then the thresholds that maximise balanced accuracy are
-chosen, ties to the higher crowd recall: the per-area ``threshold`` and ``min_area`` (heatmap) and ``classify_threshold``
-(classify). The rule, with where it came from, goes into the checkpoint's ``decision`` (written
-to a temporary file and renamed: the same file, or ``--out``); thresholds of a mode not judged
-keep their values, and so does the model's background (from which the heatmap raises its tile
-threshold per frame; the search judges every candidate threshold that way). Re-export afterwards
-(``python -m export.onnx``) so the runtime reads them. Training with ``--val-data`` does this at
-the end by itself.
+``edge.evaluate --cameras`` reads), then the thresholds that maximise balanced accuracy are chosen,
+ties to the higher crowd recall: the per-area ``threshold`` and ``min_area`` (heatmap) and
+``classify_threshold`` (classify). The rule, with where it came from, goes into the checkpoint's
+``decision`` (written to a temporary file and renamed: the same file, or ``--out``); thresholds of
+a mode not judged keep their values, and so does the model's background (from which the heatmap
+raises its tile threshold per frame; the search judges every candidate threshold that way).
+Re-export afterwards (``python -m export.onnx``) so the runtime reads them. Training with
+``--val-data`` does this at the end by itself.
 
 ``--background`` measures the model's background instead of (or before) choosing thresholds: its
 p(crowd) over the images of its own test split that are not of class ``crowd`` (the data its
@@ -89,9 +89,9 @@ def calibrate_checkpoint(args):
             raise ValueError("--cameras sizes heatmap tiles; --mode classify judges whole frames "
                              "(use heatmap or both)")
         cameras = read_cameras(args.cameras, args.val_data)
-    out = args.out or args.checkpoint
+    out = args.out or args.checkpoint            # checked now: the frames are judged before it is written
     check_not_input("--out" if args.out else "the checkpoint", out,
-                    [("the --cameras file", args.cameras)] if args.cameras else [])            # checked now: the frames are judged before it is written
+                    [("the --cameras file", args.cameras)] if args.cameras else [])
     check_output_file("--out" if args.out else "the checkpoint", out)
     device = pick_device(args.device)
     model, ckpt = load_model(args.checkpoint, map_location="cpu")

@@ -121,16 +121,15 @@ def altitude_settings(args, info) -> dict:
         raise ValueError(f"--altitude-log gives the height; drop {' and '.join(others)}")
     if args.hfov is None:
         raise ValueError("--altitude-log needs --hfov DEG (the ground width a frame shows needs both)")
-    Camera(altitude=MIN_ALTITUDE_M, hfov=args.hfov)                 # a bad --hfov, named
+    # a bad --hfov, or a model without a ground scale, named as the camera flags name them
+    resolve_tiling(Camera(altitude=MIN_ALTITUDE_M, hfov=args.hfov), info.scale,
+                   int(info.preprocess.size[1]))
     src = Path(str(args.source))
     if not src.exists() and not re.match(r"^[a-z]+://", str(args.source)):
         raise ValueError(f"source not found: {args.source}")
     if not src.is_file() or src.suffix.lower() in IMAGE_EXTENSIONS:
         raise ValueError(f"--altitude-log follows a video file's time; --source {args.source} is not "
                          "a video file")
-    if info.scale is None:
-        raise ValueError("this model records no ground scale, so --altitude-log cannot set the tile "
-                         "size; pass --tile PX, or retrain with crowd_synth or --patch-metres M")
     return {"camera": Camera(), "altitude_log": read_altitude_log(args.altitude_log),
             "log_hfov": float(args.hfov)}
 

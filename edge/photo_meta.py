@@ -7,8 +7,8 @@ DJI drones write into every still:
   field of view follows.
 
 Read here with the standard library alone, as the runtime must run on a Jetson with nothing
-more: the JPEG's segments up to the image data, the TIFF structure of EXIF (either byte order)
-and the two XMP fields (as attributes or elements). Nothing is decoded beyond the header.
+more: the JPEG's segments up to the image data, one by one (nothing after them is read), the TIFF
+structure of EXIF (either byte order) and the two XMP fields (as attributes or elements).
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
 _EXIF_ID, _XMP_ID = b"Exif\x00\x00", b"http://ns.adobe.com/xap/1.0/\x00"
 _SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}          # frame headers (not DHT/JPG/DAC)
 _TAG_EXIF_IFD, _TAG_FOCAL_35 = 0x8769, 0xA405
-_READ_LIMIT = 1 << 20          # metadata sits in the first segments; never read a whole file
 
 
 @dataclass(frozen=True)
@@ -79,37 +78,48 @@ def _focal_35(tiff: bytes) -> Optional[float]:
     return None
 
 
+def _segments(f):
+    """(marker, payload) of a JPEG's header segments, read one by one from the open file up to the
+    image data: only the header is read, however large the photo."""
+    if f.read(2) != b"\xff\xd8":
+        return
+    while True:
+        b = f.read(1)
+        if b != b"\xff":
+            return                                           # not a marker: a damaged header
+        marker = f.read(1)
+        while marker == b"\xff":                            # fill bytes
+            marker = f.read(1)
+        if not marker:
+            return
+        m = marker[0]
+        if m == 0x01 or 0xD0 <= m <= 0xD7:                   # markers without a length
+            continue
+        if m in (0xDA, 0xD9):                                # image data or the end: no more header
+            return
+        raw = f.read(2)
+        if len(raw) < 2:
+            return
+        (length,) = struct.unpack(">H", raw)
+        payload = f.read(max(length - 2, 0))
+        yield m, payload
+        if len(payload) < length - 2:
+            return
+
+
 def read_photo_meta(path) -> PhotoMeta:
     """The camera facts a JPEG carries (fields it lacks are None); OSError if unreadable."""
-    with open(path, "rb") as f:
-        data = f.read(_READ_LIMIT)
-    if data[:2] != b"\xff\xd8":
-        return PhotoMeta()
     width = height = None
     xmp: Optional[str] = None
     focal: Optional[float] = None
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            break
-        marker = data[i + 1]
-        if marker == 0xFF:                                  # fill byte
-            i += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        if marker in (0xDA, 0xD9):                          # image data or the end: no more header
-            break
-        (length,) = struct.unpack(">H", data[i + 2:i + 4])
-        seg = data[i + 4:i + 2 + length]
-        if marker == 0xE1 and seg.startswith(_EXIF_ID) and focal is None:
-            focal = _focal_35(seg[len(_EXIF_ID):])
-        elif marker == 0xE1 and seg.startswith(_XMP_ID) and xmp is None:
-            xmp = seg[len(_XMP_ID):].decode("utf-8", "replace")
-        elif marker in _SOF and len(seg) >= 5:
-            height, width = struct.unpack(">HH", seg[1:5])
-        i += 2 + length
+    with open(path, "rb") as f:
+        for marker, seg in _segments(f):
+            if marker == 0xE1 and seg.startswith(_EXIF_ID) and focal is None:
+                focal = _focal_35(seg[len(_EXIF_ID):])
+            elif marker == 0xE1 and seg.startswith(_XMP_ID) and xmp is None:
+                xmp = seg[len(_XMP_ID):].decode("utf-8", "replace")
+            elif marker in _SOF and len(seg) >= 5:
+                height, width = struct.unpack(">HH", seg[1:5])
     alt = _xmp_number(xmp, "RelativeAltitude") if xmp else None
     pitch = _xmp_number(xmp, "GimbalPitchDegree") if xmp else None
     return PhotoMeta(width, height, alt, pitch, focal)

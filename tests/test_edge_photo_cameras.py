@@ -166,3 +166,20 @@ def test_out_is_never_one_of_the_photos(tmp_path, capsys):
     assert cams.main([str(tmp_path / "photos"), "--out", str(photo)]) == 2
     assert "is the photo" in capsys.readouterr().err
     assert photo.read_bytes() == before
+
+
+def test_damaged_and_foreign_files_give_what_they_have(tmp_path):
+    """Only the header segments are read: a photo cut off inside its image data still gives its
+    camera; a PNG named .jpg and a header cut inside a segment give what was read before."""
+    whole = drone_jpeg(tmp_path / "a.jpg", altitude=25.0, pitch=-90.0, focal_35=24).read_bytes()
+    sos = whole.index(b"\xff\xda")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole[:sos + 40])
+    assert read_photo_meta(cut) == read_photo_meta(tmp_path / "a.jpg")
+    half = tmp_path / "half.jpg"
+    half.write_bytes(whole[:whole.index(b"http://ns.adobe.com") + 20])      # inside the XMP
+    m = read_photo_meta(half)
+    assert m.focal_35mm == 24.0 and m.relative_altitude_m is None
+    ok, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "png.jpg").write_bytes(png.tobytes())
+    assert read_photo_meta(tmp_path / "png.jpg") == PhotoMeta()

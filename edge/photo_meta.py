@@ -6,9 +6,10 @@ DJI drones write into every still:
 - EXIF: ``FocalLengthIn35mmFilm``, the lens as a 35 mm-equivalent focal length, from which the
   field of view follows.
 
-Read here with the standard library alone, as the runtime must run on a Jetson with nothing
-more: the JPEG's segments up to the image data, one by one (nothing after them is read), the TIFF
-structure of EXIF (either byte order) and the two XMP fields (as attributes or elements).
+Read here with the standard library (no image library), as the runtime must run on a Jetson with
+nothing more than edge/ needs: the JPEG's segments up to the image data, one by one (nothing after
+them is read), the TIFF structure of EXIF (either byte order) and the two XMP fields (as attributes
+or elements).
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
+
+from edge.altitude import MIN_ALTITUDE_M
+from edge.contract import gsd_from_camera
 
 #: the diagonal of a 36 x 24 mm frame: a 35 mm-equivalent focal length f sees 2 atan(D / 2f)
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
@@ -136,7 +140,7 @@ def ground_scale(meta: PhotoMeta, hfov_deg: Optional[float] = None,
     hfov = hfov_deg if hfov_deg is not None else meta.hfov_deg()
     if hfov is None:
         return "skip", "no 35 mm-equivalent focal length in its EXIF (give --hfov)"
-    h = max(float(meta.relative_altitude_m), 1.0)
+    h = max(float(meta.relative_altitude_m), MIN_ALTITUDE_M)
     pitch = meta.gimbal_pitch_deg
     if pitch is None or abs(pitch + 90.0) <= nadir_within_deg:
         return "altitude", (h, hfov)
@@ -145,7 +149,7 @@ def ground_scale(meta: PhotoMeta, hfov_deg: Optional[float] = None,
     if not meta.width:
         return "skip", "no image size in its JPEG header"
     slant = h / math.sin(math.radians(-pitch))          # the centre ray's length to the ground
-    return "gsd", slant * 2.0 * math.tan(math.radians(hfov) / 2.0) / meta.width
+    return "gsd", gsd_from_camera(slant, hfov, meta.width)
 
 
 def is_jpeg_name(path: Path) -> bool:
